@@ -1,0 +1,61 @@
+"""The ``partialface`` command line: a thin layer over the package.
+
+Each subcommand lives in its own module, imported only when that subcommand runs. A command module
+provides ``configure(parser)`` (adds its options) and ``run(args) -> int`` (the exit status).
+User errors (PartialFaceError) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from partialface.errors import PartialFaceError
+
+#: name -> (module implementing configure/run, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "align": ("partialface.jobs.align", "align a dataset (LFW layout or identity folders) to 160x160 faces"),
+    "export-partial": (
+        "partialface.jobs.export_partial",
+        "write the published PartialLFW folder tree from aligned faces",
+    ),
+    "train": ("partialface.training.cli", "train a model from a YAML config"),
+    "models": ("partialface.models.cli", "list registered models and presets (parameters, FLOPs)"),
+    "demo": ("partialface.jobs.demo", "run the main job end to end on an embedded default"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (subcommand modules are imported to add their options)."""
+    from partialface import __version__
+
+    parser = argparse.ArgumentParser(prog="partialface", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"partialface {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).configure(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except PartialFaceError as e:
+        print(f"partialface: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("partialface: interrupted (finished work is kept; run the same command to resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

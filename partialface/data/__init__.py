@@ -1,0 +1,1 @@
+"""Data layer: image reading, LFW layout and pairs files, identity folders."""

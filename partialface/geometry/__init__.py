@@ -1,0 +1,18 @@
+"""Geometry: alignment (spec §1) and partial faces (spec §2). Template numbers live in ``template``."""
+
+from partialface.geometry.align import align_face, similarity_transform
+from partialface.geometry.partial import PartialFaceBatcher, partial_face, partial_faces_batch
+from partialface.geometry.template import FACTORS, IMAGE_SIZE, PARTS, part_centre, part_rect
+
+__all__ = [
+    "FACTORS",
+    "IMAGE_SIZE",
+    "PARTS",
+    "PartialFaceBatcher",
+    "align_face",
+    "part_centre",
+    "part_rect",
+    "partial_face",
+    "partial_faces_batch",
+    "similarity_transform",
+]

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: builds .venv if needed, then lint (ruff), type-check (mypy) and tests (pytest).
+# Extra arguments go to pytest (e.g. --runslow, -k align).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/bootstrap.sh" dev
+cd "$root"
+py="${PARTIALFACE_VENV:-$root/.venv}/bin"
+echo "== ruff"; "$py/ruff" check partialface tests benchmarks
+echo "== mypy"; "$py/mypy" partialface
+echo "== pytest"; "$py/python" -m pytest -q "$@"
