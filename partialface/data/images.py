@@ -54,10 +54,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if p.stat().st_size == 0:
         raise ImageReadError(f"{p}: file is empty (0 bytes); re-copy or remove it")
     try:
-        with Image.open(p) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
-            arr = _to_rgb_array(img)
+        with Image.open(p) as opened:
+            opened.load()
+            arr = _to_rgb_array(ImageOps.exif_transpose(opened) or opened)
     except UnidentifiedImageError:
         raise ImageReadError(f"{p}: not a readable image (unknown format); remove or replace it") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -1,7 +1,13 @@
 """Geometry: alignment (spec §1) and partial faces (spec §2). Template numbers live in ``template``."""
 
 from partialface.geometry.align import align_face, similarity_transform
-from partialface.geometry.partial import PartialFaceBatcher, partial_face, partial_faces_batch
+from partialface.geometry.partial import (
+    PartialFaceBatcher,
+    Variant,
+    all_variants,
+    partial_face,
+    partial_faces_batch,
+)
 from partialface.geometry.template import FACTORS, IMAGE_SIZE, PARTS, part_centre, part_rect
 
 __all__ = [
@@ -9,7 +15,9 @@ __all__ = [
     "IMAGE_SIZE",
     "PARTS",
     "PartialFaceBatcher",
+    "Variant",
     "align_face",
+    "all_variants",
     "part_centre",
     "part_rect",
     "partial_face",

@@ -92,7 +92,7 @@ def part_rect(part: Part, factor: float, centre: tuple[float, float] | None = No
 def centring_shift(part: Part, size: int = IMAGE_SIZE) -> tuple[float, float]:
     """Translation (dx, dy) of the centred variant: (S/2 - cx, S/2 - cy), rounded to float32 as published."""
     cx, cy = part_centre(part, size)
-    m = np.float32([[1, 0, size / 2 - cx], [0, 1, size / 2 - cy]])
+    m = np.array([[1, 0, size / 2 - cx], [0, 1, size / 2 - cy]], dtype=np.float32)
     return float(m[0, 2]), float(m[1, 2])
 
 

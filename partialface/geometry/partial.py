@@ -1,0 +1,243 @@
+"""Partial faces (spec §2): the exact per-image path and a batched tensor path.
+
+Exact path: what the published generator does — keep the part's rectangle (inclusive ends, clipped),
+grey 128 elsewhere; the centred variant is that image translated by (80 - cx, 80 - cy) with OpenCV's
+bilinear ``warpAffine`` (float32 matrix, grey border).
+
+Batched path: all variants of a batch of aligned faces in memory, as tensors on any device. The
+non-centred variants are a rectangle copy (bit-exact). The centred variants reproduce OpenCV's
+fixed-point bilinear warp: the inverse translation is rounded to 1/32 px exactly as ``warpAffine``
+does (``round(-d * 1024) + 16 >> 5``), and the 2x2 integer weights (32 - a)(32 - b) etc. are applied
+with one final rounding ``(sum + 512) >> 10``. All intermediate values are integers below 2^24, so the
+float32 arithmetic used here is exact and the result is bit-identical to the exact path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+
+import cv2
+import numpy as np
+import torch
+
+from partialface.geometry.template import (
+    FACTORS,
+    GREY,
+    IMAGE_SIZE,
+    PARTS,
+    Part,
+    Rect,
+    centring_shift,
+    part_rect,
+)
+
+
+def _check_aligned(aligned: np.ndarray) -> None:
+    if aligned.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or aligned.dtype != np.uint8:
+        raise ValueError(f"aligned face must be ({IMAGE_SIZE}, {IMAGE_SIZE}, 3) uint8, got {aligned.shape} {aligned.dtype}")
+
+
+def partial_face(aligned: np.ndarray, part: Part, factor: float, centred: bool) -> np.ndarray:
+    """One partial face, pixel-identical to the published generator: (160, 160, 3) uint8 -> same."""
+    _check_aligned(aligned)
+    if part not in PARTS:
+        raise ValueError(f"unknown part {part!r}; choose from {', '.join(PARTS)}")
+    r = part_rect(part, factor).clipped(IMAGE_SIZE)
+    out = np.full_like(aligned, GREY)
+    if r.area:
+        out[r.y1 : r.y2 + 1, r.x1 : r.x2 + 1] = aligned[r.y1 : r.y2 + 1, r.x1 : r.x2 + 1]
+    if centred:
+        dx, dy = centring_shift(part)
+        m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
+        out = cv2.warpAffine(out, m, (IMAGE_SIZE, IMAGE_SIZE), borderValue=(GREY, GREY, GREY))
+    return out
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How an image is shown: holistic (part None) or a part kept at a size factor, centred or not."""
+
+    part: Part | None = None
+    factor: float | None = None
+    centred: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.part is None) != (self.factor is None):
+            raise ValueError("a variant has both a part and a factor, or neither (holistic)")
+        if self.part is not None and self.part not in PARTS:
+            raise ValueError(f"unknown part {self.part!r}; choose from {', '.join(PARTS)}")
+
+    @property
+    def holistic(self) -> bool:
+        return self.part is None
+
+    def __str__(self) -> str:
+        if self.part is None:
+            return "holistic"
+        return f"{self.part}{'_centered' if self.centred else ''}/{self.factor}"
+
+
+def all_variants(centred: Sequence[bool] = (False, True)) -> list[Variant]:
+    """The 72 partial variants (4 parts x 9 factors x 2 settings), published order."""
+    return [Variant(p, f, c) for c in centred for p in PARTS for f in FACTORS]
+
+
+@cache
+def _fixed_shift(part: Part) -> tuple[int, int, int, int]:
+    """OpenCV's fixed-point source offset for the centring translation: (ix, ax, iy, ay).
+
+    Output pixel x samples source x + ix + ax/32 (ax in 0..31), likewise y.
+    """
+
+    def q(d: float) -> tuple[int, int]:
+        # warpAffine inverts M (source = dest - d), scales by 1024 with rounding, adds 16, drops 5 bits.
+        v = (int(np.rint(-d * 1024.0)) + 16) >> 5
+        return v >> 5, v & 31
+
+    dx, dy = centring_shift(part)
+    ix, ax = q(dx)
+    iy, ay = q(dy)
+    return ix, ax, iy, ay
+
+
+def _as_nhwc_uint8(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) or (B, S, S, 3) uint8 -> contiguous (B, S, S, 3)."""
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be a uint8 (B, 3, H, W) or (B, H, W, 3) tensor, got {tuple(images.shape)}")
+    if images.shape[-1] != 3 and images.shape[1] == 3:
+        images = images.permute(0, 2, 3, 1)
+    if tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise ValueError(f"aligned faces must be {IMAGE_SIZE}x{IMAGE_SIZE}x3, got {tuple(images.shape[1:])}")
+    return images.contiguous()
+
+
+def _window(images: torch.Tensor, y0: int, x0: int, h: int, w: int, keep: Rect | None) -> torch.Tensor:
+    """Source rows y0..y0+h-1, cols x0..x0+w-1 of NHWC images as float32 (B, h, w, 3); grey off the
+    image and, when ``keep`` is given, outside that rectangle."""
+    win = torch.full((images.shape[0], h, w, 3), float(GREY), device=images.device)
+    lim = Rect(0, 0, IMAGE_SIZE - 1, IMAGE_SIZE - 1) if keep is None else keep.clipped(IMAGE_SIZE)
+    y1, y2 = max(lim.y1, y0), min(lim.y2, y0 + h - 1)
+    x1, x2 = max(lim.x1, x0), min(lim.x2, x0 + w - 1)
+    if y1 <= y2 and x1 <= x2:
+        win[:, y1 - y0 : y2 - y0 + 1, x1 - x0 : x2 - x0 + 1] = images[:, y1 : y2 + 1, x1 : x2 + 1]
+    return win
+
+
+def _blend(win: torch.Tensor, ax: int, ay: int) -> torch.Tensor:
+    """OpenCV's fixed-point bilinear blend of a window (B, h+1, w+1, 3) -> (B, h, w, 3) uint8.
+
+    Separable integer sums (columns of x, then rows of y) and one rounding, (sum + 512) >> 10; all
+    values are integers below 2^24, so float32 is exact.
+    """
+    rows = torch.addcmul(win[:, :, :-1] * float(32 - ax), win[:, :, 1:], torch.tensor(float(ax)))
+    both = torch.addcmul(rows[:, :-1] * float(32 - ay), rows[:, 1:], torch.tensor(float(ay)))
+    return both.add_(512.0).mul_(1.0 / 1024.0).floor_().to(torch.uint8)
+
+
+def _cv2_shift(images: torch.Tensor, part: Part) -> torch.Tensor:
+    """The published warpAffine of every (unmasked) image of a CPU NHWC batch: (B, S, S, 3) uint8."""
+    dx, dy = centring_shift(part)
+    m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
+    src = images.numpy()
+    out = np.empty_like(src)
+
+    def run(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            cv2.warpAffine(src[i], m, (IMAGE_SIZE, IMAGE_SIZE), dst=out[i], borderValue=(GREY, GREY, GREY))
+
+    n, k = src.shape[0], max(1, min(torch.get_num_threads(), src.shape[0] // 8))
+    if k == 1:
+        run(0, n)
+    else:  # OpenCV releases the GIL: one chunk of images per thread
+        bounds = np.linspace(0, n, k + 1).astype(int)
+        with ThreadPoolExecutor(k) as pool:
+            list(pool.map(run, bounds[:-1], bounds[1:]))
+    return torch.from_numpy(out)
+
+
+class PartialFaceBatcher:
+    """Makes partial variants of one batch of aligned faces, in memory, on the batch's device.
+
+    images: (B, 3, 160, 160) or (B, 160, 160, 3) uint8 tensor. ``variant(v)`` -> (B, 3, 160, 160) uint8
+    in channels_last memory format (a view of an NHWC buffer; ``.contiguous()`` gives NCHW).
+    ``backend``: how the centring translation of the whole image is computed — "auto" (OpenCV on CPU,
+    torch elsewhere), "cv2" or "torch". Every backend is bit-exact to ``partial_face``.
+    """
+
+    def __init__(self, images: torch.Tensor, backend: str = "auto") -> None:
+        if backend not in ("auto", "cv2", "torch"):
+            raise ValueError(f"backend must be 'auto', 'cv2' or 'torch', got {backend!r}")
+        self.images = _as_nhwc_uint8(images)
+        self.backend = ("cv2" if self.images.device.type == "cpu" else "torch") if backend == "auto" else backend
+        self._shift_cache: dict[str, torch.Tensor] = {}
+
+    def _grey(self) -> torch.Tensor:
+        return torch.full_like(self.images, GREY)
+
+    def variant(self, v: Variant) -> torch.Tensor:
+        """The batch shown as variant v: (B, 3, 160, 160) uint8."""
+        if v.part is None:
+            return self.images.permute(0, 3, 1, 2)
+        assert v.factor is not None
+        r = part_rect(v.part, v.factor).clipped(IMAGE_SIZE)
+        if v.centred:
+            out = self._centred(v.part, r)
+        else:
+            out = self._grey()
+            if r.area:
+                out[:, r.y1 : r.y2 + 1, r.x1 : r.x2 + 1] = self.images[:, r.y1 : r.y2 + 1, r.x1 : r.x2 + 1]
+        return out.permute(0, 3, 1, 2)
+
+    def _shifted(self, part: Part) -> torch.Tensor:
+        """The whole (unmasked) batch translated like the centred variant of ``part``: (B, S, S, 3) uint8.
+
+        Shared by the 9 factors of a part; only the rectangle's one-pixel ring differs from it.
+        """
+        cached = self._shift_cache.get(part)
+        if cached is None:
+            if self.backend == "cv2":
+                cached = _cv2_shift(self.images.cpu(), part).to(self.images.device)
+            else:
+                ix, ax, iy, ay = _fixed_shift(part)
+                cached = _blend(_window(self.images, iy, ix, IMAGE_SIZE + 1, IMAGE_SIZE + 1, None), ax, ay)
+            self._shift_cache[part] = cached
+        return cached
+
+    def _centred(self, part: Part, r: Rect) -> torch.Tensor:
+        """Fixed-point bilinear translation of the masked batch (bit-exact to cv2.warpAffine): NHWC."""
+        out = self._grey()
+        if not r.area:
+            return out
+        ix, ax, iy, ay = _fixed_shift(part)
+        # Output pixels whose 2x2 source taps touch the rectangle: source x in [x1 - 1, x2] -> output x - ix.
+        ox1, ox2 = max(r.x1 - 1 - ix, 0), min(r.x2 - ix, IMAGE_SIZE - 1)
+        oy1, oy2 = max(r.y1 - 1 - iy, 0), min(r.y2 - iy, IMAGE_SIZE - 1)
+        if ox1 > ox2 or oy1 > oy2:
+            return out
+        # Inside, all taps lie in the rectangle (or off the image, grey in both): the shifted full image.
+        out[:, oy1 : oy2 + 1, ox1 : ox2 + 1] = self._shifted(part)[:, oy1 : oy2 + 1, ox1 : ox2 + 1]
+        # The ring (first/last row and column) mixes kept and grey taps: blend the masked strips exactly.
+        h, w = oy2 - oy1 + 1, ox2 - ox1 + 1
+        for ty, tx, sh, sw in ((oy1, ox1, 1, w), (oy2, ox1, 1, w), (oy1, ox1, h, 1), (oy1, ox2, h, 1)):
+            win = _window(self.images, ty + iy, tx + ix, sh + 1, sw + 1, r)
+            out[:, ty : ty + sh, tx : tx + sw] = _blend(win, ax, ay)
+        return out
+
+    def __iter__(self) -> Iterator[tuple[Variant, torch.Tensor]]:
+        for v in all_variants():
+            yield v, self.variant(v)
+
+
+def partial_faces_batch(
+    images: torch.Tensor, variants: Sequence[Variant] | None = None, backend: str = "auto"
+) -> torch.Tensor:
+    """All requested variants of a batch: images (B, 3|H, ...) uint8 -> (V, B, 3, 160, 160) uint8.
+
+    ``variants`` defaults to the 72 partial variants (``all_variants()``).
+    """
+    batcher = PartialFaceBatcher(images, backend)
+    vs = all_variants() if variants is None else list(variants)
+    return torch.stack([batcher.variant(v) for v in vs])
