@@ -37,7 +37,7 @@ from partialface.geometry.template import (
 
 def _check_aligned(aligned: np.ndarray) -> None:
     if aligned.shape != (IMAGE_SIZE, IMAGE_SIZE, 3) or aligned.dtype != np.uint8:
-        raise ValueError(f"aligned face must be ({IMAGE_SIZE}, {IMAGE_SIZE}, 3) uint8, got {aligned.shape} {aligned.dtype}")
+        raise ValueError(f"aligned face must be ({IMAGE_SIZE}, {IMAGE_SIZE}, 3) uint8, got {aligned.shape}")
 
 
 def partial_face(aligned: np.ndarray, part: Part, factor: float, centred: bool) -> np.ndarray:
