@@ -137,16 +137,28 @@ def _blend(win: torch.Tensor, ax: int, ay: int) -> torch.Tensor:
     return both.add_(512.0).mul_(1.0 / 1024.0).floor_().to(torch.uint8)
 
 
-def _cv2_shift(images: torch.Tensor, part: Part) -> torch.Tensor:
-    """The published warpAffine of every (unmasked) image of a CPU NHWC batch: (B, S, S, 3) uint8."""
+def _out_region(part: Part, r: Rect) -> tuple[int, int, int, int] | None:
+    """Output rows/cols (oy1, oy2, ox1, ox2) of a centred variant whose 2x2 source taps touch rectangle r.
+
+    Source x in [x1 - 1, x2] feeds output x - ix; None when nothing of r lands in the image.
+    """
+    ix, _, iy, _ = _fixed_shift(part)
+    ox1, ox2 = max(r.x1 - 1 - ix, 0), min(r.x2 - ix, IMAGE_SIZE - 1)
+    oy1, oy2 = max(r.y1 - 1 - iy, 0), min(r.y2 - iy, IMAGE_SIZE - 1)
+    return None if not r.area or ox1 > ox2 or oy1 > oy2 else (oy1, oy2, ox1, ox2)
+
+
+def _cv2_shift(images: torch.Tensor, part: Part, oy: int, ox: int, h: int, w: int) -> torch.Tensor:
+    """Output rows oy..oy+h-1, cols ox..ox+w-1 of the published warpAffine of every (unmasked) image of a
+    CPU NHWC batch: (B, h, w, 3) uint8. The integer offset keeps OpenCV's fixed-point rounding unchanged."""
     dx, dy = centring_shift(part)
-    m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
+    m = np.array([[1.0, 0.0, dx - ox], [0.0, 1.0, dy - oy]], dtype=np.float64)
     src = images.numpy()
-    out = np.empty_like(src)
+    out = np.empty((src.shape[0], h, w, 3), dtype=np.uint8)
 
     def run(lo: int, hi: int) -> None:
         for i in range(lo, hi):
-            cv2.warpAffine(src[i], m, (IMAGE_SIZE, IMAGE_SIZE), dst=out[i], borderValue=(GREY, GREY, GREY))
+            cv2.warpAffine(src[i], m, (w, h), dst=out[i], borderValue=(GREY, GREY, GREY))
 
     n, k = src.shape[0], max(1, min(torch.get_num_threads(), src.shape[0] // 8))
     if k == 1:
@@ -172,10 +184,25 @@ class PartialFaceBatcher:
             raise ValueError(f"backend must be 'auto', 'cv2' or 'torch', got {backend!r}")
         self.images = _as_nhwc_uint8(images)
         self.backend = ("cv2" if self.images.device.type == "cpu" else "torch") if backend == "auto" else backend
-        self._shift_cache: dict[str, torch.Tensor] = {}
+        self._shift_cache: dict[str, tuple[torch.Tensor, int, int]] = {}
 
     def _grey(self) -> torch.Tensor:
         return torch.full_like(self.images, GREY)
+
+    def _compose(
+        self, src: torch.Tensor, y1: int, y2: int, x1: int, x2: int, sy: int = 0, sx: int = 0
+    ) -> torch.Tensor:
+        """New NHWC batch: ``src`` inside rows y1..y2 and columns x1..x2 (inclusive), grey elsewhere.
+
+        ``src`` holds image rows/cols from (sy, sx) on. Writes every output byte once.
+        """
+        out = torch.empty_like(self.images)
+        out[:, :y1] = GREY
+        out[:, y2 + 1 :] = GREY
+        out[:, y1 : y2 + 1, :x1] = GREY
+        out[:, y1 : y2 + 1, x2 + 1 :] = GREY
+        out[:, y1 : y2 + 1, x1 : x2 + 1] = src[:, y1 - sy : y2 - sy + 1, x1 - sx : x2 - sx + 1]
+        return out
 
     def variant(self, v: Variant) -> torch.Tensor:
         """The batch shown as variant v: (B, 3, 160, 160) uint8."""
@@ -185,40 +212,42 @@ class PartialFaceBatcher:
         r = part_rect(v.part, v.factor).clipped(IMAGE_SIZE)
         if v.centred:
             out = self._centred(v.part, r)
+        elif r.area:
+            out = self._compose(self.images, r.y1, r.y2, r.x1, r.x2)
         else:
             out = self._grey()
-            if r.area:
-                out[:, r.y1 : r.y2 + 1, r.x1 : r.x2 + 1] = self.images[:, r.y1 : r.y2 + 1, r.x1 : r.x2 + 1]
         return out.permute(0, 3, 1, 2)
 
-    def _shifted(self, part: Part) -> torch.Tensor:
-        """The whole (unmasked) batch translated like the centred variant of ``part``: (B, S, S, 3) uint8.
+    def _shifted(self, part: Part) -> tuple[torch.Tensor, int, int]:
+        """The whole (unmasked) batch translated like the centred variants of ``part``, over the output
+        region of the largest factor (all smaller rectangles nest inside it): ((B, h, w, 3) uint8, oy, ox).
 
-        Shared by the 9 factors of a part; only the rectangle's one-pixel ring differs from it.
+        Shared by the 9 factors of a part; only each rectangle's one-pixel ring differs from it.
         """
         cached = self._shift_cache.get(part)
         if cached is None:
+            region = _out_region(part, part_rect(part, max(FACTORS)).clipped(IMAGE_SIZE))
+            assert region is not None
+            oy1, oy2, ox1, ox2 = region
+            h, w = oy2 - oy1 + 1, ox2 - ox1 + 1
             if self.backend == "cv2":
-                cached = _cv2_shift(self.images.cpu(), part).to(self.images.device)
+                shifted = _cv2_shift(self.images.cpu(), part, oy1, ox1, h, w).to(self.images.device)
             else:
                 ix, ax, iy, ay = _fixed_shift(part)
-                cached = _blend(_window(self.images, iy, ix, IMAGE_SIZE + 1, IMAGE_SIZE + 1, None), ax, ay)
-            self._shift_cache[part] = cached
+                shifted = _blend(_window(self.images, oy1 + iy, ox1 + ix, h + 1, w + 1, None), ax, ay)
+            cached = self._shift_cache[part] = (shifted, oy1, ox1)
         return cached
 
     def _centred(self, part: Part, r: Rect) -> torch.Tensor:
         """Fixed-point bilinear translation of the masked batch (bit-exact to cv2.warpAffine): NHWC."""
-        out = self._grey()
-        if not r.area:
-            return out
+        region = _out_region(part, r)
+        if region is None:
+            return self._grey()
+        oy1, oy2, ox1, ox2 = region
         ix, ax, iy, ay = _fixed_shift(part)
-        # Output pixels whose 2x2 source taps touch the rectangle: source x in [x1 - 1, x2] -> output x - ix.
-        ox1, ox2 = max(r.x1 - 1 - ix, 0), min(r.x2 - ix, IMAGE_SIZE - 1)
-        oy1, oy2 = max(r.y1 - 1 - iy, 0), min(r.y2 - iy, IMAGE_SIZE - 1)
-        if ox1 > ox2 or oy1 > oy2:
-            return out
         # Inside, all taps lie in the rectangle (or off the image, grey in both): the shifted full image.
-        out[:, oy1 : oy2 + 1, ox1 : ox2 + 1] = self._shifted(part)[:, oy1 : oy2 + 1, ox1 : ox2 + 1]
+        shifted, sy, sx = self._shifted(part)
+        out = self._compose(shifted, oy1, oy2, ox1, ox2, sy, sx)
         # The ring (first/last row and column) mixes kept and grey taps: blend the masked strips exactly.
         h, w = oy2 - oy1 + 1, ox2 - ox1 + 1
         for ty, tx, sh, sw in ((oy1, ox1, 1, w), (oy2, ox1, 1, w), (oy1, ox1, h, 1), (oy1, ox2, h, 1)):
