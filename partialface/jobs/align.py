@@ -47,7 +47,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -289,16 +289,29 @@ def _load(item: _Item) -> _Loaded:
         return _Loaded(item, None, f"{item.src}: cannot read image ({type(e).__name__}: {e})")
 
 
-def _prefetch(pool: Executor, items: Sequence[_Item], window: int) -> Iterator[_Loaded]:
-    """Decoded images in order, at most ``window`` decodes in flight."""
-    it = iter(items)
-    queue: deque[Future[_Loaded]] = deque(pool.submit(_load, item) for _, item in zip(range(window), it, strict=False))
-    while queue:
-        fut = queue.popleft()
-        nxt = next(it, None)
-        if nxt is not None:
-            queue.append(pool.submit(_load, nxt))
-        yield fut.result()
+class _Prefetcher:
+    """Decoded images in order, at most ``window`` decodes in flight; ``cancel()`` drops the rest."""
+
+    def __init__(self, pool: Executor, items: Sequence[_Item], window: int) -> None:
+        self._pool, self._it, self._window = pool, iter(items), window
+        self._queue: deque[Future[_Loaded]] = deque()
+
+    def __iter__(self) -> Iterator[_Loaded]:
+        for item in self._it:
+            self._queue.append(self._pool.submit(_load, item))
+            if len(self._queue) >= self._window:
+                break
+        while self._queue:
+            fut = self._queue.popleft()
+            nxt = next(self._it, None)
+            if nxt is not None:
+                self._queue.append(self._pool.submit(_load, nxt))
+            yield fut.result()
+
+    def cancel(self) -> None:
+        for fut in self._queue:
+            fut.cancel()
+        self._queue.clear()
 
 
 def _batches(loaded: Iterable[_Loaded], size: int) -> Iterator[list[_Loaded]]:
@@ -441,9 +454,9 @@ def align_dataset(
         state.record(item.rel, None, (kind, detail))
         bar.update(1)
 
+    prefetch = _Prefetcher(pool, todo, window=2 * batch_size + n_workers)
     try:
-        window = 2 * batch_size + n_workers
-        for batch in _batches(_prefetch(pool, todo, window), batch_size):
+        for batch in _batches(prefetch, batch_size):
             readable = [b for b in batch if b.image is not None]
             to_detect = [b for b in readable if b.item.points is None]
             found = _detect([b.image for b in to_detect if b.image is not None], dev)
@@ -465,10 +478,13 @@ def align_dataset(
                 state.flush()
         drain(limit=0)
     except BaseException:
-        # Ctrl-C or a fatal error: let running writes finish, record what is complete, then re-raise.
+        # Ctrl-C or a fatal error: drop queued decodes, let the submitted writes finish (their detection is
+        # done), record what is complete, then re-raise.
+        prefetch.cancel()
+        wait(pending)
         pool.shutdown(wait=True, cancel_futures=True)
         for fut in pending:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
+            if not fut.cancelled() and fut.exception() is None:
                 collect(fut)
         state.flush(force=True)
         bar.close()
