@@ -5,6 +5,7 @@ and returns a :class:`ModelOutput`.
 """
 
 from partialface.models.attention import Aggregate, Attend, AttentionModel, Extract
+from partialface.models.base import FaceModel
 from partialface.models.baselines import GAPEmbedding
 from partialface.models.config import ModelConfig
 from partialface.models.outputs import ModelOutput, preprocess
@@ -17,6 +18,7 @@ __all__ = [
     "AttentionModel",
     "Bottleneck",
     "Extract",
+    "FaceModel",
     "GAPEmbedding",
     "ModelConfig",
     "ModelOutput",

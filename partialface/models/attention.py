@@ -15,6 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from partialface.models.base import FaceModel
 from partialface.models.config import POOLINGS, ModelConfig
 from partialface.models.outputs import ModelOutput
 from partialface.models.registry import register_model
@@ -96,13 +97,11 @@ class Aggregate(nn.Module):
         return fk.mean(dim=1), fk
 
 
-class AttentionModel(nn.Module):
+class AttentionModel(FaceModel):
     """The paper's model ("ours"). x: (B, 3, H, W) normalised by ``preprocess`` -> ModelOutput."""
 
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.config = cfg
-        self.embedding_dim = cfg.embedding_dim
+        super().__init__(cfg)
         self.extract = Extract(cfg)
         self.attend = Attend(cfg.pooling)
         self.aggregate = Aggregate(cfg.K, cfg.feature_channels, cfg.embedding_dim)

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from partialface.models.base import FaceModel
 from partialface.models.config import ModelConfig
 from partialface.models.outputs import ModelOutput
 from partialface.models.registry import register_model
 from partialface.models.resnet import ResNet
 
 
-class GAPEmbedding(nn.Module):
+class GAPEmbedding(FaceModel):
     """ResNet backbone -> GAP -> Linear(C -> D). x: (B, 3, H, W) -> ModelOutput(f=(B, D))."""
 
     def __init__(self, cfg: ModelConfig, num_stages: int, truncated: bool) -> None:
-        super().__init__()
-        self.config = cfg
-        self.embedding_dim = cfg.embedding_dim
+        super().__init__(cfg)
         self.backbone = ResNet(cfg, num_stages=num_stages, truncated=truncated)
         self.fc = nn.Linear(self.backbone.out_channels, cfg.embedding_dim)
 

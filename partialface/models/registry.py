@@ -1,7 +1,7 @@
 """Model registry (like timm's): ``register_model``, ``create_model``, ``list_models``.
 
-Builders take a :class:`ModelConfig` and return an ``nn.Module`` whose ``forward`` gives a ModelOutput
-and which has the attributes ``config`` and ``embedding_dim``.
+Builders take a :class:`ModelConfig` and return a :class:`FaceModel` (an ``nn.Module`` whose ``forward``
+gives a ModelOutput, with the attributes ``config`` and ``embedding_dim``).
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from torch import nn
-
 from partialface.errors import PartialFaceError
+from partialface.models.base import FaceModel
 from partialface.models.config import ModelConfig
 
-Builder = Callable[[ModelConfig], nn.Module]
+Builder = Callable[[ModelConfig], FaceModel]
 B = TypeVar("B", bound=Builder)
 
 _REGISTRY: dict[str, Builder] = {}
@@ -23,7 +22,7 @@ _BUILTIN_MODULES = ("partialface.models.attention", "partialface.models.baseline
 
 
 def register_model(name: str) -> Callable[[B], B]:
-    """Decorator: register ``fn(cfg: ModelConfig) -> nn.Module`` under ``name`` (names are unique)."""
+    """Decorator: register ``fn(cfg: ModelConfig) -> FaceModel`` under ``name`` (names are unique)."""
 
     def deco(fn: B) -> B:
         if name in _REGISTRY and _REGISTRY[name] is not fn:
@@ -45,7 +44,7 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(cfg_or_name: ModelConfig | str, *, preset: str | None = None, **overrides: Any) -> nn.Module:
+def create_model(cfg_or_name: ModelConfig | str, *, preset: str | None = None, **overrides: Any) -> FaceModel:
     """Build a registered model.
 
     ``create_model("ours", preset="cpu", K=8)``: the named model with a preset (default "paper") and

@@ -53,7 +53,7 @@ def summarize(cfg: ModelConfig) -> ModelSummary:
         model = create_model(cfg)
     x = torch.empty(1, 3, cfg.input_size, cfg.input_size, device="meta")
     with torch.no_grad():
-        maps = model.eval().forward_features(x)  # type: ignore[operator]
+        maps = model.eval().forward_features(x)
     return ModelSummary(
         name=cfg.name,
         preset=cfg.preset_name,

@@ -1,0 +1,30 @@
+"""The common base class of every registered model."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from partialface.models.config import ModelConfig
+from partialface.models.outputs import ModelOutput
+
+
+class FaceModel(nn.Module):
+    """A face-embedding model: ``forward(x: (B, 3, H, W)) -> ModelOutput``.
+
+    Attributes: ``config`` (its ModelConfig) and ``embedding_dim`` (size D of ``f``).
+    """
+
+    config: ModelConfig
+    embedding_dim: int
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embedding_dim = cfg.embedding_dim
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The backbone's final feature maps (B, C, h, w)."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        raise NotImplementedError
