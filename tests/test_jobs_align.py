@@ -35,7 +35,7 @@ class StubDetector:
 
     def __call__(self, images: list[np.ndarray], device: str | None = None, **_: object) -> list[list[detect.Face]]:
         self.batches.append(len(images))
-        out = []
+        out: list[list[detect.Face]] = []
         for im in images:
             if int(im[0, 0].sum()) == 0:
                 out.append([])

@@ -1,0 +1,234 @@
+"""A corpus of broken and unusual inputs: each ends in a one-line error naming the file or a documented
+conversion (checked value by value) — never a crash; ``partialface align`` over the corpus completes."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from partialface.data.images import read_image
+from partialface.data.lfw import read_pairs, resolve_images
+from partialface.errors import ImageReadError, PairsFormatError, PartialFaceError
+from partialface.jobs.align import read_failures
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def gradient(h: int, w: int) -> np.ndarray:
+    """A smooth RGB image (H, W, 3) uint8 — compresses well and contains no face."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) * 255 // (h + w - 2)], -1).astype(
+        np.uint8
+    )
+
+
+def jpeg_bytes(img: Image.Image, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=95, **kw)
+    return buf.getvalue()
+
+
+# --- the corpus ---------------------------------------------------------------------------------------
+
+UNREADABLE = ("zero.jpg", "truncated.jpg", "text.jpg")
+READABLE = ("gray.jpg", "rgba.png", "gray16.png", "rgb16.png", "palette.png", "exif_rot.jpg", "tiny.png")
+
+# 16-bit data, palette and a 4-colour quadrant image used by the corpus and the expectations
+G16 = (np.arange(30 * 40, dtype=np.uint32).reshape(30, 40) * 54).astype(np.uint16)  # 0 .. 64746
+RGB16 = np.stack([G16, 65535 - G16, np.full_like(G16, 0x1234)], -1)  # BGR order for cv2
+PALETTE = np.array([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 50]], np.uint8)
+PAL_IDX = (np.arange(24 * 32).reshape(24, 32) // 7 % 4).astype(np.uint8)
+QUADS = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 0]]], np.uint8)  # TL, TR / BL, BR
+STORED = np.kron(QUADS, np.ones((20, 30, 1), np.uint8))  # stored pixels: 40 x 60, quadrants 20 x 30
+
+
+def make_corpus(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "zero.jpg").write_bytes(b"")
+    full = jpeg_bytes(Image.fromarray(gradient(64, 64)))
+    (d / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    (d / "text.jpg").write_text("this is not a JPEG\n")
+    Image.fromarray(gradient(48, 64)[:, :, 0], mode="L").save(d / "gray.jpg", quality=95)
+    rgba = np.dstack([gradient(32, 48), (np.arange(32 * 48) % 256).reshape(32, 48).astype(np.uint8)])
+    Image.fromarray(rgba, mode="RGBA").save(d / "rgba.png")
+    assert cv2.imwrite(str(d / "gray16.png"), G16)
+    assert cv2.imwrite(str(d / "rgb16.png"), RGB16)
+    pal = Image.fromarray(PAL_IDX, mode="P")
+    pal.putpalette(PALETTE.ravel().tolist())
+    pal.save(d / "palette.png", transparency=3)  # with a tRNS chunk: transparency is dropped
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation 6: the stored image must be rotated 90° clockwise to display
+    (d / "exif_rot.jpg").write_bytes(jpeg_bytes(Image.fromarray(STORED), exif=exif.tobytes()))
+    Image.fromarray(gradient(5, 5)).save(d / "tiny.png")
+    return d
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+# --- images: errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"), [("zero.jpg", "empty"), ("truncated.jpg", "truncated"), ("text.jpg", "not a readable image")]
+)
+def test_unreadable_images_raise_one_line_naming_the_file(corpus: Path, name: str, reason: str) -> None:
+    with pytest.raises(ImageReadError) as info:
+        read_image(corpus / name)
+    msg = str(info.value)
+    assert isinstance(info.value, PartialFaceError)
+    assert str(corpus / name) in msg and reason in msg and "\n" not in msg
+
+
+def test_missing_image_raises(corpus: Path) -> None:
+    with pytest.raises(ImageReadError, match="no such image file"):
+        read_image(corpus / "absent.png")
+
+
+# --- images: documented conversions --------------------------------------------------------------------
+
+
+def test_grayscale_jpeg_becomes_three_equal_channels(corpus: Path) -> None:
+    a = read_image(corpus / "gray.jpg")
+    assert a.shape == (48, 64, 3) and a.dtype == np.uint8
+    assert np.array_equal(a[..., 0], a[..., 1]) and np.array_equal(a[..., 0], a[..., 2])
+    assert np.abs(a[..., 0].astype(int) - gradient(48, 64)[:, :, 0]).max() <= 3  # JPEG q95 of a smooth ramp
+
+
+def test_rgba_png_drops_alpha(corpus: Path) -> None:
+    a = read_image(corpus / "rgba.png")
+    assert a.shape == (32, 48, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, gradient(32, 48))  # not composited onto a background, alpha ignored
+
+
+def test_16bit_pngs_keep_the_high_byte(corpus: Path) -> None:
+    g = read_image(corpus / "gray16.png")
+    assert g.shape == (30, 40, 3) and g.dtype == np.uint8
+    np.testing.assert_array_equal(g, np.repeat((G16 >> 8).astype(np.uint8)[:, :, None], 3, axis=2))
+    c = read_image(corpus / "rgb16.png")
+    assert c.shape == (30, 40, 3) and c.dtype == np.uint8
+    np.testing.assert_array_equal(c, (RGB16[:, :, ::-1] >> 8).astype(np.uint8))  # cv2 wrote BGR
+    assert c[0, 0].tolist() == [0x12, 0xFF, 0x00]  # R = 0x1234 >> 8, G = 65535 >> 8, B = 0 >> 8
+
+
+def test_palette_png_expands_to_rgb(corpus: Path) -> None:
+    a = read_image(corpus / "palette.png")
+    assert a.shape == (24, 32, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, PALETTE[PAL_IDX])
+
+
+def test_exif_orientation_is_applied(corpus: Path) -> None:
+    a = read_image(corpus / "exif_rot.jpg")
+    assert a.shape == (60, 40, 3) and a.dtype == np.uint8  # rotated: width and height swap
+    expected = np.rot90(STORED, k=-1)  # 90° clockwise
+    # JPEG (chroma subsampling) blurs the colour edges a little; any other orientation is far off
+    assert np.abs(a.astype(int) - expected).mean() < 8
+    assert np.abs(a.astype(int) - np.rot90(STORED, k=1)).mean() > 50
+    # quadrant colours after a clockwise turn: TL <- stored BL (blue), TR <- stored TL (red), ...
+    centres = {"TL": a[15, 10], "TR": a[15, 30], "BL": a[45, 10], "BR": a[45, 30]}
+    want = {"TL": (0, 0, 255), "TR": (255, 0, 0), "BL": (255, 255, 0), "BR": (0, 255, 0)}
+    for k, v in want.items():
+        assert np.abs(centres[k].astype(int) - v).max() <= 8, (k, centres[k])
+
+
+def test_tiny_image_reads_and_finds_no_face(corpus: Path) -> None:
+    from partialface.detect import detect_faces
+
+    a = read_image(corpus / "tiny.png")
+    assert a.shape == (5, 5, 3)
+    np.testing.assert_array_equal(a, gradient(5, 5))
+    assert detect_faces(a, device="cpu") == []  # smaller than the 12 px P-Net window: no crash, no face
+
+
+# --- pairs files ------------------------------------------------------------------------------------
+
+
+def _lfw_tree(root: Path) -> None:
+    for rel in ("A/A_0001.jpg", "B/B_0001.jpg"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(gradient(8, 8)).save(root / rel)
+
+
+def test_pairs_file_naming_a_missing_image(tmp_path: Path) -> None:
+    _lfw_tree(tmp_path / "lfw")
+    (tmp_path / "pairs.txt").write_text("1\t1\nA\t1\t2\nA\t1\tB\t1\n")
+    pairs = read_pairs(tmp_path / "pairs.txt")
+    with pytest.raises(PairsFormatError) as info:
+        resolve_images(pairs, tmp_path / "lfw")
+    msg = str(info.value)
+    assert "pairs.txt" in msg and "A/A_0002.jpg" in msg and "\n" not in msg
+    assert "B/B_0001" not in msg  # only the missing one is named
+
+
+def test_pairs_file_with_a_malformed_line(tmp_path: Path) -> None:
+    (tmp_path / "pairs.txt").write_text("1\t1\nA\t1\nA\t1\tB\t1\n")
+    with pytest.raises(PairsFormatError) as info:
+        read_pairs(tmp_path / "pairs.txt")
+    msg = str(info.value)
+    assert str(tmp_path / "pairs.txt") in msg and "line 2" in msg and "\n" not in msg
+
+
+# --- partialface align over the corpus ----------------------------------------------------------------
+
+
+def _check_align_outputs(corpus: Path, dst: Path, stdout: str) -> None:
+    failures_file = dst / "align_failures.tsv"
+    assert stdout.strip().splitlines()[-1] == (
+        f"aligned 0 / 10; 7 without a face (resized), 3 unreadable; failures listed in {failures_file}"
+    )
+    fails = read_failures(failures_file)
+    assert sorted(fails) == sorted(READABLE + UNREADABLE)
+    for name in UNREADABLE:
+        kind, detail = fails[name]
+        assert kind == "unreadable" and name in detail
+        assert not (dst / name).with_suffix(".png").exists()
+    for name in READABLE:
+        assert fails[name][0] == "no_face"
+        out = read_image((dst / name).with_suffix(".png"))
+        want = cv2.resize(read_image(corpus / name), (160, 160), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(out, want)
+
+
+def test_align_cli_in_process_over_the_corpus(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from partialface.cli import main
+
+    dst = tmp_path / "aligned"
+    rc = main(["align", str(corpus), str(dst), "--device", "cpu", "--batch-size", "4", "--no-progress"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    _check_align_outputs(corpus, dst, captured.out)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "partialface.cli", *argv],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_align_subprocess_over_the_corpus_and_bad_src(corpus: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "aligned"
+    proc = _cli("align", str(corpus), str(dst), "--device", "cpu", "--workers", "2", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    _check_align_outputs(corpus, dst, proc.stdout)
+
+    proc = _cli("align", str(tmp_path / "no_such_dir"), str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("partialface: error: ") and "no_such_dir" in proc.stderr
+    assert not (tmp_path / "out").exists()
