@@ -27,8 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (subcommand modules are imported to add their options)."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module is imported (to add its options)."""
     from partialface import __version__
 
     parser = argparse.ArgumentParser(prog="partialface", description=__doc__.splitlines()[0])
@@ -38,14 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(_module=module)
-        importlib.import_module(module).configure(p)
+        if name == command:
+            importlib.import_module(module).configure(p)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"partialface: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("partialface: interrupted (finished work is kept; run the same command to resume)", file=sys.stderr)
+        print("partialface: interrupted (finished work is kept; run the command again to resume)", file=sys.stderr)
         return 130
 
 

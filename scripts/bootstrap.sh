@@ -9,10 +9,10 @@ command -v "$py" >/dev/null 2>&1 || py=python3
 if [ ! -x "$venv/bin/python" ]; then
     "$py" -m venv "$venv"
 fi
-stamp="$venv/.partialface-stamp"
-want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)-${1:-}"
+stamp="$venv/.partialface-stamp-${1:-run}"
+want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+    "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     extra=""
     [ "${1:-}" = "dev" ] && extra="[dev]"
     "$venv/bin/python" -m pip install -q -e "$root$extra"

@@ -40,7 +40,7 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
         img = img.convert("RGBA").convert("RGB") if mode != "RGBA" else img.convert("RGB")
     elif mode != "RGB":
         img = img.convert("RGB")
-    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
+    return np.array(img, dtype=np.uint8)  # a writable, contiguous copy
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
