@@ -2,12 +2,13 @@
 
 Training step = forward + loss (shared linear classifier, weighted CE + diversity for "ours") + backward
 + SGD step (momentum 0.9, weight decay 5e-4), on random inputs at the preset's input size. Inference =
-eval-mode forward under no_grad. Reports the median and the best of ``--steps`` timed steps after 2 warm-up
+eval-mode forward under no_grad. Reports the median and the best of ``--steps`` timed steps after ``--warmup`` untimed
 steps (on a shared machine the best is the less disturbed figure),
 next to parameters and FLOPs per image (2 x multiply-adds, torch.utils.flop_counter).
 
     .venv/bin/python benchmarks/bench_models.py --presets cpu tiny --batch 64 --steps 10 --threads 2
-    .venv/bin/python benchmarks/bench_models.py --presets paper --steps 2 --device cuda --amp bf16 --channels-last
+    .venv/bin/python benchmarks/bench_models.py --presets paper --batch 8 --warmup 1 --steps 2 --channels-last
+    .venv/bin/python benchmarks/bench_models.py --presets paper --device cuda --amp bf16 --channels-last
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _rates(fn: Callable[[], None], batch: int, steps: int, device: torch.device) -> tuple[float, float]:
-    """(median, best) images/s over ``steps`` timed calls after 2 warm-up calls."""
-    for _ in range(2):
+def _rates(
+    fn: Callable[[], None], batch: int, steps: int, device: torch.device, warmup: int = 2
+) -> tuple[float, float]:
+    """(median, best) images/s over ``steps`` timed calls after ``warmup`` untimed calls."""
+    for _ in range(warmup):
         fn()
     times = []
     for _ in range(steps):
@@ -73,9 +76,9 @@ def bench(cfg: ModelConfig, args: argparse.Namespace) -> tuple[tuple[float, floa
             model(x)
 
     model.train()
-    train = _rates(train_step, args.batch, args.steps, device)
+    train = _rates(train_step, args.batch, args.steps, device, args.warmup)
     model.eval()
-    infer = _rates(infer_step, args.batch, args.steps, device)
+    infer = _rates(infer_step, args.batch, args.steps, device, args.warmup)
     return train, infer
 
 
@@ -85,6 +88,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=None, help="default: all registered")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", choices=["none", "bf16"], default="none")
     ap.add_argument("--channels-last", action="store_true")

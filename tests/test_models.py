@@ -77,6 +77,7 @@ def test_paper_attention_model_shapes() -> None:
     assert out.s is not None and out.s.shape == (1, 12)
     assert out.A is not None and out.A.shape == (1, 12, 20, 20) and bool((out.A >= 0).all())
     assert torch.allclose(out.s.sum(dim=1), torch.ones(1), atol=1e-6)
+    assert torch.allclose(out.f, out.fk.mean(dim=1), atol=1e-5)
     # Four stride-2 ops would give 160/16 = 10: 20 holds because conv4_x does not down-sample.
     # The two conv4_x copies are separate modules with separate weights.
     assert model.extract.feature_branch is not model.extract.attention_branch
