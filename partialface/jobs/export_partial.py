@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from multiprocessing import get_context
 from pathlib import Path, PurePosixPath
 
@@ -144,6 +148,7 @@ def _init_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it lets running chunks finish
 
 
 def _chunks(xs: Sequence[str], n: int) -> Iterator[Sequence[str]]:
@@ -221,6 +226,11 @@ def _run_pool(
     try:
         chunks = _chunks(rels, chunk)
         pending: set[Future[list[tuple[str, int, int, str | None]]]] = set()
+        # The first submits start the workers; they inherit an ignored SIGINT, so Ctrl-C during their
+        # start-up (imports) reaches only this process, which lets running chunks finish.
+        with _sigint_ignored():
+            for part in islice(chunks, n_workers):
+                pending.add(pool.submit(_export_chunk, src, dst, part, vs))
         for part in chunks:
             pending.add(pool.submit(_export_chunk, src, dst, part, vs))
             if len(pending) >= 4 * n_workers:
@@ -233,6 +243,19 @@ def _run_pool(
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT inside the block (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _csv(text: str) -> list[str]:
@@ -251,6 +274,11 @@ def _factors(text: str) -> list[float]:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Options of ``partialface export-partial``."""
+    parser.description = (
+        "Write the published PartialLFW tree from aligned 160x160 faces: "
+        "DST/{part}[_centered]/factor_{f}/<relative path>.png, 4 parts x 9 factors x 2 settings = 72 files "
+        "per face. Resumable: existing files are skipped."
+    )
     parser.add_argument(
         "aligned", metavar="ALIGNED", help="folder of aligned 160x160 faces (DST of 'partialface align')"
     )
