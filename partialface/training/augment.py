@@ -1,0 +1,253 @@
+"""Online partial-face augmentation, batched in torch on the batch's device.
+
+Two halves, so the random draws are cheap and reproducible while the pixel work runs on the GPU:
+
+1. :func:`sample_params` draws the augmentation of ONE sample from a numpy Generator (the data pipeline
+   seeds it from (seed, epoch, sample index), so the result does not depend on worker count, DDP world
+   size or where a resumed run restarts). A sample's parameters are a float64 row of ``N_PARAMS``:
+   [flip, part (-1 = whole face, else an index into template.PARTS), factor, centred, jitter x, jitter y,
+   scale (1 = no resolution jitter)].
+2. :func:`augment_batch` applies a batch of parameter rows to a uint8 batch (B, 160, 160, 3).
+
+Order per sample: horizontal flip -> resolution jitter -> keep the part's rectangle (grey elsewhere) ->
+centring translation. The flip comes first, so a part name always refers to the OUTPUT image: "lEye" is
+the rectangle around the eye on the image's left, i.e. for a flipped sample the person's right eye
+(whose mirrored position is near the template's rEye). The rectangle is
+``template.part_rect(part, factor, centre=part_centre + jitter)`` (inclusive, clipped), exactly the
+benchmark's for zero jitter. Centring translates by ``(S/2 - cx', S/2 - cy')`` where (cx', cy') is the
+jittered centre: "bilinear" reproduces OpenCV's ``warpAffine`` fixed-point bilinear shift (1/32 pixel
+steps, weights (32 - a)(32 - b), rounding (sum + 512) >> 10 — bit-exact to
+``partialface.geometry.partial_face(..., centred=True)`` for zero jitter), "integer" rounds the shift
+to whole pixels (round half up) and copies. Pixels shifted in from outside are GREY.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from partialface.geometry.template import GREY, IMAGE_SIZE, PARTS, Part, part_centre, part_rect
+from partialface.training.config import AugmentConfig
+
+FLIP, PART, FACTOR, CENTRED, JX, JY, SCALE = range(7)
+N_PARAMS = 7
+WHOLE = -1
+
+
+def sample_params(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    """One sample's augmentation: (N_PARAMS,) float64. The same numbers are drawn whatever the options,
+    so changing one probability does not reshuffle the others."""
+    u = rng.random(9)
+    out = np.zeros(N_PARAMS, dtype=np.float64)
+    out[FLIP] = float(u[0] < cfg.hflip)
+    whole = (not cfg.enabled) or u[1] < cfg.p_whole
+    part = cfg.parts[min(int(u[2] * len(cfg.parts)), len(cfg.parts) - 1)]
+    out[PART] = WHOLE if whole else PARTS.index(part)
+    out[FACTOR] = cfg.factor_min + (cfg.factor_max - cfg.factor_min) * u[3]
+    out[CENTRED] = float(u[4] < cfg.p_centred)
+    out[JX] = cfg.jitter * (2.0 * u[5] - 1.0)
+    out[JY] = cfg.jitter * (2.0 * u[6] - 1.0)
+    out[SCALE] = cfg.lowres_min + (1.0 - cfg.lowres_min) * u[8] if u[7] < cfg.p_lowres else 1.0
+    return out
+
+
+def fixed_params(
+    part: Part | None, factor: float = 0.0, centred: bool = False, flip: bool = False, n: int = 1
+) -> np.ndarray:
+    """Parameter rows (n, N_PARAMS) for a fixed variant with no jitter (e.g. the benchmark's)."""
+    row = np.zeros(N_PARAMS, dtype=np.float64)
+    row[FLIP] = float(flip)
+    row[PART] = WHOLE if part is None else PARTS.index(part)
+    row[FACTOR] = factor
+    row[CENTRED] = float(centred)
+    row[SCALE] = 1.0
+    return np.tile(row, (n, 1))
+
+
+def sample_rect(params: np.ndarray) -> tuple[int, int, int, int]:
+    """The kept rectangle (x1, y1, x2, y2), inclusive and clipped, of a partial sample's parameter row."""
+    part = PARTS[int(params[PART])]
+    cx, cy = part_centre(part)
+    r = part_rect(part, float(params[FACTOR]), centre=(cx + float(params[JX]), cy + float(params[JY])))
+    r = r.clipped(IMAGE_SIZE)
+    return r.x1, r.y1, r.x2, r.y2
+
+
+def _fixed_point_shift(d: float) -> tuple[int, int]:
+    """OpenCV's source offset for a translation by d pixels: (integer part, 1/32 fraction) with
+    source x = output x + i + a/32 (the matrix is float32, as the benchmark passes it)."""
+    d32 = float(np.float32(d))
+    v = (int(np.rint(-d32 * 1024.0)) + 16) >> 5
+    return v >> 5, v & 31
+
+
+def _window(images: Tensor, iy: list[int], ix: list[int], h: int, w: int, backend: str = "auto") -> Tensor:
+    """images (n, H, W, 3) uint8; per-sample integer offsets iy, ix -> uint8 (n, h, w, 3) with
+    out[b, y, x] = images[b, y + iy[b], x + ix[b]], GREY where that is off the image.
+
+    backend "loop" copies one slice per sample (fastest on CPU), "gather" indexes the whole batch at once
+    (fastest on GPUs: no per-sample kernel launches); "auto" picks by device. Both give the same bytes.
+    """
+    n, H, W, _ = images.shape
+    if backend == "auto":
+        backend = "loop" if images.device.type == "cpu" else "gather"
+    if backend == "loop":
+        out = torch.full((n, h, w, 3), GREY, dtype=torch.uint8, device=images.device)
+        for b in range(n):
+            y0, y1 = max(0, -iy[b]), min(h, H - iy[b])
+            x0, x1 = max(0, -ix[b]), min(w, W - ix[b])
+            if y0 < y1 and x0 < x1:
+                out[b, y0:y1, x0:x1] = images[b, y0 + iy[b] : y1 + iy[b], x0 + ix[b] : x1 + ix[b]]
+        return out
+    dev = images.device
+    sy = torch.arange(h, device=dev)[None, :] + torch.tensor(iy, device=dev)[:, None]  # (n, h)
+    sx = torch.arange(w, device=dev)[None, :] + torch.tensor(ix, device=dev)[:, None]  # (n, w)
+    valid = (((sy >= 0) & (sy < H))[:, :, None] & ((sx >= 0) & (sx < W))[:, None, :])[..., None]
+    bi = torch.arange(n, device=dev)[:, None, None]
+    g = images[bi, sy.clamp(0, H - 1)[:, :, None], sx.clamp(0, W - 1)[:, None, :]]
+    return torch.where(valid, g, torch.full_like(g, GREY))
+
+
+def mask_rects(images: Tensor, rects: list[tuple[int, int, int, int]], backend: str = "auto") -> Tensor:
+    """Keep each image's inclusive rectangle (x1, y1, x2, y2) (already clipped), GREY elsewhere:
+    (n, H, W, 3) uint8 -> new tensor. Backends as in :func:`_window`."""
+    n, H, W, _ = images.shape
+    if backend == "auto":
+        backend = "loop" if images.device.type == "cpu" else "gather"
+    if backend == "loop":
+        out = torch.full_like(images, GREY)
+        for b, (x1, y1, x2, y2) in enumerate(rects):
+            if x1 <= x2 and y1 <= y2:
+                out[b, y1 : y2 + 1, x1 : x2 + 1] = images[b, y1 : y2 + 1, x1 : x2 + 1]
+        return out
+    dev = images.device
+    r = torch.tensor(rects, device=dev).reshape(n, 4)
+    ys = torch.arange(H, device=dev)
+    xs = torch.arange(W, device=dev)
+    in_y = (ys[None, :] >= r[:, 1:2]) & (ys[None, :] <= r[:, 3:4])  # (n, H)
+    in_x = (xs[None, :] >= r[:, 0:1]) & (xs[None, :] <= r[:, 2:3])  # (n, W)
+    mask = (in_y[:, :, None] & in_x[:, None, :])[..., None]
+    return torch.where(mask, images, torch.full_like(images, GREY))
+
+
+def _blend(win: Tensor, ax: Tensor | float, ay: Tensor | float) -> Tensor:
+    """OpenCV's fixed-point bilinear blend of uint8 windows (..., h + 1, w + 1, 3) -> (..., h, w, 3) uint8.
+
+    Separable integer weights (32 - a, a); every value is an integer below 2^24, so float32 is exact.
+    """
+    f = win.float()
+    rows = f[..., :, :-1, :] * (32 - ax) + f[..., :, 1:, :] * ax
+    total = rows[..., :-1, :, :] * (32 - ay) + rows[..., 1:, :, :] * ay
+    return torch.floor((total + 512.0) * (1.0 / 1024.0)).to(torch.uint8)
+
+
+def translate(
+    images: Tensor,
+    dx: list[float],
+    dy: list[float],
+    mode: str = "bilinear",
+    backend: str = "auto",
+    boxes: list[tuple[int, int, int, int]] | None = None,
+) -> Tensor:
+    """Translate each image by (dx[b], dy[b]) pixels, GREY border: (n, H, W, 3) uint8 -> same.
+
+    "bilinear": OpenCV warpAffine's fixed-point bilinear (see the module docstring); "integer": the shift
+    rounded half up to whole pixels. ``boxes`` (x1, y1, x2, y2 inclusive, per image): where the image may
+    differ from GREY (everything else must be GREY); the "loop" backend then only blends what they reach.
+    """
+    n, H, W, _ = images.shape
+    if backend == "auto":
+        backend = "loop" if images.device.type == "cpu" else "gather"
+    if mode == "integer":
+        return _window(
+            images, [-int(np.floor(d + 0.5)) for d in dy], [-int(np.floor(d + 0.5)) for d in dx], H, W, backend
+        )
+    if mode != "bilinear":
+        raise ValueError(f"centring mode must be 'bilinear' or 'integer', got {mode!r}")
+    qx = [_fixed_point_shift(d) for d in dx]
+    qy = [_fixed_point_shift(d) for d in dy]
+    if backend == "loop":
+        out = torch.full_like(images, GREY)
+        for b in range(n):
+            (sx, ax), (sy, ay) = qx[b], qy[b]
+            x1, y1, x2, y2 = boxes[b] if boxes is not None else (0, 0, W - 1, H - 1)
+            # output pixels whose 2x2 source taps (y + sy .. y + sy + 1) touch the box
+            oy0, oy1 = max(0, y1 - sy - 1), min(H - 1, y2 - sy)
+            ox0, ox1 = max(0, x1 - sx - 1), min(W - 1, x2 - sx)
+            if oy0 > oy1 or ox0 > ox1:
+                continue
+            win = _window(images[b : b + 1], [oy0 + sy], [ox0 + sx], oy1 - oy0 + 2, ox1 - ox0 + 2, "loop")
+            out[b, oy0 : oy1 + 1, ox0 : ox1 + 1] = _blend(win[0], float(ax), float(ay))
+        return out
+    dev = images.device
+    ax_t = torch.tensor([float(q[1]) for q in qx], device=dev)[:, None, None, None]
+    ay_t = torch.tensor([float(q[1]) for q in qy], device=dev)[:, None, None, None]
+    win = _window(images, [q[0] for q in qy], [q[0] for q in qx], H + 1, W + 1, backend)
+    return _blend(win, ax_t, ay_t)
+
+
+def resolution_jitter(image: Tensor, scale: float) -> Tensor:
+    """One image (H, W, 3) uint8 down-sampled to round(scale * side) (bilinear, antialiased) and back up
+    (bilinear)."""
+    H, W, _ = image.shape
+    small = (max(1, round(H * scale)), max(1, round(W * scale)))
+    x = image.permute(2, 0, 1)[None].float()
+    x = F.interpolate(x, size=small, mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)
+    return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
+
+
+def augment_batch(
+    images: Tensor, params: np.ndarray | Tensor, centring: str = "bilinear", backend: str = "auto"
+) -> tuple[Tensor, Tensor]:
+    """Apply parameter rows to a batch of aligned faces.
+
+    images: (B, 160, 160, 3) uint8 on any device (not modified); params: (B, N_PARAMS).
+    Returns (augmented (B, 160, 160, 3) uint8 on the same device, part labels (B,) long on the CPU:
+    -1 = whole face, else the index into template.PARTS of the part kept, named in the output image).
+    backend: "loop" (per-sample slices, CPU default) or "gather" (batched indexing, GPU default).
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise ValueError(f"images must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) uint8, got {tuple(images.shape)}")
+    p = params.detach().cpu().numpy() if isinstance(params, Tensor) else np.asarray(params, dtype=np.float64)
+    if p.shape != (images.shape[0], N_PARAMS):
+        raise ValueError(f"params must be ({images.shape[0]}, {N_PARAMS}), got {p.shape}")
+    dev = images.device
+    out = images.clone()
+    flip = np.flatnonzero(p[:, FLIP] > 0.5)
+    if flip.size:
+        idx = torch.from_numpy(flip).to(dev)
+        out[idx] = out[idx].flip(2)
+    for i in np.flatnonzero(p[:, SCALE] < 1.0):
+        out[int(i)] = resolution_jitter(out[int(i)], float(p[i, SCALE]))
+    partial = np.flatnonzero(p[:, PART] >= 0)
+    if partial.size:
+        idx = torch.from_numpy(partial).to(dev)
+        rects = [sample_rect(p[i]) for i in partial]
+        masked = mask_rects(out[idx], rects, backend)
+        centred = np.flatnonzero(p[partial, CENTRED] > 0.5)
+        if centred.size:
+            dx, dy = [], []
+            for j in centred:
+                row = p[partial[j]]
+                cx, cy = part_centre(PARTS[int(row[PART])])
+                dx.append(IMAGE_SIZE / 2 - (cx + float(row[JX])))
+                dy.append(IMAGE_SIZE / 2 - (cy + float(row[JY])))
+            cidx = torch.from_numpy(centred).to(dev)
+            boxes = [rects[j] for j in centred]
+            masked[cidx] = translate(masked[cidx], dx, dy, centring, backend, boxes)
+        out[idx] = masked
+    return out, torch.from_numpy(p[:, PART].astype(np.int64))
+
+
+def to_model_input(images: Tensor, input_size: int, channels_last: bool = False) -> Tensor:
+    """uint8 (B, S, S, 3) -> normalised float (B, 3, input_size, input_size) for the models
+    (``partialface.models.preprocess``), resized (bilinear, antialiased) when input_size != S."""
+    from partialface.models import preprocess
+
+    x = preprocess(images)
+    if x.shape[-1] != input_size or x.shape[-2] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

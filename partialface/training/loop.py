@@ -1,0 +1,594 @@
+"""The training loop: data -> on-device partial-face augmentation -> model + criterion -> SGD/AdamW.
+
+One step: a DataLoader batch of uint8 faces (B, 160, 160, 3) + labels + augmentation rows moves to the
+device, ``augment_batch`` cuts the partial faces there, ``to_model_input`` normalises (and resizes to the
+model's input size), then the model and the criterion (which holds the shared classifier) run under
+optional bf16 autocast, wrapped together in DDP when WORLD_SIZE > 1. The learning rate is set per step
+from the schedule. Only rank 0 writes logs, TensorBoard scalars and checkpoints; metrics are all-reduced.
+
+Outputs in ``run.out``: config.yaml, log.csv (one row per ``log_every`` steps: step, epoch, lr, loss, ce,
+div, acc, grad_norm, images_per_s, elapsed_s — means over the interval and the global batch),
+verify.csv (end-of-epoch held-out check), tb/ (TensorBoard), checkpoints/ (see checkpoint.py),
+model.safetensors (final weights).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from partialface.data.images import atomic_write_bytes
+from partialface.errors import PartialFaceError
+from partialface.losses import build_criterion
+from partialface.models import FaceModel, create_model
+from partialface.training import checkpoint as ckpt
+from partialface.training.augment import augment_batch, to_model_input
+from partialface.training.config import OptimConfig, TrainConfig
+from partialface.training.data import (
+    EpochSampler,
+    Split,
+    TrainDataset,
+    VerifyPairs,
+    make_loader,
+    make_verify_pairs,
+    open_source,
+    split_identities,
+)
+from partialface.training.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    cleanup,
+    convert_sync_batchnorm,
+    gather_objects,
+    init_distributed,
+)
+
+LOG_FIELDS = ("step", "epoch", "lr", "loss", "ce", "div", "acc", "grad_norm", "images_per_s", "elapsed_s")
+VERIFY_FIELDS = ("step", "epoch", "pairs", "holistic_acc", "partial_acc", "method")
+#: config keys that may differ between a run and its resumption (they do not change the numbers)
+RESUMABLE_CHANGES = ("data.workers", "data.prefetch_factor", "run.out", "run.progress", "run.tensorboard")
+
+
+class TrainModule(nn.Module):
+    """Model + criterion (with the shared classifier) as one module, so DDP syncs both.
+
+    forward(x: (B, 3, H, W), labels: (B,)) -> (total, ce, div, logits (B, C)).
+    """
+
+    def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        parts = self.criterion(self.model(x), labels)
+        return parts.total, parts.ce, parts.div, parts.logits
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) run reached."""
+
+    out: Path
+    step: int
+    total_steps: int
+    epoch: int
+    last_loss: float | None
+    verify: dict[str, float] | None
+    rank: int = 0
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global state user code may rely on
+    torch.manual_seed(seed)
+
+
+def build_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, optional Nesterov) or AdamW. Weight decay (lambda_reg) skips BatchNorm weights
+    and all biases (every parameter with ndim <= 1) when ``no_decay_bn_bias``."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for _, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if cfg.no_decay_bn_bias and p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_at(step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning rate for 0-based ``step``: linear warm-up ((step + 1) / warmup_steps), then the schedule."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        drops = sum(step >= m * steps_per_epoch for m in cfg.lr_milestones)
+        return cfg.lr * cfg.lr_gamma**drops
+    span = max(1, total_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_bn_eval(module: nn.Module) -> None:
+    """Put every BatchNorm layer in eval mode (running statistics), for ``run.freeze_bn``."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _resume_mismatch(saved: TrainConfig, now: TrainConfig) -> list[str]:
+    diff = _config_diff(saved.to_dict(), now.to_dict())
+    return [k for k in diff if k not in RESUMABLE_CHANGES and not k.startswith("model.preset_name")]
+
+
+# ---------------------------------------------------------------------------------------------- logging
+class RunLog:
+    """Rank 0's outputs: CSV logs (one line appended per row, flushed), TensorBoard scalars, tqdm bar."""
+
+    def __init__(self, cfg: TrainConfig, out: Path, start_step: int, total: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.out = out
+        self.tb: Any = None
+        self.bar: Any = None
+        if not enabled:
+            return
+        self._prepare_csv(out / "log.csv", LOG_FIELDS, start_step)
+        self._prepare_csv(out / "verify.csv", VERIFY_FIELDS, start_step)
+        if cfg.run.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=start_step if start_step else None)
+        if cfg.run.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
+
+    @staticmethod
+    def _prepare_csv(path: Path, fields: tuple[str, ...], start_step: int) -> None:
+        """Create with a header, or (resuming) keep only the rows up to ``start_step`` (atomic rewrite)."""
+        rows: list[list[str]] = []
+        if start_step and path.is_file():
+            with path.open(newline="", encoding="utf-8") as f:
+                reader = csv.reader(f)
+                next(reader, None)
+                rows = [r for r in reader if r and int(r[0]) <= start_step]
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(fields)
+        writer.writerows(rows)
+        atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
+
+    def _append(self, name: str, fields: tuple[str, ...], row: dict[str, Any]) -> None:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([_fmt(row.get(k)) for k in fields])
+        with (self.out / name).open("a", encoding="utf-8") as f:
+            f.write(buf.getvalue())
+            f.flush()
+
+    def train_row(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._append("log.csv", LOG_FIELDS, row)
+        if self.tb is not None:
+            for k in ("loss", "ce", "div", "acc", "lr", "images_per_s", "grad_norm"):
+                if row.get(k) is not None:
+                    self.tb.add_scalar(f"train/{k}", row[k], row["step"])
+        if self.bar is not None:
+            self.bar.set_postfix(
+                loss=f"{row['loss']:.4f}",
+                ce=f"{row['ce']:.4f}",
+                div=f"{row['div']:.4f}",
+                lr=f"{row['lr']:.4g}",
+                img_s=f"{row['images_per_s']:.1f}",
+            )
+
+    def verify_row(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self._append("verify.csv", VERIFY_FIELDS, row)
+        if self.tb is not None:
+            self.tb.add_scalar("verify/holistic_acc", row["holistic_acc"], row["step"])
+            self.tb.add_scalar("verify/partial_acc", row["partial_acc"], row["step"])
+        if self.bar is not None:
+            self.bar.write(
+                f"epoch {row['epoch']}: held-out verification holistic {row['holistic_acc']:.2f}% "
+                f"partial {row['partial_acc']:.2f}% ({row['pairs']} pairs, {row['method']})"
+            )
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+class Meters:
+    """Sums since the last log row (on the device; reduced across ranks when a row is written)."""
+
+    NAMES = ("loss", "ce", "div", "correct", "count", "grad_norm", "steps")
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums = torch.zeros(len(self.NAMES), dtype=torch.float64, device=device)
+
+    def add(self, loss: Tensor, ce: Tensor, div: Tensor, correct: Tensor, count: int, grad_norm: Tensor) -> None:
+        vals = torch.stack([loss.double(), ce.double(), div.double(), correct.double(), grad_norm.double()])
+        self.sums[[0, 1, 2, 3, 5]] += vals
+        self.sums[4] += count
+        self.sums[6] += 1
+
+    def reduce_and_reset(self) -> dict[str, float]:
+        """Means over steps and ranks (accuracy over samples); resets the sums."""
+        s = all_reduce_sum(self.sums.clone()).cpu().tolist()
+        self.sums.zero_()
+        steps = max(s[6], 1.0)
+        return {
+            "loss": s[0] / steps,
+            "ce": s[1] / steps,
+            "div": s[2] / steps,
+            "acc": s[3] / max(s[4], 1.0),
+            "grad_norm": s[5] / steps,
+        }
+
+    def state(self) -> Tensor:
+        return self.sums.detach().cpu().clone()
+
+    def load(self, t: Tensor) -> None:
+        self.sums = t.to(self.device, torch.float64).clone()
+
+
+# ---------------------------------------------------------------------------------------------- verify
+@torch.no_grad()
+def embed(
+    model: nn.Module,
+    images: Tensor,
+    input_size: int,
+    device: torch.device,
+    amp: str,
+    batch: int = 128,
+    params: np.ndarray | None = None,
+    channels_last: bool = False,
+) -> Tensor:
+    """L2-normalised embeddings f of uint8 faces (N, 160, 160, 3) (optionally augmented with fixed
+    rows ``params`` (N, N_PARAMS) first) -> (N, D) float32 on the CPU. The model must be in eval mode."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].to(device)
+        if params is not None:
+            x, _ = augment_batch(x, params[i : i + batch])
+        with _autocast(device, amp):
+            f = model(to_model_input(x, input_size, channels_last)).f
+        out.append(torch.nn.functional.normalize(f.float(), dim=1).cpu())
+    return torch.cat(out)
+
+
+def verify(
+    model: nn.Module, pairs: VerifyPairs, input_size: int, device: torch.device, amp: str, channels_last: bool = False
+) -> dict[str, Any]:
+    """Held-out check: accuracy (%) of cosine scores, holistic and with the second image partial.
+
+    With >= 20 pairs: 10-fold accuracy (threshold chosen off the test fold, partialface.metrics);
+    otherwise the best-threshold accuracy on the pairs themselves (optimistic; ``method`` says which)."""
+    from partialface.metrics import best_threshold, tenfold_accuracy
+
+    emb = embed(model, pairs.images, input_size, device, amp, channels_last=channels_last)
+    second = embed(
+        model, pairs.images[pairs.b], input_size, device, amp, params=pairs.partial, channels_last=channels_last
+    )
+    hol = (emb[pairs.a] * emb[pairs.b]).sum(1).numpy()
+    par = (emb[pairs.a] * second).sum(1).numpy()
+    if len(pairs.same) >= 20:
+        folds = np.arange(len(pairs.same)) % 10
+        h = tenfold_accuracy(hol, pairs.same, folds)[0]
+        p = tenfold_accuracy(par, pairs.same, folds)[0]
+        method = "10-fold"
+    else:
+        h = best_threshold(hol, pairs.same)[1] * 100
+        p = best_threshold(par, pairs.same)[1] * 100
+        method = "best-threshold"
+    return {"pairs": len(pairs.same), "holistic_acc": float(h), "partial_acc": float(p), "method": method}
+
+
+# ---------------------------------------------------------------------------------------------- train
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Run (or resume) training as configured; joins the torchrun process group when WORLD_SIZE > 1."""
+    info, device = init_distributed(cfg.run.device)
+    threads = torch.get_num_threads()
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    try:
+        return _Trainer(cfg, info, device, resume).run()
+    finally:
+        torch.set_num_threads(threads)
+        cleanup()
+
+
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device, resume: bool) -> None:
+        self.cfg = cfg
+        self.info = info
+        self.device = device
+        self.resume = resume
+        self.out = Path(cfg.run.out)
+        self.num_classes = 0
+
+    # ------------------------------------------------------------------ setup
+    def _check_run_folder(self) -> Path | None:
+        """The checkpoint to resume from (None: fresh start); refuses to overwrite a run."""
+        latest = ckpt.latest_checkpoint(self.out)
+        if latest is None:
+            return None
+        if not self.resume:
+            raise PartialFaceError(
+                f"run.out: {self.out} already holds a run ({latest.name}); pass --resume to continue it "
+                "or choose another run.out"
+            )
+        saved = TrainConfig.from_yaml(latest / ckpt.CONFIG)
+        bad = _resume_mismatch(saved, self.cfg)
+        if bad:
+            raise PartialFaceError(
+                f"--resume: the config differs from the run's saved config in {', '.join(bad)}; "
+                f"resume with {latest / ckpt.CONFIG} or start a new run.out"
+            )
+        return latest
+
+    def _data(self) -> Split:
+        cfg = self.cfg
+        if self.info.is_main:
+            source = open_source(cfg.data, build_pack=True, progress=cfg.run.progress)
+        barrier()
+        if not self.info.is_main:
+            source = open_source(cfg.data, build_pack=False)
+        return split_identities(source, cfg.data.min_images, cfg.data.holdout_identities, cfg.run.seed)
+
+    def _model(self, num_classes: int) -> tuple[FaceModel, nn.Module, TrainModule]:
+        cfg = self.cfg
+        seed_everything(cfg.run.seed)
+        model = create_model(cfg.model)
+        criterion = build_criterion(cfg.loss, num_classes, model.embedding_dim)
+        module = TrainModule(model, criterion)
+        if cfg.run.sync_bn and self.info.enabled:
+            module = convert_sync_batchnorm(module, self.device)  # type: ignore[assignment]
+            model, criterion = module.model, module.criterion  # type: ignore[assignment]
+        module.to(self.device)
+        if cfg.run.channels_last:
+            module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return model, criterion, module
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> TrainResult:
+        cfg, info, device = self.cfg, self.info, self.device
+        if cfg.run.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        if cfg.run.amp == "bf16" and device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+        latest = self._check_run_folder() if info.is_main else None
+        latest = broadcast_object(str(latest) if latest else None)
+        split = self._data()
+        num_classes = self.num_classes = len(split.classes)
+        sampler = EpochSampler(len(split.train_index), cfg.optim.batch_size, info.world_size, info.rank, cfg.run.seed)
+        spe = sampler.steps_per_epoch
+        total = cfg.optim.max_steps or cfg.optim.epochs * spe
+
+        model, criterion, module = self._model(num_classes)
+        optimizer = build_optimizer(module, cfg.optim)
+        meters = Meters(device)
+        step = 0
+        if latest is not None:
+            step = self._load(Path(latest), module, optimizer, meters)
+        else:
+            seed_everything(cfg.run.seed + 1000 * info.rank)
+
+        config_yaml = cfg.to_yaml()
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.out / ckpt.CONFIG, config_yaml.encode("utf-8"))
+            classes = {"classes": split.classes, "holdout": split.holdout_classes}
+            atomic_write_bytes(self.out / "classes.json", json.dumps(classes).encode("utf-8"))
+        log = RunLog(cfg, self.out, step, total, info.is_main)
+
+        forward: nn.Module = module
+        if cfg.run.compile:
+            forward = TrainModule(torch.compile(model), criterion)  # type: ignore[arg-type]
+        if info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+
+        pairs = None
+        if cfg.run.verify_every and info.is_main:
+            pairs = make_verify_pairs(split, cfg.data.verify_pairs, cfg.run.seed)
+        dataset = TrainDataset(split, cfg.augment, cfg.run.seed)
+        loader = make_loader(dataset, sampler, cfg.data.workers, device.type == "cuda", cfg.data.prefetch_factor)
+        saved_at = step
+        last_loss: float | None = None
+        last_verify: dict[str, float] | None = None
+        t_log = time.perf_counter()
+        t0 = t_log
+        images_since = 0
+        try:
+            while step < total:
+                epoch, in_epoch = divmod(step, spe)
+                sampler.set_epoch(epoch, in_epoch)
+                module.train()
+                if cfg.run.freeze_bn:
+                    set_bn_eval(module)
+                for images, labels, params in _limit(loader, total - step):
+                    images = images.to(device, non_blocking=True)
+                    labels = labels.to(device, non_blocking=True)
+                    x, _ = augment_batch(images, params, cfg.augment.centring)
+                    x = to_model_input(x, cfg.model.input_size, cfg.run.channels_last)
+                    lr = lr_at(step, cfg.optim, total, spe)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    with _autocast(device, cfg.run.amp):
+                        loss, ce, div, logits = forward(x, labels)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.optim.grad_clip > 0:
+                        gn = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.optim.grad_clip)
+                    else:
+                        gn = torch.zeros((), device=device)
+                    optimizer.step()
+                    correct = (logits.argmax(1) == labels).sum()
+                    meters.add(loss.detach(), ce.detach(), div.detach(), correct, len(labels), gn.detach())
+                    images_since += len(labels) * info.world_size
+                    step += 1
+                    log.advance()
+                    if step % cfg.run.log_every == 0 or step == total:
+                        now = time.perf_counter()
+                        row: dict[str, Any] = dict(meters.reduce_and_reset())
+                        row.update(
+                            step=step,
+                            epoch=step / spe,
+                            lr=lr,
+                            images_per_s=images_since / max(now - t_log, 1e-9),
+                            elapsed_s=now - t0,
+                        )
+                        if cfg.optim.grad_clip <= 0:
+                            row["grad_norm"] = None
+                        log.train_row(row)
+                        last_loss = row["loss"]
+                        t_log, images_since = now, 0
+                    if step % spe == 0:
+                        break
+                    if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0:
+                        self._save(step, module, optimizer, meters, config_yaml)
+                        saved_at = step
+                # end of an epoch (or of the run)
+                epoch_done = step % spe == 0
+                if epoch_done:
+                    ep = step // spe
+                    if pairs is not None and cfg.run.verify_every and ep % cfg.run.verify_every == 0:
+                        module.eval()
+                        res = verify(model, pairs, cfg.model.input_size, device, cfg.run.amp, cfg.run.channels_last)
+                        module.train()
+                        if cfg.run.freeze_bn:
+                            set_bn_eval(module)
+                        last_verify = {k: v for k, v in res.items() if isinstance(v, float)}
+                        log.verify_row({"step": step, "epoch": ep, **res})
+                    barrier()
+                    every = cfg.run.checkpoint_every
+                    if (every and step % every == 0) or (not every):
+                        self._save(step, module, optimizer, meters, config_yaml)
+                        saved_at = step
+                    t_log = time.perf_counter()  # images/s counts training only
+                    images_since = 0
+            if saved_at != step:
+                self._save(step, module, optimizer, meters, config_yaml)
+            if info.is_main:
+                weights, meta = self._weights(module)
+                ckpt.save_weights(self.out / ckpt.WEIGHTS, weights, {**meta, "step": str(step)})
+        finally:
+            log.close()
+        return TrainResult(self.out, step, total, step // spe, last_loss, last_verify, info.rank)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _weights(self, module: TrainModule) -> tuple[dict[str, Tensor], dict[str, str]]:
+        meta = {
+            "model_config": json.dumps(self.cfg.model.to_dict()),
+            "loss_config": json.dumps(self.cfg.loss.to_dict()),
+            "num_classes": str(self.num_classes),
+        }
+        return dict(module.state_dict()), meta
+
+    def _save(
+        self, step: int, module: TrainModule, optimizer: torch.optim.Optimizer, meters: Meters, config_yaml: str
+    ) -> None:
+        rngs = gather_objects(ckpt.rng_state())
+        if self.info.is_main:
+            weights, meta = self._weights(module)
+            state = {
+                "step": step,
+                "world_size": self.info.world_size,
+                "optimizer": optimizer.state_dict(),
+                "meters": meters.state(),
+                "rng": rngs,
+            }
+            ckpt.save_checkpoint(self.out, step, weights, meta, state, config_yaml, self.cfg.run.keep_checkpoints)
+        barrier()
+
+    def _load(self, folder: Path, module: TrainModule, optimizer: torch.optim.Optimizer, meters: Meters) -> int:
+        tensors, _ = ckpt.load_weights(folder / ckpt.WEIGHTS)
+        missing, unexpected = module.load_state_dict(tensors, strict=False)
+        if missing or unexpected:
+            raise PartialFaceError(
+                f"{folder / ckpt.WEIGHTS}: does not fit this model/criterion "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
+        state = ckpt.load_state(folder / ckpt.STATE)
+        optimizer.load_state_dict(state["optimizer"])
+        meters.load(state["meters"])
+        rngs = state["rng"]
+        if state.get("world_size") == self.info.world_size and self.info.rank < len(rngs):
+            ckpt.set_rng_state(rngs[self.info.rank])
+        else:
+            seed_everything(self.cfg.run.seed + 1000 * self.info.rank + int(state["step"]))
+        return int(state["step"])
+
+
+def _limit(loader: Any, n: int) -> Iterator[Any]:
+    """At most n batches of ``loader`` (stops the DataLoader early at max_steps)."""
+    if n <= 0:
+        return
+    for i, batch in enumerate(loader):
+        yield batch
+        if i + 1 >= n:
+            return
