@@ -60,8 +60,17 @@ from partialface.training.distributed import (
 
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "ce", "div", "acc", "grad_norm", "images_per_s", "elapsed_s")
 VERIFY_FIELDS = ("step", "epoch", "pairs", "holistic_acc", "partial_acc", "method")
-#: config keys that may differ between a run and its resumption (they do not change the numbers)
-RESUMABLE_CHANGES = ("data.workers", "data.prefetch_factor", "run.out", "run.progress", "run.tensorboard")
+#: config keys that may differ between a run and its resumption: loader and output settings (they do not
+#: change the numbers) and the run length (extending a run; the schedule then follows the new length)
+RESUMABLE_CHANGES = (
+    "data.workers",
+    "data.prefetch_factor",
+    "run.out",
+    "run.progress",
+    "run.tensorboard",
+    "optim.max_steps",
+    "optim.epochs",
+)
 
 
 class TrainModule(nn.Module):
