@@ -54,7 +54,7 @@ def _face(field: np.ndarray, feats: np.ndarray, rng: np.random.Generator) -> tup
     for k, (x, y) in enumerate(lm):  # identity-specific features at the landmarks (eyes, nose, mouth corners)
         cv2.circle(img, (round(x), round(y)), int(feats[k, 0]), tuple(float(c) for c in feats[k, 1:4]), -1)
     angle, scale = rng.uniform(-12, 12), rng.uniform(0.9, 1.1)
-    m = cv2.getRotationMatrix2D((RAW / 2, RAW / 2), angle, scale)
+    m = np.asarray(cv2.getRotationMatrix2D((RAW / 2, RAW / 2), angle, scale), dtype=np.float64)
     m[:, 2] += rng.uniform(-10, 10, 2)
     img = cv2.warpAffine(img, m, (RAW, RAW), borderMode=cv2.BORDER_REFLECT)
     img = img * rng.uniform(0.75, 1.25) + rng.uniform(-20, 20) + rng.normal(0, 12, img.shape)
@@ -101,7 +101,7 @@ def synthetic_pairs(identities: int, per_identity: int, folds: int, per_fold: in
             i, j = (int(x) for x in rng.choice(g, 2, replace=False))
             a, b = (int(x) for x in rng.integers(1, per_identity + 1, 2))
             pairs.append(Pair(key(i, a), key(j, b), False, f))
-    return PairsFile(pairs=pairs, folds=folds, per_fold=per_fold, path=Path("synthetic-pairs.txt"))
+    return PairsFile(pairs=tuple(pairs), folds=folds, per_fold=per_fold, path=Path("synthetic-pairs.txt"))
 
 
 def pixel_descriptor(batch: torch.Tensor) -> torch.Tensor:
