@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from partialface.cli import main as cli_main
-from partialface.data.images import write_image
+from partialface.data.images import read_image, write_image
 from partialface.errors import PartialFaceError
 from partialface.geometry.align import resize_fallback
 from partialface.models import create_model
@@ -413,3 +413,83 @@ def test_checkpoints_are_never_unpickled(tmp_path: Path, ds48: Path) -> None:
     with pytest.raises(PartialFaceError, match="refused to load"):
         train(tiny_config(ds48, out, "optim.max_steps=4", "run.verify_every=0"), resume=True)
     assert not marker.exists()
+
+
+def test_options_bf16_channels_last_frozen_bn_clipping_adamw(ds48: Path, tmp_path: Path) -> None:
+    out = tmp_path / "opts"
+    cfg = tiny_config(
+        ds48, out, "optim.max_steps=3", "run.verify_every=0", "run.amp=bf16", "run.channels_last=true",
+        "run.freeze_bn=true", "optim.grad_clip=0.5", "optim.optimizer=adamw", "optim.lr=0.001",
+        "optim.schedule=step", "optim.lr_milestones=[0.5]", "augment.p_lowres=0.5", "augment.centring=integer",
+    )  # fmt: skip
+    result = train(cfg)
+    assert result.step == 3 and result.last_loss is not None and math.isfinite(result.last_loss)
+    rows = read_log(out / "log.csv")
+    assert all(float(r["grad_norm"]) > 0 for r in rows)  # the norm before clipping is logged
+    assert [float(r["lr"]) for r in rows] == pytest.approx([0.001 * 1 / 5, 0.001 * 2 / 5, 0.001 * 3 / 5])
+    weights, meta = ckpt.load_weights(out / "model.safetensors")
+    assert meta["step"] == "3" and meta["num_classes"] == "6"
+    bn = [k[: -len(".running_mean")] for k in weights if k.endswith(".running_mean")]
+    assert bn  # frozen BatchNorm: running statistics never updated
+    for k in bn:
+        assert torch.equal(weights[k + ".running_mean"], torch.zeros_like(weights[k + ".running_mean"]))
+        assert torch.equal(weights[k + ".running_var"], torch.ones_like(weights[k + ".running_var"]))
+        assert int(weights[k + ".num_batches_tracked"]) == 0
+
+
+def test_pack_only_command(ds48: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pack = tmp_path / "pack"
+    assert cli_main([*cli_args(ds48, tmp_path / "run", f"data.pack={pack}"), "--pack-only"]) == 0
+    assert "packed 48 images of 6 identities" in capsys.readouterr().out
+    source = open_source(tiny_config(ds48, tmp_path / "run", f"data.pack={pack}").data)
+    assert isinstance(source, PackSource) and len(source) == 48
+
+
+# ---------------------------------------------------------------------------------------------- slow
+@pytest.mark.slow
+def test_torch_compile_gives_the_same_losses(ds48: Path, tmp_path: Path) -> None:
+    opts = ("optim.max_steps=3", "run.verify_every=0")
+    train(tiny_config(ds48, tmp_path / "eager", *opts))
+    train(tiny_config(ds48, tmp_path / "compiled", *opts, "run.compile=true"))
+    a, b = _losses(tmp_path / "eager" / "log.csv"), _losses(tmp_path / "compiled" / "log.csv")
+    for ra, rb in zip(a, b, strict=True):
+        np.testing.assert_allclose(np.array(ra[2:5], float), np.array(rb[2:5], float), rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_torchrun_launcher(ds48: Path, tmp_path: Path) -> None:
+    out = tmp_path / "torchrun"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "partialface.cli",
+        *cli_args(ds48, out, "optim.max_steps=3", "run.sync_bn=true", "run.verify_every=0"),
+    ]
+    done = subprocess.run(cmd, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "trained 3/3 steps" in done.stdout and len(read_log(out / "log.csv")) == 3
+
+
+@pytest.mark.slow
+def test_real_faces_aligned_on_the_fly(celeba_root: Path, tmp_path: Path) -> None:
+    # 8 CelebA identities (raw 89x109 photos): MTCNN + the project's aligner on the fly, cached as PNG.
+    root = tmp_path / "raw"
+    ids = sorted(p for p in celeba_root.iterdir() if p.is_dir() and len(list(p.iterdir())) >= 4)[:8]
+    for d in ids:
+        (root / d.name).mkdir(parents=True)
+        for f in sorted(d.iterdir())[:4]:
+            (root / d.name / f.name).symlink_to(f)
+    cache = tmp_path / "aligned"
+    out = tmp_path / "run"
+    cfg = tiny_config(root, out, "data.align=true", f"data.align_cache={cache}", "optim.max_steps=4",
+                      "data.holdout_identities=2", "run.verify_every=1", "data.verify_pairs=20")  # fmt: skip
+    result = train(cfg)
+    assert result.step == 4 and result.last_loss is not None and math.isfinite(result.last_loss)
+    cached = sorted(cache.rglob("*.png"))
+    assert len(cached) == 32 and all(read_image(p).shape == (160, 160, 3) for p in cached)
