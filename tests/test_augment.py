@@ -154,14 +154,15 @@ def test_sample_params_follow_the_options() -> None:
 
 
 def test_backends_agree_on_random_jittered_batches(faces: np.ndarray) -> None:
-    cfg = AugmentConfig(p_whole=0.1, p_centred=0.6, jitter=4.0, hflip=0.5)
+    cfg = AugmentConfig(p_whole=0.1, p_centred=0.6, jitter=4.0, hflip=0.5, p_lowres=0.3)
     rng = np.random.default_rng(5)
     params = np.stack([sample_params(cfg, rng) for _ in range(24)])
     batch = torch.from_numpy(np.repeat(faces, 12, axis=0))
+    assert (params[:, SCALE] < 1).any() and (params[:, CENTRED] > 0).any() and (params[:, PART] == WHOLE).any()
     for mode in ("bilinear", "integer"):
-        a, _ = augment_batch(batch, params, mode, "loop")
-        b, _ = augment_batch(batch, params, mode, "gather")
-        assert torch.equal(a, b), mode
+        a, la = augment_batch(batch, params, mode, "loop")
+        b, lb = augment_batch(batch, torch.from_numpy(params), mode, "gather")
+        assert torch.equal(a, b) and torch.equal(la, lb), mode
 
 
 def test_translate_bilinear_half_pixel_is_the_rounded_mean() -> None:

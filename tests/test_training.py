@@ -345,19 +345,26 @@ def test_ddp_two_processes_match_one_process(ds48: Path, tmp_path: Path) -> None
     # Global batch 16 = 2 ranks x 8 on gloo; BatchNorm statistics synchronised across the ranks (sync_bn),
     # so both runs optimise the same objective: losses and weights must agree to float tolerance.
     opts = ("optim.max_steps=4", "run.sync_bn=true", "run.verify_every=0")
-    port = str(free_port())
     ddp = tmp_path / "ddp"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "partialface.cli", *cli_args(ds48, ddp, *opts)],
-            env=child_env(WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        for r in range(2)
-    ]
-    outs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+
+    def launch() -> tuple[list[int | None], list[str]]:
+        port = str(free_port())
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "partialface.cli", *cli_args(ds48, ddp, *opts)],
+                env=child_env(
+                    WORLD_SIZE="2", RANK=str(r), LOCAL_RANK=str(r), MASTER_ADDR="127.0.0.1", MASTER_PORT=port
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+            for r in range(2)
+        ]
+        outs = [p.communicate(timeout=300)[0].decode(errors="replace") for p in procs]
+        return [p.returncode for p in procs], outs
+
+    codes, outs = launch()
+    assert codes == [0, 0], outs
     assert "trained 4/4 steps" in outs[0] and "trained" not in outs[1]  # only rank 0 reports
     one = tmp_path / "one"
     train(tiny_config(ds48, one, *opts, "data.workers=2"))  # decoding in worker processes changes nothing
@@ -379,6 +386,9 @@ def test_ddp_two_processes_match_one_process(ds48: Path, tmp_path: Path) -> None
             diff += float((wa[k] - wb[k]).pow(2).sum())
             update += float((wb[k] - init[k[6:]]).pow(2).sum())
     assert update > 1.0 and math.sqrt(diff / update) < 1e-3
+    # a user error found on rank 0 (the run folder is taken) stops every rank with the same one line
+    codes, outs = launch()
+    assert codes == [2, 2] and all("already holds a run" in o for o in outs), outs
 
 
 # ---------------------------------------------------------------------------------------------- pickle

@@ -23,12 +23,14 @@ to whole pixels (round half up) and copies. Pixels shifted in from outside are G
 
 from __future__ import annotations
 
+from functools import cache, partial
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from partialface.geometry.template import GREY, IMAGE_SIZE, PARTS, Part, part_centre, part_rect
+from partialface.geometry.template import GREY, IMAGE_SIZE, PARTS, Part, half_extent, part_centre, part_rect
 from partialface.training.config import AugmentConfig
 
 FLIP, PART, FACTOR, CENTRED, JX, JY, SCALE = range(7)
@@ -83,53 +85,37 @@ def _fixed_point_shift(d: float) -> tuple[int, int]:
     return v >> 5, v & 31
 
 
-def _window(images: Tensor, iy: list[int], ix: list[int], h: int, w: int, backend: str = "auto") -> Tensor:
-    """images (n, H, W, 3) uint8; per-sample integer offsets iy, ix -> uint8 (n, h, w, 3) with
-    out[b, y, x] = images[b, y + iy[b], x + ix[b]], GREY where that is off the image.
+def _fixed_point_shift_t(d: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_fixed_point_shift` for a float64 tensor of shifts -> (integer part, fraction) int64 tensors.
+    torch.round rounds half to even like np.rint; >> and & on int64 floor like Python's."""
+    v = (torch.round(-d.float().double() * 1024.0).long() + 16) >> 5
+    return v >> 5, v & 31
 
-    backend "loop" copies one slice per sample (fastest on CPU), "gather" indexes the whole batch at once
-    (fastest on GPUs: no per-sample kernel launches); "auto" picks by device. Both give the same bytes.
-    """
+
+def _window_loop(images: Tensor, iy: list[int], ix: list[int], h: int, w: int) -> Tensor:
+    """images (n, H, W, 3) uint8; per-sample integer offsets -> uint8 (n, h, w, 3) with
+    out[b, y, x] = images[b, y + iy[b], x + ix[b]], GREY off the image. One slice copy per sample."""
     n, H, W, _ = images.shape
-    if backend == "auto":
-        backend = "loop" if images.device.type == "cpu" else "gather"
-    if backend == "loop":
-        out = torch.full((n, h, w, 3), GREY, dtype=torch.uint8, device=images.device)
-        for b in range(n):
-            y0, y1 = max(0, -iy[b]), min(h, H - iy[b])
-            x0, x1 = max(0, -ix[b]), min(w, W - ix[b])
-            if y0 < y1 and x0 < x1:
-                out[b, y0:y1, x0:x1] = images[b, y0 + iy[b] : y1 + iy[b], x0 + ix[b] : x1 + ix[b]]
-        return out
+    out = torch.full((n, h, w, 3), GREY, dtype=torch.uint8, device=images.device)
+    for b in range(n):
+        y0, y1 = max(0, -iy[b]), min(h, H - iy[b])
+        x0, x1 = max(0, -ix[b]), min(w, W - ix[b])
+        if y0 < y1 and x0 < x1:
+            out[b, y0:y1, x0:x1] = images[b, y0 + iy[b] : y1 + iy[b], x0 + ix[b] : x1 + ix[b]]
+    return out
+
+
+def _window_gather(images: Tensor, iy: Tensor, ix: Tensor, h: int, w: int) -> Tensor:
+    """:func:`_window_loop` with offsets as (n,) int64 tensors on the images' device: one batched gather,
+    no per-sample work and no host synchronisation."""
+    n, H, W, _ = images.shape
     dev = images.device
-    sy = torch.arange(h, device=dev)[None, :] + torch.tensor(iy, device=dev)[:, None]  # (n, h)
-    sx = torch.arange(w, device=dev)[None, :] + torch.tensor(ix, device=dev)[:, None]  # (n, w)
+    sy = torch.arange(h, device=dev)[None, :] + iy[:, None]  # (n, h)
+    sx = torch.arange(w, device=dev)[None, :] + ix[:, None]  # (n, w)
     valid = (((sy >= 0) & (sy < H))[:, :, None] & ((sx >= 0) & (sx < W))[:, None, :])[..., None]
     bi = torch.arange(n, device=dev)[:, None, None]
     g = images[bi, sy.clamp(0, H - 1)[:, :, None], sx.clamp(0, W - 1)[:, None, :]]
     return torch.where(valid, g, torch.full_like(g, GREY))
-
-
-def mask_rects(images: Tensor, rects: list[tuple[int, int, int, int]], backend: str = "auto") -> Tensor:
-    """Keep each image's inclusive rectangle (x1, y1, x2, y2) (already clipped), GREY elsewhere:
-    (n, H, W, 3) uint8 -> new tensor. Backends as in :func:`_window`."""
-    n, H, W, _ = images.shape
-    if backend == "auto":
-        backend = "loop" if images.device.type == "cpu" else "gather"
-    if backend == "loop":
-        out = torch.full_like(images, GREY)
-        for b, (x1, y1, x2, y2) in enumerate(rects):
-            if x1 <= x2 and y1 <= y2:
-                out[b, y1 : y2 + 1, x1 : x2 + 1] = images[b, y1 : y2 + 1, x1 : x2 + 1]
-        return out
-    dev = images.device
-    r = torch.tensor(rects, device=dev).reshape(n, 4)
-    ys = torch.arange(H, device=dev)
-    xs = torch.arange(W, device=dev)
-    in_y = (ys[None, :] >= r[:, 1:2]) & (ys[None, :] <= r[:, 3:4])  # (n, H)
-    in_x = (xs[None, :] >= r[:, 0:1]) & (xs[None, :] <= r[:, 2:3])  # (n, W)
-    mask = (in_y[:, :, None] & in_x[:, None, :])[..., None]
-    return torch.where(mask, images, torch.full_like(images, GREY))
 
 
 def _blend(win: Tensor, ax: Tensor | float, ay: Tensor | float) -> Tensor:
@@ -143,6 +129,17 @@ def _blend(win: Tensor, ax: Tensor | float, ay: Tensor | float) -> Tensor:
     return torch.floor((total + 512.0) * (1.0 / 1024.0)).to(torch.uint8)
 
 
+def _translate_gather(images: Tensor, dx: Tensor, dy: Tensor, mode: str) -> Tensor:
+    """Batched translation by float64 shift tensors (n,) on the images' device (0 = unchanged)."""
+    _, H, W, _ = images.shape
+    if mode == "integer":
+        return _window_gather(images, -torch.floor(dy + 0.5).long(), -torch.floor(dx + 0.5).long(), H, W)
+    ix, ax = _fixed_point_shift_t(dx)
+    iy, ay = _fixed_point_shift_t(dy)
+    win = _window_gather(images, iy, ix, H + 1, W + 1)
+    return _blend(win, ax.float()[:, None, None, None], ay.float()[:, None, None, None])
+
+
 def translate(
     images: Tensor,
     dx: list[float],
@@ -154,38 +151,32 @@ def translate(
     """Translate each image by (dx[b], dy[b]) pixels, GREY border: (n, H, W, 3) uint8 -> same.
 
     "bilinear": OpenCV warpAffine's fixed-point bilinear (see the module docstring); "integer": the shift
-    rounded half up to whole pixels. ``boxes`` (x1, y1, x2, y2 inclusive, per image): where the image may
-    differ from GREY (everything else must be GREY); the "loop" backend then only blends what they reach.
+    rounded half up to whole pixels. backend "loop" (one slice per sample; default on CPU) or "gather"
+    (batched indexing; default elsewhere) — same bytes. ``boxes`` (x1, y1, x2, y2 inclusive, per image):
+    where the image may differ from GREY (everything else must be GREY); "loop" then only blends those.
     """
     n, H, W, _ = images.shape
+    if mode not in ("bilinear", "integer"):
+        raise ValueError(f"centring mode must be 'bilinear' or 'integer', got {mode!r}")
     if backend == "auto":
         backend = "loop" if images.device.type == "cpu" else "gather"
+    if backend == "gather":
+        t = partial(torch.tensor, dtype=torch.float64, device=images.device)
+        return _translate_gather(images, t(dx), t(dy), mode)
     if mode == "integer":
-        return _window(
-            images, [-int(np.floor(d + 0.5)) for d in dy], [-int(np.floor(d + 0.5)) for d in dx], H, W, backend
-        )
-    if mode != "bilinear":
-        raise ValueError(f"centring mode must be 'bilinear' or 'integer', got {mode!r}")
-    qx = [_fixed_point_shift(d) for d in dx]
-    qy = [_fixed_point_shift(d) for d in dy]
-    if backend == "loop":
-        out = torch.full_like(images, GREY)
-        for b in range(n):
-            (sx, ax), (sy, ay) = qx[b], qy[b]
-            x1, y1, x2, y2 = boxes[b] if boxes is not None else (0, 0, W - 1, H - 1)
-            # output pixels whose 2x2 source taps (y + sy .. y + sy + 1) touch the box
-            oy0, oy1 = max(0, y1 - sy - 1), min(H - 1, y2 - sy)
-            ox0, ox1 = max(0, x1 - sx - 1), min(W - 1, x2 - sx)
-            if oy0 > oy1 or ox0 > ox1:
-                continue
-            win = _window(images[b : b + 1], [oy0 + sy], [ox0 + sx], oy1 - oy0 + 2, ox1 - ox0 + 2, "loop")
-            out[b, oy0 : oy1 + 1, ox0 : ox1 + 1] = _blend(win[0], float(ax), float(ay))
-        return out
-    dev = images.device
-    ax_t = torch.tensor([float(q[1]) for q in qx], device=dev)[:, None, None, None]
-    ay_t = torch.tensor([float(q[1]) for q in qy], device=dev)[:, None, None, None]
-    win = _window(images, [q[0] for q in qy], [q[0] for q in qx], H + 1, W + 1, backend)
-    return _blend(win, ax_t, ay_t)
+        return _window_loop(images, [-int(np.floor(d + 0.5)) for d in dy], [-int(np.floor(d + 0.5)) for d in dx], H, W)
+    out = torch.full_like(images, GREY)
+    for b in range(n):
+        (sx, ax), (sy, ay) = _fixed_point_shift(dx[b]), _fixed_point_shift(dy[b])
+        x1, y1, x2, y2 = boxes[b] if boxes is not None else (0, 0, W - 1, H - 1)
+        # output pixels whose 2x2 source taps (y + sy .. y + sy + 1) touch the box
+        oy0, oy1 = max(0, y1 - sy - 1), min(H - 1, y2 - sy)
+        ox0, ox1 = max(0, x1 - sx - 1), min(W - 1, x2 - sx)
+        if oy0 > oy1 or ox0 > ox1:
+            continue
+        win = _window_loop(images[b : b + 1], [oy0 + sy], [ox0 + sx], oy1 - oy0 + 2, ox1 - ox0 + 2)
+        out[b, oy0 : oy1 + 1, ox0 : ox1 + 1] = _blend(win[0], float(ax), float(ay))
+    return out
 
 
 def resolution_jitter(image: Tensor, scale: float) -> Tensor:
@@ -199,21 +190,38 @@ def resolution_jitter(image: Tensor, scale: float) -> Tensor:
     return x[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8)
 
 
+@cache
+def _centre_table(device: torch.device) -> Tensor:
+    """Part centres (len(PARTS), 2) float64 on ``device``, from template.part_centre."""
+    return torch.tensor([part_centre(p) for p in PARTS], dtype=torch.float64, device=device)
+
+
 def augment_batch(
     images: Tensor, params: np.ndarray | Tensor, centring: str = "bilinear", backend: str = "auto"
 ) -> tuple[Tensor, Tensor]:
     """Apply parameter rows to a batch of aligned faces.
 
-    images: (B, 160, 160, 3) uint8 on any device (not modified); params: (B, N_PARAMS).
+    images: (B, 160, 160, 3) uint8 on any device (not modified); params: (B, N_PARAMS) (numpy or a tensor,
+    e.g. the DataLoader's pinned CPU tensor).
     Returns (augmented (B, 160, 160, 3) uint8 on the same device, part labels (B,) long on the CPU:
     -1 = whole face, else the index into template.PARTS of the part kept, named in the output image).
-    backend: "loop" (per-sample slices, CPU default) or "gather" (batched indexing, GPU default).
+    backend "loop" (per-sample slices on the samples that need them; CPU default) or "gather" (every
+    step batched over the whole batch from one non-blocking copy of ``params``: no host synchronisation,
+    GPU default). Both give the same bytes.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise ValueError(f"images must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) uint8, got {tuple(images.shape)}")
+    if centring not in ("bilinear", "integer"):
+        raise ValueError(f"centring mode must be 'bilinear' or 'integer', got {centring!r}")
     p = params.detach().cpu().numpy() if isinstance(params, Tensor) else np.asarray(params, dtype=np.float64)
     if p.shape != (images.shape[0], N_PARAMS):
         raise ValueError(f"params must be ({images.shape[0]}, {N_PARAMS}), got {p.shape}")
+    labels = torch.from_numpy(p[:, PART].astype(np.int64))
+    if backend == "auto":
+        backend = "loop" if images.device.type == "cpu" else "gather"
+    if backend == "gather":
+        pt = params if isinstance(params, Tensor) else torch.from_numpy(p)
+        return _augment_gather(images, pt.to(images.device, torch.float64, non_blocking=True), p, centring), labels
     dev = images.device
     out = images.clone()
     flip = np.flatnonzero(p[:, FLIP] > 0.5)
@@ -222,24 +230,50 @@ def augment_batch(
         out[idx] = out[idx].flip(2)
     for i in np.flatnonzero(p[:, SCALE] < 1.0):
         out[int(i)] = resolution_jitter(out[int(i)], float(p[i, SCALE]))
-    partial = np.flatnonzero(p[:, PART] >= 0)
-    if partial.size:
-        idx = torch.from_numpy(partial).to(dev)
-        rects = [sample_rect(p[i]) for i in partial]
-        masked = mask_rects(out[idx], rects, backend)
-        centred = np.flatnonzero(p[partial, CENTRED] > 0.5)
-        if centred.size:
-            dx, dy = [], []
-            for j in centred:
-                row = p[partial[j]]
-                cx, cy = part_centre(PARTS[int(row[PART])])
-                dx.append(IMAGE_SIZE / 2 - (cx + float(row[JX])))
-                dy.append(IMAGE_SIZE / 2 - (cy + float(row[JY])))
-            cidx = torch.from_numpy(centred).to(dev)
-            boxes = [rects[j] for j in centred]
-            masked[cidx] = translate(masked[cidx], dx, dy, centring, backend, boxes)
-        out[idx] = masked
-    return out, torch.from_numpy(p[:, PART].astype(np.int64))
+    for i in np.flatnonzero(p[:, PART] >= 0):
+        x1, y1, x2, y2 = sample_rect(p[i])
+        masked = torch.full_like(out[i], GREY)
+        if x1 <= x2 and y1 <= y2:
+            masked[y1 : y2 + 1, x1 : x2 + 1] = out[i, y1 : y2 + 1, x1 : x2 + 1]
+        if p[i, CENTRED] > 0.5:
+            cx, cy = part_centre(PARTS[int(p[i, PART])])
+            dx = IMAGE_SIZE / 2 - (cx + float(p[i, JX]))
+            dy = IMAGE_SIZE / 2 - (cy + float(p[i, JY]))
+            masked = translate(masked[None], [dx], [dy], centring, "loop", [(x1, y1, x2, y2)])[0]
+        out[int(i)] = masked
+    return out, labels
+
+
+def _augment_gather(images: Tensor, P: Tensor, p: np.ndarray, centring: str) -> Tensor:
+    """The "gather" backend: P (B, N_PARAMS) float64 on the images' device; ``p`` is the host copy, used
+    only for the (rare, per-sample) resolution jitter. The rectangle is template.part_rect's arithmetic on
+    float64 tensors (same IEEE operations as the Python floats, int() = trunc), so the bytes match."""
+    x = torch.where((P[:, FLIP] > 0.5)[:, None, None, None], images.flip(2), images)
+    low = np.flatnonzero(p[:, SCALE] < 1.0)
+    if low.size:
+        x = x.clone()
+        for i in low:
+            x[int(i)] = resolution_jitter(x[int(i)], float(p[i, SCALE]))
+    part = P[:, PART].long()
+    partial_ = part >= 0
+    centre = _centre_table(images.device)[part.clamp_min(0)]
+    cx = centre[:, 0] + P[:, JX]
+    cy = centre[:, 1] + P[:, JY]
+    hw, hh = half_extent(P[:, FACTOR])  # type: ignore[arg-type]
+    x1, x2 = torch.trunc(cx - hw), torch.trunc(cx + hw)
+    y1, y2 = torch.trunc(cy - hh), torch.trunc(cy + hh)
+    pos = torch.arange(IMAGE_SIZE, device=images.device, dtype=torch.float64)
+    in_x = (pos[None, :] >= x1[:, None]) & (pos[None, :] <= x2[:, None])  # (B, W)
+    in_y = (pos[None, :] >= y1[:, None]) & (pos[None, :] <= y2[:, None])  # (B, H)
+    keep = (in_y[:, :, None] & in_x[:, None, :]) | ~partial_[:, None, None]
+    x = torch.where(keep[..., None], x, torch.full_like(x, GREY))
+    centred = partial_ & (P[:, CENTRED] > 0.5)
+    if bool(p[:, CENTRED].astype(bool)[p[:, PART] >= 0].any()):
+        zero = torch.zeros_like(cx)
+        dx = torch.where(centred, IMAGE_SIZE / 2 - cx, zero)
+        dy = torch.where(centred, IMAGE_SIZE / 2 - cy, zero)
+        x = _translate_gather(x, dx, dy, centring)  # a zero shift leaves a sample unchanged (weights 32/0)
+    return x
 
 
 def to_model_input(images: Tensor, input_size: int, channels_last: bool = False) -> Tensor:

@@ -21,7 +21,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,18 +264,18 @@ def _fmt(v: Any) -> str:
 
 
 class Meters:
-    """Sums since the last log row (on the device; reduced across ranks when a row is written)."""
+    """Sums since the last log row, kept on the device (no host synchronisation per step) and reduced
+    across ranks when a row is written."""
 
-    NAMES = ("loss", "ce", "div", "correct", "count", "grad_norm", "steps")
+    NAMES = ("loss", "ce", "div", "correct", "grad_norm", "count", "steps")
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.sums = torch.zeros(len(self.NAMES), dtype=torch.float64, device=device)
 
     def add(self, loss: Tensor, ce: Tensor, div: Tensor, correct: Tensor, count: int, grad_norm: Tensor) -> None:
-        vals = torch.stack([loss.double(), ce.double(), div.double(), correct.double(), grad_norm.double()])
-        self.sums[[0, 1, 2, 3, 5]] += vals
-        self.sums[4] += count
+        self.sums[:5] += torch.stack([loss.double(), ce.double(), div.double(), correct.double(), grad_norm.double()])
+        self.sums[5] += count
         self.sums[6] += 1
 
     def reduce_and_reset(self) -> dict[str, float]:
@@ -287,8 +287,8 @@ class Meters:
             "loss": s[0] / steps,
             "ce": s[1] / steps,
             "div": s[2] / steps,
-            "acc": s[3] / max(s[4], 1.0),
-            "grad_norm": s[5] / steps,
+            "acc": s[3] / max(s[5], 1.0),
+            "grad_norm": s[4] / steps,
         }
 
     def state(self) -> Tensor:
@@ -393,11 +393,25 @@ class _Trainer:
             )
         return latest
 
+    def _on_main(self, fn: Callable[[], Any], share: bool = True) -> Any:
+        """Run ``fn`` on rank 0 and (``share``) give its result to every rank (else the others get None);
+        a PartialFaceError there is raised on every rank instead of leaving the others waiting."""
+        result: Any = None
+        error: str | None = None
+        if self.info.is_main:
+            try:
+                result = fn()
+            except PartialFaceError as e:
+                error = str(e)
+        error, shared = broadcast_object((error, result if share else None))
+        if error is not None:
+            raise PartialFaceError(error)
+        return result if self.info.is_main else shared
+
     def _data(self) -> Split:
         cfg = self.cfg
-        if self.info.is_main:
-            source = open_source(cfg.data, build_pack=True, progress=cfg.run.progress)
-        barrier()
+        # rank 0 lists (and packs, the first time) the data; the others open it afterwards
+        source = self._on_main(lambda: open_source(cfg.data, build_pack=True, progress=cfg.run.progress), share=False)
         if not self.info.is_main:
             source = open_source(cfg.data, build_pack=False)
         return split_identities(source, cfg.data.min_images, cfg.data.holdout_identities, cfg.run.seed)
@@ -428,8 +442,8 @@ class _Trainer:
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
 
-        latest = self._check_run_folder() if info.is_main else None
-        latest = broadcast_object(str(latest) if latest else None)
+        found = self._on_main(self._check_run_folder)
+        latest = str(found) if found is not None else None
         split = self._data()
         num_classes = self.num_classes = len(split.classes)
         sampler = EpochSampler(len(split.train_index), cfg.optim.batch_size, info.world_size, info.rank, cfg.run.seed)
