@@ -308,6 +308,15 @@ def test_refuses_to_overwrite_a_run_and_to_resume_a_changed_config(tiny_run: tup
         train(cfg.with_overrides(["optim.lr=0.5"]), resume=True)
 
 
+def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:
+    root = make_identities(tmp_path / "faces", 3, 6)
+    out = tmp_path / "run"
+    train(tiny_config(root, out, "optim.max_steps=2", "run.verify_every=0"))
+    write_image(root / "id00" / "new.png", np.zeros((160, 160, 3), np.uint8))
+    with pytest.raises(PartialFaceError, match=r"training data changed since step_0000002 \(18 -> 19 training"):
+        train(tiny_config(root, out, "optim.max_steps=4", "run.verify_every=0"), resume=True)
+
+
 def _losses(path: Path) -> list[tuple[str, ...]]:
     return [(r["step"], r["lr"], r["loss"], r["ce"], r["div"], r["acc"]) for r in read_log(path)]
 

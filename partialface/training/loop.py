@@ -447,6 +447,7 @@ class _Trainer:
         split = self._data()
         num_classes = self.num_classes = len(split.classes)
         sampler = EpochSampler(len(split.train_index), cfg.optim.batch_size, info.world_size, info.rank, cfg.run.seed)
+        self.sampler = sampler
         spe = sampler.steps_per_epoch
         total = cfg.optim.max_steps or cfg.optim.epochs * spe
 
@@ -578,8 +579,17 @@ class _Trainer:
         rngs = gather_objects(ckpt.rng_state())
         if self.info.is_main:
             weights, meta = self._weights(module)
+            spe = self.sampler.steps_per_epoch
             state = {
                 "step": step,
+                # the data position follows from the step; stored to check the data did not change
+                "sampler": {
+                    "epoch": step // spe,
+                    "start_step": step % spe,
+                    "steps_per_epoch": spe,
+                    "train_images": self.sampler.n,
+                    "seed": self.sampler.seed,
+                },
                 "world_size": self.info.world_size,
                 "optimizer": optimizer.state_dict(),
                 "meters": meters.state(),
@@ -597,6 +607,12 @@ class _Trainer:
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         state = ckpt.load_state(folder / ckpt.STATE)
+        saved = state.get("sampler", {})
+        if saved.get("train_images", self.sampler.n) != self.sampler.n:
+            raise PartialFaceError(
+                f"--resume: the training data changed since {folder.name} ({saved['train_images']} -> "
+                f"{self.sampler.n} training images); restore it or start a new run.out"
+            )
         optimizer.load_state_dict(state["optimizer"])
         meters.load(state["meters"])
         rngs = state["rng"]
