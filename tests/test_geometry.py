@@ -249,3 +249,16 @@ def test_resize_fallback_shape() -> None:
     out = resize_fallback(img)
     assert out.shape == (160, 160, 3) and out.dtype == np.uint8
     assert abs(float(out.mean()) - float(img.mean())) < 2.0
+
+
+def test_reused_buffer_gives_the_same_bytes() -> None:
+    faces = random_faces(3, seed=6)
+    b = PartialFaceBatcher(torch.from_numpy(faces))
+    seen = []
+    for v, x in b.variants(reuse_buffer=True):
+        assert v.part is not None and v.factor is not None
+        seen.append(x.data_ptr())
+        assert np.array_equal(x[1].permute(1, 2, 0).numpy(), partial_face(faces[1], v.part, v.factor, v.centred))
+    assert len(set(seen)) == 1  # one buffer for all 72 variants
+    with pytest.raises(ValueError):
+        b.variant(Variant("Nose", 0.2), out=torch.empty(3, 3, 160, 160, dtype=torch.uint8))

@@ -33,6 +33,7 @@ from partialface.geometry.template import (
     centring_shift,
     part_rect,
 )
+from partialface.geometry.warp import fixed_point_blend, fixed_point_shift
 
 
 def _check_aligned(aligned: np.ndarray) -> None:
@@ -87,19 +88,13 @@ def all_variants(centred: Sequence[bool] = (False, True)) -> list[Variant]:
 
 @cache
 def _fixed_shift(part: Part) -> tuple[int, int, int, int]:
-    """OpenCV's fixed-point source offset for the centring translation: (ix, ax, iy, ay).
+    """OpenCV's fixed-point source offset for the centring translation of a part: (ix, ax, iy, ay).
 
     Output pixel x samples source x + ix + ax/32 (ax in 0..31), likewise y.
     """
-
-    def q(d: float) -> tuple[int, int]:
-        # warpAffine inverts M (source = dest - d), scales by 1024 with rounding, adds 16, drops 5 bits.
-        v = (int(np.rint(-d * 1024.0)) + 16) >> 5
-        return v >> 5, v & 31
-
     dx, dy = centring_shift(part)
-    ix, ax = q(dx)
-    iy, ay = q(dy)
+    ix, ax = fixed_point_shift(dx)
+    iy, ay = fixed_point_shift(dy)
     return ix, ax, iy, ay
 
 
@@ -124,17 +119,6 @@ def _window(images: torch.Tensor, y0: int, x0: int, h: int, w: int, keep: Rect |
     if y1 <= y2 and x1 <= x2:
         win[:, y1 - y0 : y2 - y0 + 1, x1 - x0 : x2 - x0 + 1] = images[:, y1 : y2 + 1, x1 : x2 + 1]
     return win
-
-
-def _blend(win: torch.Tensor, ax: int, ay: int) -> torch.Tensor:
-    """OpenCV's fixed-point bilinear blend of a window (B, h+1, w+1, 3) -> (B, h, w, 3) uint8.
-
-    Separable integer sums (columns of x, then rows of y) and one rounding, (sum + 512) >> 10; all
-    values are integers below 2^24, so float32 is exact.
-    """
-    rows = torch.addcmul(win[:, :, :-1] * float(32 - ax), win[:, :, 1:], torch.tensor(float(ax)))
-    both = torch.addcmul(rows[:, :-1] * float(32 - ay), rows[:, 1:], torch.tensor(float(ay)))
-    return both.add_(512.0).mul_(1.0 / 1024.0).floor_().to(torch.uint8)
 
 
 def _out_region(part: Part, r: Rect) -> tuple[int, int, int, int] | None:
@@ -186,17 +170,24 @@ class PartialFaceBatcher:
         self.backend = ("cv2" if self.images.device.type == "cpu" else "torch") if backend == "auto" else backend
         self._shift_cache: dict[str, tuple[torch.Tensor, int, int]] = {}
 
-    def _grey(self) -> torch.Tensor:
-        return torch.full_like(self.images, GREY)
+    def _buffer(self, out: torch.Tensor | None) -> torch.Tensor:
+        if out is None:
+            return torch.empty_like(self.images)
+        if out.shape != self.images.shape or out.dtype != torch.uint8 or not out.is_contiguous():
+            raise ValueError(f"out must be a contiguous uint8 tensor of shape {tuple(self.images.shape)} (NHWC)")
+        return out
+
+    def _grey(self, out: torch.Tensor | None) -> torch.Tensor:
+        return self._buffer(out).fill_(GREY)
 
     def _compose(
-        self, src: torch.Tensor, y1: int, y2: int, x1: int, x2: int, sy: int = 0, sx: int = 0
+        self, out: torch.Tensor | None, src: torch.Tensor, y1: int, y2: int, x1: int, x2: int, sy: int = 0, sx: int = 0
     ) -> torch.Tensor:
         """New NHWC batch: ``src`` inside rows y1..y2 and columns x1..x2 (inclusive), grey elsewhere.
 
         ``src`` holds image rows/cols from (sy, sx) on. Writes every output byte once.
         """
-        out = torch.empty_like(self.images)
+        out = self._buffer(out)
         out[:, :y1] = GREY
         out[:, y2 + 1 :] = GREY
         out[:, y1 : y2 + 1, :x1] = GREY
@@ -204,19 +195,23 @@ class PartialFaceBatcher:
         out[:, y1 : y2 + 1, x1 : x2 + 1] = src[:, y1 - sy : y2 - sy + 1, x1 - sx : x2 - sx + 1]
         return out
 
-    def variant(self, v: Variant) -> torch.Tensor:
-        """The batch shown as variant v: (B, 3, 160, 160) uint8."""
+    def variant(self, v: Variant, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch shown as variant v: (B, 3, 160, 160) uint8.
+
+        ``out``: an NHWC (B, 160, 160, 3) uint8 buffer to write into (saves an allocation per variant);
+        the holistic variant is the input batch itself and never copies.
+        """
         if v.part is None:
             return self.images.permute(0, 3, 1, 2)
         assert v.factor is not None
         r = part_rect(v.part, v.factor).clipped(IMAGE_SIZE)
         if v.centred:
-            out = self._centred(v.part, r)
+            res = self._centred(v.part, r, out)
         elif r.area:
-            out = self._compose(self.images, r.y1, r.y2, r.x1, r.x2)
+            res = self._compose(out, self.images, r.y1, r.y2, r.x1, r.x2)
         else:
-            out = self._grey()
-        return out.permute(0, 3, 1, 2)
+            res = self._grey(out)
+        return res.permute(0, 3, 1, 2)
 
     def _shifted(self, part: Part) -> tuple[torch.Tensor, int, int]:
         """The whole (unmasked) batch translated like the centred variants of ``part``, over the output
@@ -234,30 +229,42 @@ class PartialFaceBatcher:
                 shifted = _cv2_shift(self.images.cpu(), part, oy1, ox1, h, w).to(self.images.device)
             else:
                 ix, ax, iy, ay = _fixed_shift(part)
-                shifted = _blend(_window(self.images, oy1 + iy, ox1 + ix, h + 1, w + 1, None), ax, ay)
+                shifted = fixed_point_blend(_window(self.images, oy1 + iy, ox1 + ix, h + 1, w + 1, None), ax, ay)
             cached = self._shift_cache[part] = (shifted, oy1, ox1)
         return cached
 
-    def _centred(self, part: Part, r: Rect) -> torch.Tensor:
+    def _centred(self, part: Part, r: Rect, out: torch.Tensor | None) -> torch.Tensor:
         """Fixed-point bilinear translation of the masked batch (bit-exact to cv2.warpAffine): NHWC."""
         region = _out_region(part, r)
         if region is None:
-            return self._grey()
+            return self._grey(out)
         oy1, oy2, ox1, ox2 = region
         ix, ax, iy, ay = _fixed_shift(part)
         # Inside, all taps lie in the rectangle (or off the image, grey in both): the shifted full image.
         shifted, sy, sx = self._shifted(part)
-        out = self._compose(shifted, oy1, oy2, ox1, ox2, sy, sx)
+        out = self._compose(out, shifted, oy1, oy2, ox1, ox2, sy, sx)
         # The ring (first/last row and column) mixes kept and grey taps: blend the masked strips exactly.
         h, w = oy2 - oy1 + 1, ox2 - ox1 + 1
         for ty, tx, sh, sw in ((oy1, ox1, 1, w), (oy2, ox1, 1, w), (oy1, ox1, h, 1), (oy1, ox2, h, 1)):
             win = _window(self.images, ty + iy, tx + ix, sh + 1, sw + 1, r)
-            out[:, ty : ty + sh, tx : tx + sw] = _blend(win, ax, ay)
+            out[:, ty : ty + sh, tx : tx + sw] = fixed_point_blend(win, ax, ay)
         return out
 
+    def variants(
+        self, variants: Sequence[Variant] | None = None, reuse_buffer: bool = False
+    ) -> Iterator[tuple[Variant, torch.Tensor]]:
+        """Yield (variant, (B, 3, 160, 160) uint8) for ``variants`` (default: the 72 partial ones).
+
+        ``reuse_buffer=True`` writes every variant into one buffer: each yielded tensor is valid only
+        until the next is requested (for consumers that embed a variant at once). Fresh buffers of a few
+        MB cost the operating system a page fault per 4 KB, which is most of the time here.
+        """
+        buf = torch.empty_like(self.images) if reuse_buffer else None
+        for v in all_variants() if variants is None else variants:
+            yield v, self.variant(v, buf)
+
     def __iter__(self) -> Iterator[tuple[Variant, torch.Tensor]]:
-        for v in all_variants():
-            yield v, self.variant(v)
+        return self.variants()
 
 
 def partial_faces_batch(

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from partialface.geometry.template import GREY, IMAGE_SIZE, PARTS, Part, half_extent, part_centre, part_rect
+from partialface.geometry.warp import fixed_point_blend, fixed_point_shift, fixed_point_shift_t
 from partialface.training.config import AugmentConfig
 
 FLIP, PART, FACTOR, CENTRED, JX, JY, SCALE = range(7)
@@ -77,21 +78,6 @@ def sample_rect(params: np.ndarray) -> tuple[int, int, int, int]:
     return r.x1, r.y1, r.x2, r.y2
 
 
-def _fixed_point_shift(d: float) -> tuple[int, int]:
-    """OpenCV's source offset for a translation by d pixels: (integer part, 1/32 fraction) with
-    source x = output x + i + a/32 (the matrix is float32, as the benchmark passes it)."""
-    d32 = float(np.float32(d))
-    v = (int(np.rint(-d32 * 1024.0)) + 16) >> 5
-    return v >> 5, v & 31
-
-
-def _fixed_point_shift_t(d: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`_fixed_point_shift` for a float64 tensor of shifts -> (integer part, fraction) int64 tensors.
-    torch.round rounds half to even like np.rint; >> and & on int64 floor like Python's."""
-    v = (torch.round(-d.float().double() * 1024.0).long() + 16) >> 5
-    return v >> 5, v & 31
-
-
 def _window_loop(images: Tensor, iy: list[int], ix: list[int], h: int, w: int) -> Tensor:
     """images (n, H, W, 3) uint8; per-sample integer offsets -> uint8 (n, h, w, 3) with
     out[b, y, x] = images[b, y + iy[b], x + ix[b]], GREY off the image. One slice copy per sample."""
@@ -118,26 +104,15 @@ def _window_gather(images: Tensor, iy: Tensor, ix: Tensor, h: int, w: int) -> Te
     return torch.where(valid, g, torch.full_like(g, GREY))
 
 
-def _blend(win: Tensor, ax: Tensor | float, ay: Tensor | float) -> Tensor:
-    """OpenCV's fixed-point bilinear blend of uint8 windows (..., h + 1, w + 1, 3) -> (..., h, w, 3) uint8.
-
-    Separable integer weights (32 - a, a); every value is an integer below 2^24, so float32 is exact.
-    """
-    f = win.float()
-    rows = f[..., :, :-1, :] * (32 - ax) + f[..., :, 1:, :] * ax
-    total = rows[..., :-1, :, :] * (32 - ay) + rows[..., 1:, :, :] * ay
-    return torch.floor((total + 512.0) * (1.0 / 1024.0)).to(torch.uint8)
-
-
 def _translate_gather(images: Tensor, dx: Tensor, dy: Tensor, mode: str) -> Tensor:
     """Batched translation by float64 shift tensors (n,) on the images' device (0 = unchanged)."""
     _, H, W, _ = images.shape
     if mode == "integer":
         return _window_gather(images, -torch.floor(dy + 0.5).long(), -torch.floor(dx + 0.5).long(), H, W)
-    ix, ax = _fixed_point_shift_t(dx)
-    iy, ay = _fixed_point_shift_t(dy)
+    ix, ax = fixed_point_shift_t(dx)
+    iy, ay = fixed_point_shift_t(dy)
     win = _window_gather(images, iy, ix, H + 1, W + 1)
-    return _blend(win, ax.float()[:, None, None, None], ay.float()[:, None, None, None])
+    return fixed_point_blend(win, ax.float()[:, None, None, None], ay.float()[:, None, None, None])
 
 
 def translate(
@@ -167,7 +142,7 @@ def translate(
         return _window_loop(images, [-int(np.floor(d + 0.5)) for d in dy], [-int(np.floor(d + 0.5)) for d in dx], H, W)
     out = torch.full_like(images, GREY)
     for b in range(n):
-        (sx, ax), (sy, ay) = _fixed_point_shift(dx[b]), _fixed_point_shift(dy[b])
+        (sx, ax), (sy, ay) = fixed_point_shift(dx[b]), fixed_point_shift(dy[b])
         x1, y1, x2, y2 = boxes[b] if boxes is not None else (0, 0, W - 1, H - 1)
         # output pixels whose 2x2 source taps (y + sy .. y + sy + 1) touch the box
         oy0, oy1 = max(0, y1 - sy - 1), min(H - 1, y2 - sy)
@@ -175,7 +150,7 @@ def translate(
         if oy0 > oy1 or ox0 > ox1:
             continue
         win = _window_loop(images[b : b + 1], [oy0 + sy], [ox0 + sx], oy1 - oy0 + 2, ox1 - ox0 + 2)
-        out[b, oy0 : oy1 + 1, ox0 : ox1 + 1] = _blend(win[0], float(ax), float(ay))
+        out[b, oy0 : oy1 + 1, ox0 : ox1 + 1] = fixed_point_blend(win[0], float(ax), float(ay))
     return out
 
 
