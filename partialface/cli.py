@@ -21,7 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "partialface.jobs.export_partial",
         "write the published PartialLFW folder tree from aligned faces",
     ),
+    "synth": ("partialface.jobs.synth", "write synthetic identity-labelled faces (training set + LFW-layout test set)"),
     "train": ("partialface.training.cli", "train a model from a YAML config"),
+    "benchmark": ("partialface.evaluation.benchmark", "score models on PartialLFW protocols (LFW-layout data + pairs)"),
     "models": ("partialface.models.cli", "list registered models and presets (parameters, FLOPs)"),
     "demo": ("partialface.jobs.demo", "run the main job end to end on an embedded default"),
 }
