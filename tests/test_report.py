@@ -6,6 +6,7 @@ import html
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -59,7 +60,7 @@ def make_fake_benchmark(out: Path, models: tuple[str, ...] = MODELS) -> dict:
     }
     (out / "scores").mkdir(parents=True)
     for mi, model in enumerate(models):
-        arrays = {}
+        arrays: dict[str, Any] = {}
         scored = []
         for b in benches:
             sp = b.scored_pairs()

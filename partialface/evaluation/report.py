@@ -137,7 +137,9 @@ def accuracy_vs_area_figures(results: Mapping[str, Any], fig_dir: Path) -> list[
                 continue
             combos = list(dict.fromkeys(str(r["combo"]) for r in sel))
             nr, nc = _grid(len(combos))
-            fig, axes = plt.subplots(nr, nc, figsize=(4.2 * nc, 3.4 * nr + 0.9), squeeze=False, sharey=True)
+            fig, axes = plt.subplots(
+                nr, nc, figsize=(4.2 * nc, 3.4 * nr + 0.5), squeeze=False, sharex=True, sharey=True
+            )
             for ax, combo in zip(axes.flat, combos, strict=False):
                 for model in names:
                     pts = sorted(
@@ -155,6 +157,7 @@ def accuracy_vs_area_figures(results: Mapping[str, Any], fig_dir: Path) -> list[
                         ax.axhline(holistic[model], color=c, linestyle=":", linewidth=1)
                 ax.set_title(combo, fontsize=10)
                 ax.set_xlabel("visible area (%)")
+                ax.tick_params(labelbottom=True)
                 ax.grid(True, alpha=0.3)
             for ax in axes.flat[len(combos) :]:
                 ax.set_visible(False)
@@ -163,7 +166,7 @@ def accuracy_vs_area_figures(results: Mapping[str, Any], fig_dir: Path) -> list[
             handles, labels = axes.flat[0].get_legend_handles_labels()
             fig.suptitle(f"{proto}, {setting}: accuracy vs visible area (dotted: holistic)", fontsize=11)
             fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize=9)
-            fig.tight_layout(rect=(0, 0.9 / (3.4 * nr + 0.9), 1, 1))
+            fig.tight_layout(rect=(0, 0.4 / (3.4 * nr + 0.5), 1, 1))
             out.append(_save(fig, fig_dir / f"accuracy_vs_area_{proto}_{setting}.png"))
     return out
 
@@ -232,7 +235,7 @@ def roc_figures(out_dir: Path, results: Mapping[str, Any], fig_dir: Path) -> lis
                 lo = min(lo, float(pos.min()) if pos.size else 1.0)
                 ax.plot(fpr, tpr, color=colours[model], label=f"{model} (AUC {area:.3f})")
             ax.set_xscale("log")
-            ax.set_xlim(max(min(lo, 1e-1), 1e-6), 1.0)
+            ax.set_xlim(max(min(lo, 1e-1) * 0.7, 1e-6), 1.0)
             ax.set_ylim(0.0, 1.01)
             ax.set_xlabel("false accept rate (log)")
             ax.set_ylabel("true accept rate")
@@ -289,8 +292,8 @@ def attention_outputs(
 def attention_figure(model: torch.nn.Module, faces: np.ndarray, path: Path, title: str) -> Path | None:
     """The attention overlay figure of one model (see :func:`attention_outputs`), or None without A_tilde.
 
-    A row per image: the image, then every Ã_k (bilinear, 'jet', on one colour scale per row from 0 to the
-    row's maximum, so the maps' relative weight shows) over it with s_k in the panel title.
+    A row per image: the image, then every Ã_k (bilinear, 'jet', on one colour scale per row spanning the
+    row's range, so the maps' relative weight shows) over it with s_k in the panel title.
     """
     faces = np.asarray(faces)
     if faces.ndim != 4 or faces.shape[1:] != (160, 160, 3) or faces.dtype != np.uint8:
@@ -304,19 +307,23 @@ def attention_figure(model: torch.nn.Module, faces: np.ndarray, path: Path, titl
     cell = 1.35
     fig, axes = plt.subplots(rows, k + 1, figsize=(cell * (k + 1), cell * rows + 0.6), squeeze=False)
     for r in range(rows):
-        vmax = float(maps[r].max()) or 1.0
+        vmin, vmax = float(maps[r].min()), float(maps[r].max())
+        vmax = vmax if vmax > vmin else vmin + 1e-6
         ax = axes[r, 0]
         ax.imshow(images[r])
         ax.set_title(labels[r], fontsize=7)
         for j in range(k):
             ax = axes[r, j + 1]
             ax.imshow(images[r])
-            ax.imshow(maps[r, j], cmap="jet", alpha=0.5, vmin=0.0, vmax=vmax)
-            ax.set_title(f"Ã{j + 1}  s={s[r, j]:.2f}", fontsize=7)
+            ax.imshow(maps[r, j], cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
+            ax.set_title(rf"$\tilde{{A}}_{{{j + 1}}}$  $s_{{{j + 1}}}$={s[r, j]:.2f}", fontsize=7)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"{title}: recalibrated attention maps Ã_k and importance s_k", fontsize=10)
+    fig.suptitle(
+        rf"{title}: recalibrated attention maps $\tilde{{A}}_k$ (one colour scale per row) and importance $s_k$",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (cell * rows + 0.6)), pad=0.4, h_pad=0.6, w_pad=0.2)
     return _save(fig, path)
 
@@ -412,7 +419,8 @@ def render_html(results: Mapping[str, Any], figures: Sequence[Path], out_dir: Pa
     parts += [
         "<h2>Accuracy (%, mean ± std over folds)</h2>",
         "<p>NC: non-centred, C: centred; p-hol: partial-holistic, p-same: partial-same, p-cross: partial-cross. "
-        "A partial protocol's number is the mean over its part combinations and size factors.</p>",
+        "A partial protocol's number is the mean over its part combinations and size factors "
+        "(its ± is the per-benchmark standard deviation over folds, averaged the same way).</p>",
         results_table_html(results),
         "<p>Per benchmark: <a href='per_factor.csv'>per_factor.csv</a> · "
         "<a href='results.json'>results.json</a> · <a href='results.md'>results.md</a></p>",
