@@ -1,0 +1,266 @@
+"""`partialface benchmark`: results reproduced from the cached embeddings, resume, missing images, table layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from partialface.data.images import write_image
+from partialface.errors import PartialFaceError
+from partialface.evaluation import embed as embed_mod
+from partialface.evaluation.benchmark import run_benchmark
+from partialface.evaluation.embed import EmbedStats, TorchEmbedder, embed_dataset, load_embedder
+from partialface.geometry.partial import Variant, partial_face
+from partialface.geometry.template import visible_fraction
+from partialface.metrics import cosine_scores, score_benchmark
+
+N_IDS, PER_ID = 12, 3
+FACTORS = (0.3, 0.5)
+
+
+def _make_data(root: Path) -> tuple[Path, Path, list[tuple[str, int, str, int]]]:
+    """Aligned LFW-layout folder (12 identities x 3 faces, 160x160 PNG) and a 2-fold pairs file (3 + 3 per fold)."""
+    rng = np.random.default_rng(0)
+    data = root / "aligned_data"
+    for i in range(N_IDS):
+        base = rng.integers(0, 256, (20, 20, 3)).astype(np.float64)
+        big = np.kron(base, np.ones((8, 8, 1)))
+        for j in range(1, PER_ID + 1):
+            img = np.clip(big + rng.normal(0, 25, big.shape), 0, 255).astype(np.uint8)
+            write_image(data / f"id{i:02d}" / f"id{i:02d}_{j:04d}.png", img)
+    lines = ["2 3"]
+    pairs: list[tuple[str, int, str, int]] = []
+    for fold in range(2):
+        ids = range(fold * 6, fold * 6 + 6)  # identity-disjoint folds
+        for i in list(ids)[:3]:
+            pairs.append((f"id{i:02d}", 1, f"id{i:02d}", 2))
+            lines.append(f"id{i:02d}\t1\t2")
+        for i in list(ids)[3:]:
+            other = i + 1 if i + 1 < fold * 6 + 6 else fold * 6
+            pairs.append((f"id{i:02d}", 3, f"id{other:02d}", 3))
+            lines.append(f"id{i:02d}\t3\tid{other:02d}\t3")
+    pf = root / "pairs.txt"
+    pf.write_text("\n".join(lines) + "\n")
+    return data, pf, pairs
+
+
+def _save_tiny_model(path: Path) -> Path:
+    from partialface.models import create_model
+    from partialface.training.checkpoint import save_weights
+
+    torch.manual_seed(0)
+    model = create_model("ours", preset="tiny")
+    tensors = {f"model.{k}": v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_weights(path, tensors, {"model_config": json.dumps(model.config.to_dict())})
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("bench")
+    data, pairs_file, pairs = _make_data(root)
+    model = _save_tiny_model(root / "model.safetensors")
+    out = root / "out"
+    from partialface.cli import main
+
+    rc = main(["benchmark", "--model", f"tiny={model}", "--data", str(data), "--pairs", str(pairs_file),
+               "--out", str(out), "--factors", "0.3,0.5", "--device", "cpu", "--batch-size", "16",
+               "--workers", "1", "--no-progress"])
+    assert rc == 0
+    return {"root": root, "data": data, "pairs_file": pairs_file, "pairs": pairs, "model": model, "out": out}
+
+
+def _key(name: str, n: int) -> str:
+    return f"{name}/{name}_{n:04d}.jpg"
+
+
+def _variant_name(part: str, setting: str | None, factor: float | None) -> str:
+    if part == "holistic":
+        return "holistic"
+    return f"{part}{'_centered' if setting == 'centred' else ''}/{factor}"
+
+
+def test_every_result_reproduced_from_cached_embeddings(setup: dict[str, object]) -> None:
+    out = Path(str(setup["out"]))
+    res = json.loads((out / "results.json").read_text())
+    pairs = setup["pairs"]
+    assert isinstance(pairs, list)
+    z = np.load(out / "embeddings" / "tiny.npz")
+    keys = z["keys"].tolist()
+    assert keys == sorted({k for a, i, b, j in pairs for k in (_key(a, i), _key(b, j))})
+    row = {k: r for r, k in enumerate(keys)}
+    fold = np.repeat([0, 1], 6)
+    same = np.array(([True] * 3 + [False] * 3) * 2)
+    # 1 holistic + 2 settings x 2 factors x (3 + 3 + 4) combinations
+    assert len(res["benchmarks"]) == 1 + 2 * 2 * 10
+    assert res["dropped_pairs"] == 0 and res["models"][0]["embedding_dim"] == 32
+    for b in res["benchmarks"]:
+        first, second = b["parts"]
+        ea = z[_variant_name(first, b["setting"], b["factor"])]
+        eb = z[_variant_name(second, b["setting"], b["factor"])]
+        a_rows = [row[_key(a, i)] for a, i, _, _ in pairs]
+        b_rows = [row[_key(c, j)] for _, _, c, j in pairs]
+        if b["protocol"] in ("partial-holistic", "partial-cross"):  # both orders, first image shown as `first`
+            left = np.ravel(np.column_stack([a_rows, b_rows]))
+            right = np.ravel(np.column_stack([b_rows, a_rows]))
+            y, f = np.repeat(same, 2), np.repeat(fold, 2)
+        else:
+            left, right, y, f = np.array(a_rows), np.array(b_rows), same, fold
+        s = cosine_scores(ea[left], eb[right])
+        m = score_benchmark(s, y, f).as_dict()
+        assert b["pairs"] == len(y)
+        for k in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e3", "tar_far_1e2"):
+            assert b[k] == pytest.approx(m[k], abs=1e-12), (b["name"], k)
+        if b["protocol"] == "holistic":
+            assert b["visible_fraction"] == 1.0
+        elif b["protocol"] == "partial-holistic":
+            assert b["visible_fraction"] == pytest.approx(visible_fraction(second, b["factor"]))
+        else:
+            expect = (visible_fraction(first, b["factor"]) + visible_fraction(second, b["factor"])) / 2
+            assert b["visible_fraction"] == pytest.approx(expect)
+        sc = np.load(out / "scores" / "tiny.npz")
+        np.testing.assert_allclose(sc[f"{b['name']}|scores"], s, rtol=0, atol=1e-12)
+        assert (sc[f"{b['name']}|same"] == y).all() and (sc[f"{b['name']}|fold"] == f).all()
+    for p in res["protocols"]:
+        members = [b for b in res["benchmarks"] if b["protocol"] == p["protocol"] and b["setting"] == p["setting"]]
+        assert p["benchmarks"] == len(members) == (1 if p["protocol"] == "holistic" else
+                                                   (4 if p["protocol"] == "partial-cross" else 3) * 2)
+        assert p["accuracy"] == pytest.approx(np.mean([b["accuracy"] for b in members]))
+
+
+def test_cached_embeddings_match_the_exact_per_image_path(setup: dict[str, object]) -> None:
+    """Cache rows == normalise(model(preprocess(partial_face(image)))) computed image by image."""
+    from partialface.models import preprocess
+    from partialface.training.checkpoint import load_model
+
+    out, data = Path(str(setup["out"])), Path(str(setup["data"]))
+    z = np.load(out / "embeddings" / "tiny.npz")
+    model = load_model(Path(str(setup["model"])))
+    keys = z["keys"].tolist()[:3]
+    from partialface.data.images import read_image
+
+    imgs = [read_image(data / k.replace(".jpg", ".png")) for k in keys]
+    for v in (Variant(), Variant("lEye", 0.3, False), Variant("Mouth", 0.5, True), Variant("rEye", 0.5, True)):
+        shown = np.stack(
+            [im if v.part is None else partial_face(im, v.part, float(v.factor or 0), v.centred) for im in imgs]
+        )
+        x = torch.nn.functional.interpolate(preprocess(torch.from_numpy(shown)), size=(64, 64), mode="bilinear",
+                                            align_corners=False, antialias=True)
+        with torch.no_grad():
+            f = torch.nn.functional.normalize(model(x).f, dim=1).numpy()
+        np.testing.assert_allclose(z[str(v)][:3], f, atol=2e-5)
+
+
+def test_flip_embedding_is_sum_of_image_and_mirror(setup: dict[str, object]) -> None:
+    emb = load_embedder(str(setup["model"]), torch.device("cpu"))
+    rng = np.random.default_rng(1)
+    batch = torch.from_numpy(rng.integers(0, 256, (2, 160, 160, 3), dtype=np.uint8))
+    (_, got), = embed_mod.embed_batch(emb, batch, [Variant("Nose", 0.5, False)], flip=True)
+    img = batch.numpy()
+    shown = np.stack([partial_face(im, "Nose", 0.5, False) for im in img])
+    mirrored = shown[:, :, ::-1].copy()
+    with torch.no_grad():
+        f = emb(torch.from_numpy(shown).permute(0, 3, 1, 2)) + emb(torch.from_numpy(mirrored).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(got, torch.nn.functional.normalize(f, dim=1).numpy(), atol=2e-5)
+
+
+def test_second_run_reuses_cache_without_calling_the_model(
+    setup: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = Path(str(setup["out"]))
+    calls = {"n": 0}
+    orig = TorchEmbedder.__call__
+
+    def counting(self: TorchEmbedder, images: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return orig(self, images)
+
+    monkeypatch.setattr(TorchEmbedder, "__call__", counting)
+    before = json.loads((out / "results.json").read_text())
+    stats: dict[str, EmbedStats] = {}
+    res = run_benchmark([f"tiny={setup['model']}"], Path(str(setup["data"])), Path(str(setup["pairs_file"])), out,
+                        factors=FACTORS, device="cpu", batch_size=16, workers=1, progress=False, report=False,
+                        stats=stats)
+    assert calls["n"] == 0 and stats["tiny"].computed == 0 and stats["tiny"].decoded == 0
+    assert res["benchmarks"] == before["benchmarks"]
+
+
+def test_interrupted_embedding_resumes_at_the_missing_chunk(setup: dict[str, object], tmp_path: Path) -> None:
+    data = Path(str(setup["data"]))
+    keys = sorted(str(p.relative_to(data)) for p in data.rglob("*.png"))[:24]
+    paths = [data / k for k in keys]
+    variants = [Variant(), Variant("lEye", 0.3, True)]
+    emb = load_embedder(str(setup["model"]), torch.device("cpu"))
+    cache = tmp_path / "m.npz"
+
+    def stop(c: int) -> None:
+        if c == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        embed_dataset(emb, keys, paths, variants, cache, batch_size=8, workers=1, progress=False, chunk=8,
+                      on_chunk=stop)
+    assert not cache.exists() and len(list(cache.with_suffix(".parts").glob("chunk_*.npz"))) == 2
+    st = EmbedStats()
+    got = embed_dataset(emb, keys, paths, variants, cache, batch_size=8, workers=1, progress=False, chunk=8,
+                        stats=st)
+    assert st.decoded == len(keys) - 16 and st.computed == (len(keys) - 16) * 2
+    fresh = embed_dataset(emb, keys, paths, variants, tmp_path / "fresh.npz", batch_size=8, workers=1,
+                          progress=False)
+    for v in variants:
+        np.testing.assert_allclose(got[str(v)], fresh[str(v)], atol=1e-6)
+    assert not cache.with_suffix(".parts").exists() and cache.is_file()
+
+
+def test_missing_image_error_and_drop_missing(setup: dict[str, object], tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(Path(str(setup["data"])), data)
+    (data / "id00" / "id00_0001.png").unlink()  # used by fold 1's first same pair only
+    args: dict[str, Any] = dict(factors=(0.5,), protocols=("holistic", "partial-same"), device="cpu",
+                                batch_size=16, workers=1, progress=False, report=False)
+    with pytest.raises(PartialFaceError, match="--drop-missing"):
+        run_benchmark([str(setup["model"])], data, Path(str(setup["pairs_file"])), tmp_path / "o1", **args)
+    res = run_benchmark([str(setup["model"])], data, Path(str(setup["pairs_file"])), tmp_path / "o2",
+                        drop_missing=True, **args)
+    assert res["dropped_pairs"] == 1
+    hol = next(b for b in res["benchmarks"] if b["protocol"] == "holistic")
+    assert hol["pairs"] == 11
+
+
+def test_results_md_has_the_paper_column_layout(setup: dict[str, object]) -> None:
+    out = Path(str(setup["out"]))
+    res = json.loads((out / "results.json").read_text())
+    lines = (out / "results.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| model"))
+    assert lines[header] == "| model | holistic | NC p-hol | NC p-same | NC p-cross | C p-hol | C p-same | C p-cross |"
+    cells = [c.strip() for c in lines[header + 2].strip("|").split("|")]
+    assert cells[0] == "tiny"
+    order = [("holistic", None), ("partial-holistic", "non-centred"), ("partial-same", "non-centred"),
+             ("partial-cross", "non-centred"), ("partial-holistic", "centred"), ("partial-same", "centred"),
+             ("partial-cross", "centred")]
+    for cell, (proto, setting) in zip(cells[1:], order, strict=True):
+        p = next(r for r in res["protocols"] if r["protocol"] == proto and r["setting"] == setting)
+        assert cell == f"{p['accuracy']:.2f} ± {p['accuracy_std']:.2f}"
+    csv_lines = (out / "per_factor.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("model,protocol,setting,combo,factor,visible_fraction")
+    assert len(csv_lines) == 1 + len(res["benchmarks"])
+
+
+def test_options_are_checked(setup: dict[str, object], tmp_path: Path) -> None:
+    common: dict[str, Any] = dict(device="cpu", progress=False, report=False)
+    with pytest.raises(PartialFaceError, match="at least 2 folds"):
+        run_benchmark([str(setup["model"])], Path(str(setup["data"])), Path(str(setup["pairs_file"])), tmp_path,
+                      folds=(1,), **common)
+    with pytest.raises(PartialFaceError, match="--combos"):
+        run_benchmark([str(setup["model"])], Path(str(setup["data"])), Path(str(setup["pairs_file"])), tmp_path,
+                      combos=("Ear-Nose",), **common)
+    with pytest.raises(PartialFaceError, match="no such file"):
+        run_benchmark([str(tmp_path / "none.safetensors")], Path(str(setup["data"])),
+                      Path(str(setup["pairs_file"])), tmp_path, **common)
