@@ -320,8 +320,9 @@ def attention_figure(model: torch.nn.Module, faces: np.ndarray, path: Path, titl
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
+    shown = title.replace("$", r"\$")  # a '$' in a model name must not start mathtext
     fig.suptitle(
-        rf"{title}: recalibrated attention maps $\tilde{{A}}_k$ (one colour scale per row) and importance $s_k$",
+        rf"{shown}: recalibrated attention maps $\tilde{{A}}_k$ (one colour scale per row) and importance $s_k$",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (cell * rows + 0.6)), pad=0.4, h_pad=0.6, w_pad=0.2)
