@@ -74,6 +74,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; outputs should read like any other file
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
