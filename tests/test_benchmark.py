@@ -253,6 +253,43 @@ def test_results_md_has_the_paper_column_layout(setup: dict[str, object]) -> Non
     assert len(csv_lines) == 1 + len(res["benchmarks"])
 
 
+def test_raw_data_is_aligned_once_into_out(setup: dict[str, object], tmp_path: Path) -> None:
+    """Raw 250x250 faces (the aligned ones shifted by 45 px) + their landmarks: aligned into OUT/aligned
+    bit-identically, so every result equals the aligned run's; a second run does not align again."""
+    from partialface.data.images import read_image
+    from partialface.geometry.template import template_points
+    from partialface.jobs.align import write_landmarks
+
+    src = Path(str(setup["data"]))
+    raw = tmp_path / "raw"
+    tp = template_points()
+    # landmarks of the template's shape (scale 1, no rotation) whose eye centre sits where alignment puts it
+    # ((80, 64)) plus 45 px: the alignment is then a pure translation by -45 px, exact for bilinear warps
+    shift = np.array([80.0 + 45.0, 64.0 + 45.0]) - (tp[0] + tp[1]) / 2
+    points = {}
+    for f in sorted(src.rglob("*.png")):
+        rel = str(f.relative_to(src))
+        canvas = np.full((250, 250, 3), 90, np.uint8)
+        canvas[45:205, 45:205] = read_image(f)
+        write_image(raw / rel, canvas)
+        points[rel] = tp + shift
+    write_landmarks(tmp_path / "lm.tsv", points)
+    out = tmp_path / "out"
+    kw: dict[str, Any] = dict(landmarks=tmp_path / "lm.tsv", factors=FACTORS, protocols=("holistic", "partial-cross"),
+                              device="cpu", batch_size=16, workers=1, progress=False, report=False)
+    res = run_benchmark([f"tiny={setup['model']}"], raw, Path(str(setup["pairs_file"])), out, **kw)
+    assert res["data"] == str(out / "aligned")
+    for f in sorted((out / "aligned").rglob("*.png")):
+        assert np.array_equal(read_image(f), read_image(src / f.relative_to(out / "aligned")))
+    ref = json.loads((Path(str(setup["out"])) / "results.json").read_text())["benchmarks"]
+    ref_by_name = {b["name"]: b for b in ref}
+    for b in res["benchmarks"]:
+        assert b["accuracy"] == ref_by_name[b["name"]]["accuracy"] and b["auc"] == ref_by_name[b["name"]]["auc"]
+    stamp = {f: f.stat().st_mtime_ns for f in (out / "aligned").rglob("*.png")}
+    run_benchmark([f"tiny={setup['model']}"], raw, Path(str(setup["pairs_file"])), out, **kw)
+    assert {f: f.stat().st_mtime_ns for f in (out / "aligned").rglob("*.png")} == stamp
+
+
 def test_options_are_checked(setup: dict[str, object], tmp_path: Path) -> None:
     common: dict[str, Any] = dict(device="cpu", progress=False, report=False)
     with pytest.raises(PartialFaceError, match="at least 2 folds"):

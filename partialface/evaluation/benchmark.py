@@ -98,6 +98,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder (caches and results)")
     parser.add_argument("--aligned", action="store_true",
                         help="--data holds aligned 160x160 faces already (auto-detected for a PNG tree)")
+    parser.add_argument("--landmarks", type=Path, default=None,
+                        help="landmarks TSV for aligning raw --data (path + 5 points, as `partialface align "
+                        "--landmarks`); images without a row are detected with MTCNN")
     parser.add_argument("--settings", type=_names, default=list(SETTINGS),
                         help=f"comma-separated settings of the partial protocols (default {','.join(SETTINGS)})")
     parser.add_argument("--factors", type=_floats, default=list(FACTORS),
@@ -217,6 +220,7 @@ def run_benchmark(
     out: str | os.PathLike[str],
     *,
     aligned: bool = False,
+    landmarks: str | os.PathLike[str] | None = None,
     settings: Sequence[str] = SETTINGS,
     factors: Sequence[float] = FACTORS,
     protocols: Sequence[str] = PROTOCOLS,
@@ -256,7 +260,8 @@ def run_benchmark(
         from partialface.jobs.align import align_dataset
 
         dst = out_p / "aligned"
-        align_dataset(data_p, dst, batch_size=32, workers=workers, device=device, progress=progress)
+        align_dataset(data_p, dst, landmarks=landmarks, batch_size=32, workers=workers, device=device,
+                      progress=progress)
         found = resolve_images(pairs, dst, suffixes=(".png",), drop_missing=drop_missing)
         pairs = pairs.keep_only(found)
         data_used = dst
@@ -331,7 +336,11 @@ def _report(out: Path, embedders: Sequence[Embedder], paths: Sequence[Path]) -> 
         print("note: partialface.evaluation.report is not installed; skipping figures and report.html",
               file=sys.stderr)
         return
-    sample = np.stack([decode_aligned(p) for p in paths[:4]]) if paths else np.zeros((0, 160, 160, 3), np.uint8)
+    firsts: dict[str, Path] = {}
+    for p in paths:  # the first face of up to 4 identities
+        firsts.setdefault(p.parent.name, p)
+    chosen = list(firsts.values())[:4]
+    sample = np.stack([decode_aligned(p) for p in chosen]) if chosen else np.zeros((0, 160, 160, 3), np.uint8)
     path = write_report(out, {e.name: e.module for e in embedders}, sample)
     print(f"report: {path}", file=sys.stderr)
 
@@ -340,7 +349,8 @@ def run(args: argparse.Namespace) -> int:
     """The ``partialface benchmark`` command."""
     res = run_benchmark(
         args.model, args.data, args.pairs, args.out, aligned=args.aligned, settings=args.settings,
-        factors=args.factors, protocols=args.protocols, combos=args.combos, folds=args.folds, device=args.device,
+        landmarks=args.landmarks, factors=args.factors, protocols=args.protocols, combos=args.combos,
+        folds=args.folds, device=args.device,
         batch_size=args.batch_size, workers=args.workers, flip=args.flip, drop_missing=args.drop_missing,
         progress=not args.no_progress,
     )
