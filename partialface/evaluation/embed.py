@@ -213,6 +213,18 @@ def prefetch_batches(
 
 
 # ---------------------------------------------------------------------------------------------- embedding
+def _embed_variants(
+    embedder: Embedder, batch: torch.Tensor, variants: Sequence[Variant], flip: bool
+) -> Iterator[tuple[Variant, torch.Tensor]]:
+    """(variant, (B, D) float32 L2-normalised tensor on the embedder's device) for each variant."""
+    batcher = PartialFaceBatcher(batch)
+    for v, x in batcher.variants(variants, reuse_buffer=True):
+        f = embedder(x)
+        if flip:
+            f = f + embedder(x.flip(-1))
+        yield v, torch.nn.functional.normalize(f.float(), dim=1)
+
+
 def embed_batch(
     embedder: Embedder,
     batch: torch.Tensor,
@@ -221,12 +233,7 @@ def embed_batch(
 ) -> Iterator[tuple[Variant, np.ndarray]]:
     """Embeddings of one batch in every variant: batch (B, 160, 160, 3) uint8 on the embedder's device ->
     yields (variant, (B, D) float32 L2-normalised). Variants are made in one reused buffer."""
-    batcher = PartialFaceBatcher(batch)
-    for v, x in batcher.variants(variants, reuse_buffer=True):
-        f = embedder(x)
-        if flip:
-            f = f + embedder(x.flip(-1))
-        f = torch.nn.functional.normalize(f.float(), dim=1)
+    for v, f in _embed_variants(embedder, batch, variants, flip):
         yield v, f.cpu().numpy()
 
 
@@ -333,10 +340,14 @@ def embed_dataset(
                 t = torch.from_numpy(batch)
                 if embedder.device.type == "cuda":
                     t = t.pin_memory().to(embedder.device, non_blocking=True)
-                for v, f in embed_batch(embedder, t, pending, flip):
-                    res[str(v)][start : start + f.shape[0]] = f
+                feats = []  # kept on the device: one copy to the host per batch, no sync per variant
+                for _v, f in _embed_variants(embedder, t, pending, flip):
+                    feats.append(f)
                     st.computed += f.shape[0]
                     bar.update(f.shape[0])
+                host = torch.stack(feats).cpu().numpy()
+                for v, f_np in zip(pending, host, strict=True):
+                    res[str(v)][start : start + f_np.shape[0]] = f_np
             save_npz(part_file, res)
             for n, a in res.items():
                 out[n][lo:hi] = a
