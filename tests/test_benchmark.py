@@ -301,3 +301,15 @@ def test_options_are_checked(setup: dict[str, object], tmp_path: Path) -> None:
     with pytest.raises(PartialFaceError, match="no such file"):
         run_benchmark([str(tmp_path / "none.safetensors")], Path(str(setup["data"])),
                       Path(str(setup["pairs_file"])), tmp_path, **common)
+
+
+def test_native_size_input_is_training_normalisation_bit_for_bit() -> None:
+    from partialface.geometry.partial import PartialFaceBatcher
+    from partialface.models import create_model
+    from partialface.training.augment import to_model_input
+
+    model = create_model("ours", preset="tiny", input_size=160)
+    emb = TorchEmbedder("t", model, torch.device("cpu"))
+    batch = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 160, 160, 3), dtype=np.uint8))
+    for v, x in PartialFaceBatcher(batch).variants([Variant(), Variant("Nose", 0.3, True)], reuse_buffer=True):
+        assert torch.equal(emb.prepare(x), to_model_input(x, 160)), str(v)
