@@ -31,7 +31,9 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -51,6 +53,7 @@ LANDMARKS_FILE = "landmarks.tsv"
 PAIRS_FILE = "pairs.txt"
 _LANDMARK_HEADER = "# path\t" + "\t".join(f"{n}_{c}" for n in LANDMARK_NAMES for c in ("x", "y"))
 _AA = cv2.LINE_AA
+_T = TypeVar("_T")
 
 # Mean-face proportions in units of the eye distance (from the spec template).
 _EYE_DX = MEAN_FACE_X[1] - MEAN_FACE_X[0]
@@ -489,17 +492,34 @@ def make_pairs(identities: Sequence[str], per_identity: int, per_fold: int, seed
     out = []
     for k, group in enumerate(np.array_split(order, folds)):
         names = [identities[i] for i in group]
-        numbers = range(1, per_identity + 1)
-        same_all = [(n, i, j) for n in names for i in numbers for j in range(i + 1, per_identity + 1)]
-        diff_all = [(a, i, b, j) for x, a in enumerate(names) for b in names[x + 1:]
-                    for i in range(1, per_identity + 1) for j in range(1, per_identity + 1)]
-        if per_fold > min(len(same_all), len(diff_all)):
+        g = len(names)
+        n_same, n_diff = g * per_identity * (per_identity - 1) // 2, g * (g - 1) // 2 * per_identity**2
+        if per_fold > min(n_same, n_diff):
             raise PartialFaceError(
-                f"--pairs-per-fold {per_fold} is more than fold {k + 1} can hold ({len(same_all)} distinct same and "
-                f"{len(diff_all)} different pairs); lower it or raise --test-identities/--test-per-identity")
-        same = [same_all[i] for i in sorted(r.choice(len(same_all), per_fold, replace=False))]
-        diff = [diff_all[i] for i in sorted(r.choice(len(diff_all), per_fold, replace=False))]
+                f"--pairs-per-fold {per_fold} is more than fold {k + 1} can hold ({n_same} distinct same and "
+                f"{n_diff} different pairs); lower it or raise --test-identities/--test-per-identity")
+        same = sorted(_distinct(r, per_fold, n_same, partial(_same_pair, r, names, per_identity)))
+        diff = sorted(_distinct(r, per_fold, n_diff, partial(_diff_pair, r, names, per_identity)))
         out.append((k, same, diff))
+    return out
+
+
+def _same_pair(r: np.random.Generator, names: Sequence[str], per_identity: int) -> tuple[str, int, int]:
+    i, j = sorted(int(v) for v in r.choice(per_identity, 2, replace=False) + 1)
+    return (names[int(r.integers(len(names)))], i, j)
+
+
+def _diff_pair(r: np.random.Generator, names: Sequence[str], per_identity: int) -> tuple[str, int, str, int]:
+    a, b = sorted(int(v) for v in r.choice(len(names), 2, replace=False))
+    i, j = (int(v) + 1 for v in r.integers(per_identity, size=2))
+    return (names[a], i, names[b], j)
+
+
+def _distinct(r: np.random.Generator, count: int, capacity: int, draw: Callable[[], _T]) -> set[_T]:
+    """``count`` distinct draws out of ``capacity`` possible values (rejection sampling; count <= capacity)."""
+    out: set[_T] = set()
+    while len(out) < count:  # expected draws <= count * H(capacity) -- fine for the sizes used here
+        out.add(draw())
     return out
 
 
