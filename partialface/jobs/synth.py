@@ -109,8 +109,9 @@ def run(args: argparse.Namespace) -> int:
         counts = write_dataset(args.out, opts, workers=args.workers, progress=bar.update)
     took = time.perf_counter() - start
     out = Path(args.out)
+    pairs_note = f" + {PAIRS_FILE}" if opts.test_identities else ""
     print(f"wrote {counts['train']} training images ({opts.train_identities} identities) to {out / 'train'} and "
-          f"{counts['test']} test images ({opts.test_identities} identities) + {PAIRS_FILE} to {out / 'test'} "
+          f"{counts['test']} test images ({opts.test_identities} identities){pairs_note} to {out / 'test'} "
           f"in {took:.1f} s ({total / max(took, 1e-9):.0f} images/s)")
     if args.baseline and opts.test_identities:
         mean, std = raw_pixel_baseline(out / TEST)
