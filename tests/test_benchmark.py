@@ -313,3 +313,18 @@ def test_native_size_input_is_training_normalisation_bit_for_bit() -> None:
     batch = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (3, 160, 160, 3), dtype=np.uint8))
     for v, x in PartialFaceBatcher(batch).variants([Variant(), Variant("Nose", 0.3, True)], reuse_buffer=True):
         assert torch.equal(emb.prepare(x), to_model_input(x, 160)), str(v)
+
+
+def test_model_names_and_missing_dlib(tmp_path: Path) -> None:
+    import importlib.util
+
+    from partialface.evaluation.embed import parse_model_spec
+
+    assert parse_model_spec("ours=runs/a/model.safetensors") == ("ours", "runs/a/model.safetensors")
+    assert parse_model_spec("runs/a/model.safetensors") == ("a", "runs/a/model.safetensors")
+    assert parse_model_spec("runs/a") == ("a", "runs/a")
+    assert parse_model_spec("runs/a/checkpoints/step_00000020") == ("a-step_00000020",
+                                                                     "runs/a/checkpoints/step_00000020")
+    if importlib.util.find_spec("dlib") is None:
+        with pytest.raises(PartialFaceError, match="dlib"):
+            load_embedder("dlib", torch.device("cpu"))

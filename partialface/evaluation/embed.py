@@ -48,7 +48,13 @@ CHUNK = 1024
 
 # ---------------------------------------------------------------------------------------------- embedders
 class Embedder:
-    """Something that maps a batch of faces (B, 3, 160, 160) uint8 (any strides) to (B, D) float embeddings."""
+    """Maps a batch of aligned faces (B, 3, 160, 160) uint8 on ``device`` (any strides; the benchmark passes
+    channels_last views) to (B, D) float embeddings (not necessarily normalised; the benchmark normalises).
+
+    ``name``: the model's name in the results; ``source``: where it came from (a path, or 'dlib');
+    ``module``: the torch module for the report's attention figures (None if not a torch model);
+    ``fingerprint``: changes whenever the weights change (invalidates the embedding cache).
+    """
 
     name: str
     source: str
@@ -146,8 +152,10 @@ def load_embedder(spec: str, device: torch.device) -> Embedder:
     ``dlib`` (needs the optional ``partialface.evaluation.dlib_model`` module and its extra)."""
     name, path = parse_model_spec(spec)
     if path == "dlib":
-        try:
-            from partialface.evaluation import dlib_model  # type: ignore[attr-defined]
+        import importlib
+
+        try:  # optional reference model: DlibEmbedder(device=...) -> an Embedder (see the class docstring)
+            dlib_model = importlib.import_module("partialface.evaluation.dlib_model")
         except ImportError:
             raise PartialFaceError(
                 "--model dlib: the dlib reference model is not available in this install "
@@ -337,7 +345,7 @@ def embed_dataset(
         if parts.is_dir() and (parts / "id").is_file() and (parts / "id").read_text().strip() != parts_id:
             shutil.rmtree(parts)
         parts.mkdir(parents=True, exist_ok=True)
-        (parts / "id").write_text(parts_id + "\n")
+        atomic_write_bytes(parts / "id", (parts_id + "\n").encode())
         out = {str(v): np.zeros((len(keys_arr), embedder.embedding_dim), np.float32) for v in pending}
         n_chunks = (len(keys_arr) + chunk - 1) // chunk
         bar = tqdm(total=len(keys_arr) * len(pending), desc=f"embed {embedder.name}", unit="emb",
