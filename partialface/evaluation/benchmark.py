@@ -164,6 +164,26 @@ def _select_folds(pairs: PairsFile, folds: Sequence[int] | None) -> PairsFile:
     return PairsFile(kept, pairs.folds, pairs.per_fold, pairs.path, pairs.dropped)
 
 
+def _link_needed(found: dict[str, Path], data: Path, dst: Path) -> Path:
+    """A folder of links to just the images the pairs need (``dst/NAME/NAME_000N.jpg``), so that aligning
+    skips the rest of the dataset (LFW: 7,701 of 13,233 images). Falls back to copies where links fail."""
+    import shutil
+
+    for path in found.values():
+        rel = path.relative_to(data)
+        link = dst / rel
+        if link.is_file():
+            continue
+        if link.is_symlink():  # dangling: the data moved
+            link.unlink()
+        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            link.symlink_to(path.resolve())
+        except OSError:
+            shutil.copy2(path, link)
+    return dst
+
+
 def _looks_aligned(paths: Sequence[Path]) -> bool:
     if not paths or any(p.suffix.lower() != ".png" for p in paths):
         return False
@@ -260,7 +280,8 @@ def run_benchmark(
         from partialface.jobs.align import align_dataset
 
         dst = out_p / "aligned"
-        align_dataset(data_p, dst, landmarks=landmarks, batch_size=32, workers=workers, device=device,
+        src = _link_needed(found, data_p, out_p / "raw")
+        align_dataset(src, dst, landmarks=landmarks, batch_size=32, workers=workers, device=device,
                       progress=progress)
         found = resolve_images(pairs, dst, suffixes=(".png",), drop_missing=drop_missing)
         pairs = pairs.keep_only(found)
