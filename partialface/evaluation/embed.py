@@ -20,8 +20,8 @@ the right of the image, so the flipped half of the embedding sees the other part
 from __future__ import annotations
 
 import hashlib
-import io
 import json
+import os
 import queue
 import shutil
 import sys
@@ -262,16 +262,19 @@ def embed_batch(
         yield v, f.cpu().numpy()
 
 
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
-    return buf.getvalue()
-
-
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write an uncompressed .npz atomically (temp file + rename)."""
+    """Write an uncompressed .npz atomically (temp file in the same folder + rename), streamed to disk
+    (no in-memory copy of what may be a GB of embeddings)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, _npz_bytes(arrays))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
