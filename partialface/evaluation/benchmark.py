@@ -39,6 +39,7 @@ from partialface.evaluation.protocols import (
     HOLISTIC,
     PROTOCOLS,
     SETTINGS,
+    TABLE_COLUMNS,
     Benchmark,
     aggregate,
     build_benchmarks,
@@ -56,16 +57,6 @@ CONVENTION = (
     "(the ± is the mean of the benchmarks' fold std)."
 )
 METRICS = ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e3", "tar_far_1e2")
-#: results.md columns: (protocol, setting, header).
-TABLE_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
-    ("holistic", None, "holistic"),
-    ("partial-holistic", "non-centred", "NC p-hol"),
-    ("partial-same", "non-centred", "NC p-same"),
-    ("partial-cross", "non-centred", "NC p-cross"),
-    ("partial-holistic", "centred", "C p-hol"),
-    ("partial-same", "centred", "C p-same"),
-    ("partial-cross", "centred", "C p-cross"),
-)
 
 
 # ---------------------------------------------------------------------------------------------- options

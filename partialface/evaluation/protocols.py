@@ -44,6 +44,16 @@ DEFAULT_COMBOS: dict[Protocol, tuple[tuple[str, str], ...]] = {
     "partial-same": ((_L, _L), (_N, _N), (_M, _M)),
     "partial-cross": ((_L, _R), (_L, _N), (_L, _M), (_N, _M)),
 }
+#: The paper-style table's columns (results.md, report.html): (protocol, setting, header).
+TABLE_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
+    ("holistic", None, "holistic"),
+    ("partial-holistic", "non-centred", "NC p-hol"),
+    ("partial-same", "non-centred", "NC p-same"),
+    ("partial-cross", "non-centred", "NC p-cross"),
+    ("partial-holistic", "centred", "C p-hol"),
+    ("partial-same", "centred", "C p-same"),
+    ("partial-cross", "centred", "C p-cross"),
+)
 #: Protocols that use every pair in both orders.
 DOUBLED: frozenset[Protocol] = frozenset({"partial-holistic", "partial-cross"})
 

@@ -28,22 +28,12 @@ import numpy as np
 
 from partialface.data.images import atomic_write_bytes
 from partialface.errors import PartialFaceError
-from partialface.evaluation.protocols import HOLISTIC, PROTOCOLS, SETTINGS
+from partialface.evaluation.protocols import HOLISTIC, PROTOCOLS, SETTINGS, TABLE_COLUMNS
 
 if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
-#: Paper-style table columns: (protocol, setting, header).
-TABLE_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
-    ("holistic", None, "holistic"),
-    ("partial-holistic", "non-centred", "NC p-hol"),
-    ("partial-same", "non-centred", "NC p-same"),
-    ("partial-cross", "non-centred", "NC p-cross"),
-    ("partial-holistic", "centred", "C p-hol"),
-    ("partial-same", "centred", "C p-same"),
-    ("partial-cross", "centred", "C p-cross"),
-)
 #: Variants of the sample faces in the attention figures: (label, part, factor, centred).
 ATTENTION_VARIANTS: tuple[tuple[str, str | None, float | None, bool], ...] = (
     ("holistic", None, None, False),
