@@ -23,6 +23,7 @@ import numpy as np
 
 from partialface.data.images import atomic_write_bytes
 from partialface.data.lfw import PairsFile, read_pairs, resolve_images
+from partialface.devices import resolve_device
 from partialface.errors import PartialFaceError
 from partialface.evaluation.embed import (
     Embedder,
@@ -31,7 +32,6 @@ from partialface.evaluation.embed import (
     decode_aligned,
     embed_dataset,
     load_embedder,
-    resolve_device,
     save_npz,
 )
 from partialface.evaluation.protocols import (

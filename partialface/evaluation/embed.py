@@ -117,18 +117,6 @@ class TorchEmbedder(Embedder):
             return self.module(x).f.float()
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' -> cuda if available else cpu; anything else must be a valid torch device string."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        d = torch.device(device)
-    except RuntimeError:
-        raise PartialFaceError(f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise PartialFaceError(f"--device {device}: CUDA is not available here; use --device cpu")
-    return d
-
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
     """'NAME=PATH' -> (NAME, PATH); 'PATH' -> (a name derived from the path, PATH)."""
@@ -412,6 +400,5 @@ __all__ = [
     "load_embedder",
     "parse_model_spec",
     "prefetch_batches",
-    "resolve_device",
     "save_npz",
 ]

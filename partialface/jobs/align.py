@@ -56,6 +56,7 @@ import numpy as np
 
 from partialface.data.folders import is_inside, list_images
 from partialface.data.images import IMAGE_SUFFIXES, atomic_write_bytes, read_image, write_image
+from partialface.devices import resolve_device
 from partialface.errors import ImageReadError, PartialFaceError
 from partialface.geometry.template import IMAGE_SIZE, LANDMARK_NAMES
 
@@ -264,21 +265,6 @@ def _output_path(dst: Path, rel: str) -> Path:
     return dst / PurePosixPath(rel).with_suffix(".png")
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise PartialFaceError(f"--device {device}: unknown device (use cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PartialFaceError(f"--device {device}: CUDA is not available here (use --device cpu)")
-    if dev.type not in ("cpu", "cuda"):
-        raise PartialFaceError(f"--device {device}: only cpu and cuda are supported")
-    return str(dev)
-
 
 def _load(item: _Item) -> _Loaded:
     try:
@@ -433,7 +419,7 @@ def align_dataset(
         todo.append(_Item(rel, src_p / rel, out, given.get(rel)))
 
     need_detector = any(item.points is None for item in todo)
-    dev = _resolve_device(device) if need_detector or device != "auto" else "cpu"
+    dev = str(resolve_device(device)) if need_detector or device != "auto" else "cpu"
 
     pool: Executor = ThreadPoolExecutor(n_workers, thread_name_prefix="align") if n_workers else _InlineExecutor()
     pending: deque[Future[tuple[_Item, np.ndarray | None]]] = deque()

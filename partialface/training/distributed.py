@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from partialface.errors import PartialFaceError
+from partialface.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -40,25 +40,15 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """ "auto" -> CUDA (cuda:local_rank) when available, else CPU; "cuda" -> cuda:local_rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PartialFaceError(f"run.device: {name} requested but CUDA is not available; use run.device=cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
-    return torch.device(name)
-
 
 def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group when WORLD_SIZE > 1; returns (info, this process's device)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo(), resolve_device(device)
+        return DistInfo(), resolve_device(device, "run.device")
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
-    dev = resolve_device(device, local)
+    dev = resolve_device(device, "run.device", local)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if not dist.is_initialized():

@@ -1,0 +1,28 @@
+"""Device choice shared by every command: one rule, one set of user-facing messages."""
+
+from __future__ import annotations
+
+import torch
+
+from partialface.errors import PartialFaceError
+
+
+def resolve_device(device: str, option: str = "--device", local_rank: int | None = None) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; otherwise a cpu / cuda / cuda:N device string.
+
+    ``local_rank`` (torchrun) picks cuda:local_rank for a bare "cuda". ``option`` names the setting in errors.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise PartialFaceError(f"{option} {device!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise PartialFaceError(f"{option} {device}: only cpu and cuda are supported")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PartialFaceError(f"{option} {device}: CUDA is not available here; use cpu")
+        if dev.index is None and local_rank is not None:
+            dev = torch.device("cuda", local_rank)
+    return dev
