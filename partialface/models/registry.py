@@ -18,7 +18,7 @@ Builder = Callable[[ModelConfig], FaceModel]
 B = TypeVar("B", bound=Builder)
 
 _REGISTRY: dict[str, Builder] = {}
-_BUILTIN_MODULES = ("partialface.models.attention", "partialface.models.baselines")
+_BUILTIN_MODULES = ("partialface.models.attention", "partialface.models.baselines", "partialface.models.dlib_resnet")
 
 
 def register_model(name: str) -> Callable[[B], B]:
