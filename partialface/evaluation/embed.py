@@ -126,8 +126,8 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
             raise PartialFaceError(f"--model {spec!r}: give PATH or NAME=PATH")
         return name, path
     p = Path(spec)
-    if spec == "dlib":
-        return "dlib", spec
+    if spec in ("dlib", "dlib-bin"):  # dlib's face ResNet: the PyTorch port / dlib itself (reference)
+        return spec, spec
     if p.name == "model.safetensors" or p.suffix == ".safetensors":
         p = p.parent
     if p.parent.name == "checkpoints":  # RUN/checkpoints/step_N -> RUN-step_N
@@ -137,9 +137,9 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
 
 def load_embedder(spec: str, device: torch.device) -> Embedder:
     """Build the embedder of one ``--model`` value: a project run/step folder or safetensors file, or
-    ``dlib`` (needs the optional ``partialface.evaluation.dlib_model`` module and its extra)."""
+    ``dlib`` (the PyTorch port of dlib's face ResNet) or ``dlib-bin`` (dlib itself; both need the extra)."""
     name, path = parse_model_spec(spec)
-    if path == "dlib":
+    if path in ("dlib", "dlib-bin"):
         import importlib
 
         try:  # optional reference model: DlibEmbedder(device=...) -> an Embedder (see the class docstring)
@@ -149,7 +149,8 @@ def load_embedder(spec: str, device: torch.device) -> Embedder:
                 "--model dlib: the dlib reference model is not available in this install "
                 "(install the extra: pip install 'partialface[dlib]')"
             ) from None
-        emb: Embedder = dlib_model.DlibEmbedder(device=device)
+        cls = dlib_model.DlibEmbedder if path == "dlib" else dlib_model.DlibBinEmbedder
+        emb: Embedder = cls(device=device)
         emb.name = name
         return emb
     from partialface.training.checkpoint import _weights_file, load_model
