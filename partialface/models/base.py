@@ -28,3 +28,7 @@ class FaceModel(nn.Module):
 
     def forward(self, x: Tensor) -> ModelOutput:
         raise NotImplementedError
+
+    def trunk_modules(self) -> list[nn.Module]:
+        """The pretrained trunk that ``optim.freeze_trunk_epochs`` keeps frozen (none by default)."""
+        return []

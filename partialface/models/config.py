@@ -39,7 +39,9 @@ class ModelConfig:
     stem_pool: keep the stem's 3x3 max-pool; conv4_stride: stride of conv4_x's first bottleneck in the
     truncated backbones; zero_init_residual: start every residual branch's last BN gamma at 0;
     K: number of attention maps; embedding_dim: size of f; pooling: attentional pooling "sum" (spec
-    default) or "mean" (divide by the sum of the recalibrated map).
+    default) or "mean" (divide by the sum of the recalibrated map); pretrained: weights a new training run
+    starts from ("" = random init; "dlib" = dlib's face ResNet from the installed extra, or a path to its
+    converted .safetensors / .dat) for the models built on dlib's network (``dlib_resnet``, ``ours_dlib``).
     """
 
     name: str = "ours"
@@ -54,6 +56,7 @@ class ModelConfig:
     K: int = 12
     embedding_dim: int = 256
     pooling: str = "sum"
+    pretrained: str = ""
     #: free-form note (e.g. which preset this came from); ignored by the builders
     preset_name: str = field(default="", compare=False)
 

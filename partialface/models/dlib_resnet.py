@@ -214,6 +214,19 @@ class DlibResNet(FaceModel):
     def forward(self, x: Tensor) -> ModelOutput:
         return ModelOutput(f=self.embed(self.input_adapter(x)))
 
+    def trunk_modules(self) -> list[nn.Module]:
+        """The stem and the 32- and 64-channel stages: the trunk ``ours_dlib`` shares (fair freezing)."""
+        return [self.stem, self.stages[0], self.stages[1]]
+
+    def load_pretrained(self, source: DlibResNet) -> None:
+        """Every weight from ``source`` (its fc must match ``embedding_dim``)."""
+        if source.fc.weight.shape != self.fc.weight.shape:
+            raise PartialFaceError(
+                f"model.embedding_dim: the pretrained dlib_resnet ends in fc 256 -> {source.fc.out_features}; "
+                f"set model.embedding_dim={source.fc.out_features} (got {self.embedding_dim})"
+            )
+        self.load_state_dict(source.state_dict())
+
 
 @register_model("dlib_resnet")
 def build_dlib_resnet(cfg: ModelConfig) -> DlibResNet:

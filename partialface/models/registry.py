@@ -18,7 +18,12 @@ Builder = Callable[[ModelConfig], FaceModel]
 B = TypeVar("B", bound=Builder)
 
 _REGISTRY: dict[str, Builder] = {}
-_BUILTIN_MODULES = ("partialface.models.attention", "partialface.models.baselines", "partialface.models.dlib_resnet")
+_BUILTIN_MODULES = (
+    "partialface.models.attention",
+    "partialface.models.baselines",
+    "partialface.models.dlib_resnet",
+    "partialface.models.dlib_attention",
+)
 
 
 def register_model(name: str) -> Callable[[B], B]:
