@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "write the published PartialLFW folder tree from aligned faces",
     ),
     "synth": ("partialface.jobs.synth", "write synthetic identity-labelled faces (training set + LFW-layout test set)"),
+    "split": ("partialface.jobs.split", "hold out identities of a training set as an LFW-layout test set (+ pairs)"),
     "train": ("partialface.training.cli", "train a model from a YAML config"),
     "benchmark": ("partialface.evaluation.benchmark", "score models on PartialLFW protocols (LFW-layout data + pairs)"),
     "models": ("partialface.models.cli", "list registered models and presets (parameters, FLOPs)"),
