@@ -284,6 +284,30 @@ def test_embedders_agree_on_resized_faces(lfw_root: Path, port: DlibResNet, monk
     assert a.shape == b.shape == (6, 128)
     assert _cosine(a.numpy(), b.numpy()).min() >= 0.999
     assert emb.fingerprint != ref_emb.fingerprint and emb.module is not None and ref_emb.module is None
+    chip_emb = load_embedder("dlib-chip", torch.device("cpu"))
+    assert chip_emb.name == "dlib-chip" and chip_emb.fingerprint != emb.fingerprint
+    assert chip_emb(batch).shape == (6, 128)
+
+
+def test_chip_from_aligned_matches_dlib_extract_image_chip() -> None:
+    from partialface.evaluation.dlib_model import DLIB_CHIP_BOX_160, chip_from_aligned, to_dlib_chips
+
+    dlib = _dlib()
+    yy, xx = np.mgrid[0:160, 0:160]
+    rng = np.random.default_rng(0)
+    img = np.stack([xx * 1.5, yy * 1.5, (xx + yy) * 0.7 + rng.uniform(0, 20, xx.shape)], -1).astype(np.uint8)
+    t = torch.from_numpy(img).permute(2, 0, 1)[None]
+    for box, rows in (((79.3, 75.2, 120.4), 150), (DLIB_CHIP_BOX_160, 149)):  # the default box: last row is
+        cx, cy, side = box  # below the last image row (dlib writes 0 there, we repeat the edge)
+        details = dlib.chip_details(dlib.drectangle(cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2),
+                                    dlib.chip_dims(150, 150))
+        ref = np.asarray(dlib.extract_image_chip(img, details)).astype(int)[:rows]
+        ours = chip_from_aligned(t, box)[0].permute(1, 2, 0).numpy()[:rows].astype(int)
+        diff = np.abs(ours - ref)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01, box
+    assert torch.equal(to_dlib_chips(t, "chip"), chip_from_aligned(t))
+    with pytest.raises(ValueError, match="geometry"):
+        to_dlib_chips(t, "crop")
 
 
 # ---------------------------------------------------------------------------------------------- CLI, errors
@@ -309,7 +333,7 @@ def test_missing_extra_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("PARTIALFACE_HOME", str(tmp_path))
     monkeypatch.setattr(dr, "installed_dat_file", lambda: None)
     monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib -> ImportError
-    for spec in ("dlib", "dlib-bin"):
+    for spec in ("dlib", "dlib-bin", "dlib-chip"):
         with pytest.raises(PartialFaceError) as e:
             load_embedder(spec, torch.device("cpu"))
         msg = str(e.value)

@@ -44,6 +44,8 @@ from partialface.geometry.template import IMAGE_SIZE
 
 #: Images per resumable chunk (one parts file each).
 CHUNK = 1024
+#: ``--model`` values of dlib's face ResNet (partialface.evaluation.dlib_model)
+DLIB_MODELS = ("dlib", "dlib-bin", "dlib-chip")
 
 
 # ---------------------------------------------------------------------------------------------- embedders
@@ -126,7 +128,7 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
             raise PartialFaceError(f"--model {spec!r}: give PATH or NAME=PATH")
         return name, path
     p = Path(spec)
-    if spec in ("dlib", "dlib-bin"):  # dlib's face ResNet: the PyTorch port / dlib itself (reference)
+    if spec in DLIB_MODELS:  # dlib's face ResNet: the PyTorch port / dlib itself / the port on dlib's chip box
         return spec, spec
     if p.name == "model.safetensors" or p.suffix == ".safetensors":
         p = p.parent
@@ -137,9 +139,10 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
 
 def load_embedder(spec: str, device: torch.device) -> Embedder:
     """Build the embedder of one ``--model`` value: a project run/step folder or safetensors file, or
-    ``dlib`` (the PyTorch port of dlib's face ResNet) or ``dlib-bin`` (dlib itself; both need the extra)."""
+    ``dlib`` (the PyTorch port of dlib's face ResNet), ``dlib-bin`` (dlib itself) or ``dlib-chip`` (the port
+    on dlib's chip geometry); these need the extra (see ``partialface.evaluation.dlib_model``)."""
     name, path = parse_model_spec(spec)
-    if path in ("dlib", "dlib-bin"):
+    if path in DLIB_MODELS:
         import importlib
 
         try:  # optional reference model: DlibEmbedder(device=...) -> an Embedder (see the class docstring)
@@ -149,8 +152,11 @@ def load_embedder(spec: str, device: torch.device) -> Embedder:
                 "--model dlib: the dlib reference model is not available in this install "
                 "(install the extra: pip install 'partialface[dlib]')"
             ) from None
-        cls = dlib_model.DlibEmbedder if path == "dlib" else dlib_model.DlibBinEmbedder
-        emb: Embedder = cls(device=device)
+        emb: Embedder
+        if path == "dlib-bin":
+            emb = dlib_model.DlibBinEmbedder(device=device)
+        else:
+            emb = dlib_model.DlibEmbedder(device=device, geometry="chip" if path == "dlib-chip" else "resize")
         emb.name = name
         return emb
     from partialface.training.checkpoint import _weights_file, load_model
