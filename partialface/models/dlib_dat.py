@@ -408,9 +408,10 @@ def parse_dlib_network(data: bytes, name: str = "<bytes>") -> DlibNetwork:
         raise st.error(f"expected a loss_metric_ record, found {record!r}")
     spec = network_spec()
     versions: list[int] = []
-    for node in spec[:-1]:  # wrappers, from the loss down to the layer above the input
+    bottom = len(spec) - 2  # the add_layer right above the input layer (its own serialisation versions)
+    for i, node in enumerate(spec[:-1]):  # wrappers, from the loss down to the layer above the input
         v = st.read_int()
-        ok = v == 1 if node.kind in ("tag", "skip") else (2 <= v <= 3 if node is spec[-2] else 1 <= v <= 2)
+        ok = v == 1 if node.kind in ("tag", "skip") else (2 <= v <= 3 if i == bottom else 1 <= v <= 2)
         if not ok:
             raise st.error(f"{node.kind} wrapper version {v}")
         versions.append(v)
@@ -436,7 +437,7 @@ def parse_dlib_network(data: bytes, name: str = "<bytes>") -> DlibNetwork:
         if node.kind == "add_prev":  # dlib's zero-padded add: max of both inputs' channels
             out_channels = max(channels, tag_channels[node.params[0]])
         channels = out_channels
-        _read_layer_state(st, versions[i], bottom=i == len(spec) - 2)
+        _read_layer_state(st, versions[i], bottom=i == bottom)
         layers.append(layer)
     if not st.at_end():
         raise st.error(f"{len(st.data) - st.pos} unexpected bytes after the network")
@@ -469,12 +470,16 @@ def convert(dat_path: str | os.PathLike[str], out_path: str | os.PathLike[str]) 
     from partialface.data.images import atomic_write_bytes
 
     src = Path(dat_path)
-    net = read_dlib_network(src)
+    try:
+        data = src.read_bytes()
+    except OSError as e:
+        raise PartialFaceError(f"{src}: cannot read the dlib network file ({e.strerror or e})") from None
+    net = parse_dlib_network(data, str(src))
     arrays = net.state_dict()
     meta = {
         "format": FORMAT,
         "source": src.name,
-        "source_sha256": hashlib.sha256(src.read_bytes()).hexdigest(),
+        "source_sha256": hashlib.sha256(data).hexdigest(),
         "dlib": json.dumps({"margin": net.margin, "distance_threshold": net.distance_threshold}),
     }
     atomic_write_bytes(out_path, save(arrays, metadata=meta))
