@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from partialface.data.images import atomic_write_bytes
+from partialface.data.pairs import pairs_text
 from partialface.errors import PartialFaceError
 from partialface.geometry.template import LANDMARK_NAMES, MEAN_FACE_X, MEAN_FACE_Y
 
@@ -523,16 +524,6 @@ def _distinct(r: np.random.Generator, count: int, capacity: int, draw: Callable[
     return out
 
 
-def pairs_text(pairs: Iterable[tuple[int, list[tuple[str, int, int]], list[tuple[str, int, str, int]]]],
-               folds: int, per_fold: int) -> str:
-    """The pairs file text: header ``folds per_fold``, then per fold the same lines and the different lines."""
-    lines = [f"{folds}\t{per_fold}"]
-    for _, same, diff in pairs:
-        lines += [f"{n}\t{i}\t{j}" for n, i, j in same]
-        lines += [f"{a}\t{i}\t{b}\t{j}" for a, i, b, j in diff]
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------------------------------
 # Dataset
 
@@ -633,5 +624,5 @@ def write_dataset(out: str | os.PathLike[str], opts: SynthOptions, workers: int 
     if opts.test_identities:
         names = [identity_name(TEST, i) for i in range(opts.test_identities)]
         pairs = make_pairs(names, opts.test_per_identity, opts.pairs_per_fold, opts.seed)
-        atomic_write_bytes(root / TEST / PAIRS_FILE, pairs_text(pairs, FOLDS, opts.pairs_per_fold).encode())
+        atomic_write_bytes(root / TEST / PAIRS_FILE, pairs_text(pairs, opts.pairs_per_fold).encode())
     return {split: len(p) for split, p in points.items()}
