@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -133,7 +134,16 @@ class OptimConfig:
     lambda_reg; ``no_decay_bn_bias`` exempts BatchNorm weights and all biases. The learning rate follows
     a per-step schedule: linear warm-up over warmup_steps, then cosine down to min_lr, steps (x lr_gamma
     at each epoch in lr_milestones) or constant. max_steps > 0 caps the run (else epochs x steps/epoch).
-    grad_clip > 0 clips the global gradient norm."""
+    grad_clip > 0 clips the global gradient norm.
+
+    max_minutes > 0 is a wall-clock budget: the run stops after the step during which the budget ran out
+    (max_steps / epochs still cap it) and writes its final checkpoint and weights. The clock counts the
+    training loop (steps, held-out checks, checkpoints; not the data and model setup before the first
+    step) and carries over when a run is resumed. Under a budget the cosine schedule follows elapsed time
+    instead of steps: after the warm-up (still in steps), progress = (t - t_w) / (budget - t_w), t_w
+    being the time the warm-up ended, so the learning rate reaches min_lr when the time runs out whatever
+    the machine's speed (the "step" schedule's milestones stay in epochs). Such a run is not
+    bit-reproducible: where it stops and its learning rates depend on the timing."""
 
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -145,6 +155,7 @@ class OptimConfig:
     batch_size: int = 256
     epochs: int = 20
     max_steps: int = 0
+    max_minutes: float = 0.0
     schedule: str = "cosine"
     warmup_steps: int = 500
     min_lr: float = 0.0
@@ -163,6 +174,11 @@ class OptimConfig:
         _check(self.batch_size >= 1, "optim.batch_size", "must be >= 1")
         _check(self.epochs >= 1, "optim.epochs", "must be >= 1")
         _check(self.max_steps >= 0, "optim.max_steps", "must be >= 0 (0 = epochs x steps per epoch)")
+        _check(
+            math.isfinite(self.max_minutes) and self.max_minutes >= 0,
+            "optim.max_minutes",
+            "must be >= 0 (minutes of wall-clock training; 0 = no time budget)",
+        )
         _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
         _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
         _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = off)")

@@ -10,6 +10,10 @@ Outputs in ``run.out``: config.yaml, log.csv (one row per ``log_every`` steps: s
 div, acc, grad_norm, images_per_s, elapsed_s — means over the interval and the global batch),
 verify.csv (end-of-epoch held-out check), tb/ (TensorBoard), checkpoints/ (see checkpoint.py),
 model.safetensors (final weights).
+
+Time budget (``optim.max_minutes``): :class:`BudgetClock` measures the loop's wall-clock time (carried over
+in checkpoints when resuming); the run stops after the step during which the budget ran out, and the
+cosine schedule follows the elapsed fraction of the budget (see :class:`OptimConfig`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import io
 import json
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,6 +75,7 @@ RESUMABLE_CHANGES = (
     "run.tensorboard",
     "optim.max_steps",
     "optim.epochs",
+    "optim.max_minutes",
 )
 
 
@@ -100,6 +106,10 @@ class TrainResult:
     last_loss: float | None
     verify: dict[str, float] | None
     rank: int = 0
+    #: wall-clock seconds of the training loop, over all resumptions (the clock of optim.max_minutes)
+    elapsed_s: float = 0.0
+    #: the run stopped because optim.max_minutes ran out
+    time_limited: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -127,8 +137,13 @@ def build_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
 
 
-def lr_at(step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -> float:
-    """Learning rate for 0-based ``step``: linear warm-up ((step + 1) / warmup_steps), then the schedule."""
+def lr_at(
+    step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: int, progress: float | None = None
+) -> float:
+    """Learning rate for 0-based ``step``: linear warm-up ((step + 1) / warmup_steps), then the schedule.
+
+    ``progress`` in [0, 1] (time-budgeted runs, see :class:`BudgetClock`) replaces the cosine schedule's
+    step-based progress (step - warmup) / (total - warmup)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
@@ -136,9 +151,63 @@ def lr_at(step: int, cfg: OptimConfig, total_steps: int, steps_per_epoch: int) -
     if cfg.schedule == "step":
         drops = sum(step >= m * steps_per_epoch for m in cfg.lr_milestones)
         return cfg.lr * cfg.lr_gamma**drops
-    span = max(1, total_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    if progress is None:
+        span = max(1, total_steps - cfg.warmup_steps)
+        progress = (step - cfg.warmup_steps) / span
+    progress = min(1.0, max(0.0, progress))
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def budget_time() -> float:
+    """The budget clock's time source: ``time.perf_counter()`` (seconds, monotonic)."""
+    return time.perf_counter()
+
+
+class BudgetClock:
+    """Wall-clock time of a training loop, in seconds, across resumptions, and its budget (0 = none).
+
+    ``elapsed_s``: time spent by earlier sessions of the run (from its checkpoint); ``warmup_end_s``: the
+    elapsed time at which the warm-up ended (None until it has). ``timer``: the time source in seconds
+    (default :func:`budget_time`, a monotonic clock)."""
+
+    def __init__(
+        self,
+        budget_s: float,
+        elapsed_s: float = 0.0,
+        warmup_end_s: float | None = None,
+        timer: Callable[[], float] | None = None,
+    ) -> None:
+        self.budget_s = budget_s
+        self.before = elapsed_s
+        self.warmup_end_s = warmup_end_s
+        self.timer = timer or budget_time
+        self.t0 = self.timer()
+
+    def restart(self, elapsed_s: float = 0.0, warmup_end_s: float | None = None) -> None:
+        """Continue from ``elapsed_s`` (a resumed run's saved clock), counting from now."""
+        self.before, self.warmup_end_s, self.t0 = elapsed_s, warmup_end_s, self.timer()
+
+    def elapsed(self) -> float:
+        """Seconds so far (this session and the earlier ones)."""
+        return self.before + self.timer() - self.t0
+
+    def expired(self, elapsed: float) -> bool:
+        return self.budget_s > 0 and elapsed >= self.budget_s
+
+    def progress(self, step: int, warmup_steps: int, elapsed: float) -> float | None:
+        """Schedule progress in [0, 1] after the warm-up: (t - t_w) / (budget - t_w); None without a budget.
+        The first call at or after the warm-up's last step records t_w."""
+        if self.budget_s <= 0 or step < warmup_steps:
+            return None
+        if self.warmup_end_s is None:
+            self.warmup_end_s = elapsed
+        span = self.budget_s - self.warmup_end_s
+        if span <= 0:
+            return 1.0
+        return min(1.0, max(0.0, (elapsed - self.warmup_end_s) / span))
+
+    def state(self) -> dict[str, float | None]:
+        return {"elapsed_s": self.elapsed(), "warmup_end_s": self.warmup_end_s}
 
 
 def set_bn_eval(module: nn.Module) -> None:
@@ -247,6 +316,21 @@ class RunLog:
     def advance(self, n: int = 1) -> None:
         if self.bar is not None:
             self.bar.update(n)
+
+    def set_total(self, total: int) -> None:
+        """The bar's expected number of steps (a time-budgeted run's estimate)."""
+        if self.bar is not None and total != self.bar.total:
+            self.bar.total = total
+            self.bar.refresh()
+
+    def note(self, text: str) -> None:
+        """One line for the user (above the bar)."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -372,6 +456,7 @@ class _Trainer:
         self.resume = resume
         self.out = Path(cfg.run.out)
         self.num_classes = 0
+        self.clock = BudgetClock(cfg.optim.max_minutes * 60.0)
 
     # ------------------------------------------------------------------ setup
     def _check_run_folder(self) -> Path | None:
@@ -482,24 +567,58 @@ class _Trainer:
         dataset = TrainDataset(split, cfg.augment, cfg.run.seed)
         loader = make_loader(dataset, sampler, cfg.data.workers, device.type == "cuda", cfg.data.prefetch_factor)
         saved_at = step
+        logged_at = step
         last_loss: float | None = None
         last_verify: dict[str, float] | None = None
+        lr = float("nan")
         t_log = time.perf_counter()
         t0 = t_log
         images_since = 0
+        clock = self.clock
+        clock.restart(clock.before, clock.warmup_end_s)  # the loop's clock starts now
+        start_step = step
+        elapsed = self._elapsed()
+        stopped = clock.expired(elapsed)
+
+        def write_row() -> None:
+            """A log.csv row: means since the previous row."""
+            nonlocal t_log, images_since, last_loss, logged_at
+            now = time.perf_counter()
+            row: dict[str, Any] = dict(meters.reduce_and_reset())
+            row.update(
+                step=step,
+                epoch=step / spe,
+                lr=lr,
+                images_per_s=images_since / max(now - t_log, 1e-9),
+                elapsed_s=now - t0,
+            )
+            if cfg.optim.grad_clip <= 0:
+                row["grad_norm"] = None
+            log.train_row(row)
+            last_loss = row["loss"]
+            t_log, images_since, logged_at = now, 0, step
+            if clock.budget_s > 0 and step > start_step:  # the bar's total: expected steps at this pace
+                pace = (now - t0) / (step - start_step)
+                log.set_total(min(total, step + math.ceil(max(0.0, clock.budget_s - clock.elapsed()) / pace)))
+
         try:
-            while step < total:
+            while step < total and not stopped:
                 epoch, in_epoch = divmod(step, spe)
                 sampler.set_epoch(epoch, in_epoch)
                 module.train()
                 if cfg.run.freeze_bn:
                     set_bn_eval(module)
                 for images, labels, params in _limit(loader, total - step):
+                    if clock.budget_s > 0:  # one reading per step, when its batch is ready
+                        elapsed = self._elapsed()
+                        stopped = clock.expired(elapsed)
+                        if stopped:  # the previous step used up the budget
+                            break
                     images = images.to(device, non_blocking=True)
                     labels = labels.to(device, non_blocking=True)
                     x, _ = augment_batch(images, params, cfg.augment.centring)
                     x = to_model_input(x, cfg.model.input_size, cfg.run.channels_last)
-                    lr = lr_at(step, cfg.optim, total, spe)
+                    lr = lr_at(step, cfg.optim, total, spe, clock.progress(step, cfg.optim.warmup_steps, elapsed))
                     for group in optimizer.param_groups:
                         group["lr"] = lr
                     with _autocast(device, cfg.run.amp):
@@ -517,27 +636,14 @@ class _Trainer:
                     step += 1
                     log.advance()
                     if step % cfg.run.log_every == 0 or step == total:
-                        now = time.perf_counter()
-                        row: dict[str, Any] = dict(meters.reduce_and_reset())
-                        row.update(
-                            step=step,
-                            epoch=step / spe,
-                            lr=lr,
-                            images_per_s=images_since / max(now - t_log, 1e-9),
-                            elapsed_s=now - t0,
-                        )
-                        if cfg.optim.grad_clip <= 0:
-                            row["grad_norm"] = None
-                        log.train_row(row)
-                        last_loss = row["loss"]
-                        t_log, images_since = now, 0
+                        write_row()
                     if step % spe == 0:
                         break
                     if cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0:
                         self._save(step, module, optimizer, meters, config_yaml)
                         saved_at = step
-                # end of an epoch (or of the run)
-                epoch_done = step % spe == 0
+                # end of an epoch (or of the run); a stop at an epoch's first batch comes after its end
+                epoch_done = step % spe == 0 and not stopped
                 if epoch_done:
                     ep = step // spe
                     if pairs is not None and cfg.run.verify_every and ep % cfg.run.verify_every == 0:
@@ -555,6 +661,15 @@ class _Trainer:
                         saved_at = step
                     t_log = time.perf_counter()  # images/s counts training only
                     images_since = 0
+            if stopped:
+                if logged_at != step:
+                    write_row()
+                log.set_total(step)
+                done = f"; last learning rate {lr:.3g}" if step > start_step else " (nothing left to do)"
+                log.note(
+                    f"time budget optim.max_minutes={cfg.optim.max_minutes:g} reached after {step} steps "
+                    f"({elapsed / 60:.2f} min){done}"
+                )
             if saved_at != step:
                 self._save(step, module, optimizer, meters, config_yaml)
             if info.is_main:
@@ -562,7 +677,17 @@ class _Trainer:
                 ckpt.save_weights(self.out / ckpt.WEIGHTS, weights, {**meta, "step": str(step)})
         finally:
             log.close()
-        return TrainResult(self.out, step, total, step // spe, last_loss, last_verify, info.rank)
+        return TrainResult(
+            self.out, step, total, step // spe, last_loss, last_verify, info.rank, clock.elapsed(), stopped
+        )
+
+    def _elapsed(self) -> float:
+        """The budget clock's reading, the same on every rank (rank 0's)."""
+        t = self.clock.elapsed()
+        if not self.info.enabled:
+            return t
+        buf = torch.tensor([t if self.info.is_main else 0.0], dtype=torch.float64, device=self.device)
+        return float(all_reduce_sum(buf).item())
 
     # ------------------------------------------------------------------ checkpoints
     def _weights(self, module: TrainModule) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -594,6 +719,7 @@ class _Trainer:
                 "optimizer": optimizer.state_dict(),
                 "meters": meters.state(),
                 "rng": rngs,
+                "clock": self.clock.state(),
             }
             ckpt.save_checkpoint(self.out, step, weights, meta, state, config_yaml, self.cfg.run.keep_checkpoints)
         barrier()
@@ -615,6 +741,8 @@ class _Trainer:
             )
         optimizer.load_state_dict(state["optimizer"])
         meters.load(state["meters"])
+        clock = state.get("clock") or {}
+        self.clock.restart(float(clock.get("elapsed_s", 0.0)), clock.get("warmup_end_s"))
         rngs = state["rng"]
         if state.get("world_size") == self.info.world_size and self.info.rank < len(rngs):
             ckpt.set_rng_state(rngs[self.info.rank])
