@@ -143,7 +143,12 @@ class OptimConfig:
     instead of steps: after the warm-up (still in steps), progress = (t - t_w) / (budget - t_w), t_w
     being the time the warm-up ended, so the learning rate reaches min_lr when the time runs out whatever
     the machine's speed (the "step" schedule's milestones stay in epochs). Such a run is not
-    bit-reproducible: where it stops and its learning rates depend on the timing."""
+    bit-reproducible: where it stops and its learning rates depend on the timing.
+
+    freeze_trunk_epochs > 0: for that many epochs from the start (fractions allowed) the model's
+    pretrained trunk (its ``trunk_modules()``, e.g. dlib's stem and first two stages for ``dlib_resnet``
+    and ``ours_dlib``) gets no updates and no gradients (and its BatchNorm layers, if any, stay in eval
+    mode); the rest trains. Models without a trunk ignore it."""
 
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -162,6 +167,7 @@ class OptimConfig:
     lr_milestones: tuple[float, ...] = ()
     lr_gamma: float = 0.1
     grad_clip: float = 0.0
+    freeze_trunk_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("betas", "lr_milestones"):
@@ -182,6 +188,7 @@ class OptimConfig:
         _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
         _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
         _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = off)")
+        _check(self.freeze_trunk_epochs >= 0, "optim.freeze_trunk_epochs", "must be >= 0 (0 = never frozen)")
         _check(len(self.betas) == 2, "optim.betas", "give two numbers, e.g. [0.9, 0.999]")
 
 
@@ -197,7 +204,9 @@ class RunConfig:
     layers use their running statistics (eval mode) while training. threads: torch intra-op threads
     (0 = torch's default). checkpoint_every: steps between checkpoints (0 = only at the end of each
     epoch and of the run); keep_checkpoints: how many step folders to keep. verify_every: epochs between
-    held-out checks (0 = never)."""
+    held-out checks (0 = never); with it on, a run that stops between epochs (max_steps, max_minutes) is
+    also checked at its end, and verify_at_start checks a new run's starting model before its first step
+    (e.g. the untouched pretrained network: the reference a fine-tune must beat)."""
 
     out: str = "runs/train"
     seed: int = 0
@@ -213,6 +222,7 @@ class RunConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 3
     verify_every: int = 1
+    verify_at_start: bool = False
     progress: bool = True
     tensorboard: bool = True
 

