@@ -229,6 +229,7 @@ def main() -> None:
     print("-" * (47 + w))
     print(f"{'(a) parity faces':<46} {len(cos):>{w}d}")
     print(f"{'    cosine min / median':<46} {f'{cos.min():.8f} / {np.median(cos):.8f}':>{w}}")
+    print(f"{'    1 - cosine, max':<46} {1 - cos.min():>{w}.2e}")
     print(f"{'    fraction with cosine >= 0.999':<46} {np.mean(cos >= 0.999):>{w}.4f}")
     print(f"{'    max |port - dlib-bin| (descriptor norm ~1)':<46} {np.abs(ours - ref).max():>{w}.2e}")
     print(f"{f'(b) speed on {n} faces, CPU, faces/s':<46} {'wall / per CPU-second':>{w}}")
