@@ -1,56 +1,142 @@
-"""The main job (smoke demo) end to end on a tiny synthetic set, and the CLI's error contract."""
+"""The main job end to end on tiny sizes (synth -> align -> train three models -> benchmark -> report),
+its resumption, real-data options, and the CLI's error contract."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from partialface.cli import COMMANDS, main
-from partialface.jobs.demo import synthetic_pairs
+from partialface.evaluation.protocols import TABLE_COLUMNS
+from partialface.jobs.demo import MODELS, margins_line, probe_threads
+
+# 8 training identities x 4 faces (batch 16: 2 steps per epoch), 20 test identities x 2 faces, 2 pairs of
+# each kind per fold, one size factor, a few seconds of training per model.
+TINY = [
+    "--train-identities", "8", "--train-per-identity", "4", "--test-identities", "20", "--test-per-identity", "2",
+    "--pairs-per-fold", "2", "--factors", "0.5", "--workers", "1", "--no-progress", "--minutes", "0.04",
+    "--set", "optim.batch_size=16", "--set", "optim.warmup_steps=2", "--threads", "1",
+]
 
 
-def test_demo_runs_and_scores_every_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--identities", "20", "--per-identity", "3", "--pairs-per-fold", "4"])
-    assert rc == 0
-    rec = json.loads((out / "results.json").read_text())
-    assert len(rec["benchmarks"]) == 181  # 1 holistic + 2 settings x 9 factors x (3 + 3 + 4) combos
-    names = {b["name"] for b in rec["benchmarks"]}
-    assert "holistic" in names and "partial-cross/centred/lEye-rEye/0.5" in names
-    rows = {(r["protocol"], r["setting"]): r for r in rec["protocols"]}
-    assert rows[("partial-cross", "centred")]["benchmarks"] == 36
-    assert rows[("partial-same", "non-centred")]["benchmarks"] == 27
-    # The protocol number is the mean of its benchmarks (recomputed here from the per-benchmark rows).
-    cross = [b["accuracy"] for b in rec["benchmarks"] if b["name"].startswith("partial-cross/centred/")]
-    assert rows[("partial-cross", "centred")]["accuracy"] == pytest.approx(np.mean(cross))
-    assert (out / "variants.png").stat().st_size > 0 and "partial-holistic" in (out / "results.md").read_text()
-    assert "aligned 60 / 60" in capsys.readouterr().out
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    out = tmp_path_factory.mktemp("demo") / "out"
+    cap = _run(["demo", "--out", str(out), *TINY])
+    return out, cap[0], cap[1]
 
 
-def test_synthetic_pairs_folds_are_identity_disjoint() -> None:
-    pf = synthetic_pairs(40, 4, folds=10, per_fold=6, seed=3)
-    assert len(pf.pairs) == 10 * 12
-    ids_by_fold: dict[int, set[str]] = {}
-    for p in pf.pairs:
-        ids_by_fold.setdefault(p.fold, set()).update({p.a.split("/")[0], p.b.split("/")[0]})
-        assert p.same == (p.a.split("/")[0] == p.b.split("/")[0]) and p.a != p.b
-    folds = list(ids_by_fold.values())
-    assert all(not (folds[i] & folds[j]) for i in range(10) for j in range(i + 1, 10))
+def _run(argv: list[str]) -> tuple[str, str]:
+    proc = subprocess.run([sys.executable, "-m", "partialface.cli", *argv], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout, proc.stderr
+
+
+def test_demo_writes_every_output_and_the_table(demo: tuple[Path, str, str]) -> None:
+    out, stdout, stderr = demo
+    bench = out / "benchmark"
+    for f in ("results.json", "results.md", "per_factor.csv", "report.html"):
+        assert (bench / f).is_file(), f
+    figures = {p.name for p in (bench / "figures").glob("*.png")}
+    assert {f"roc_{p}.png" for p in ("holistic", "partial-holistic", "partial-same", "partial-cross")} <= figures
+    assert "accuracy_vs_area_partial-cross_centred.png" in figures and "attention_ours.png" in figures
+    for name in MODELS:
+        assert (out / "runs" / name / "model.safetensors").is_file()
+    res = json.loads((bench / "results.json").read_text())
+    assert [m["name"] for m in res["models"]] == list(MODELS)
+    # every protocol in both settings for every model: 1 + 2 x (3 + 3 + 4) benchmarks at one factor
+    assert len(res["benchmarks"]) == 3 * 21
+    assert {(r["protocol"], r["setting"]) for r in res["protocols"]} == {(p, s) for p, s, _ in TABLE_COLUMNS}
+    # the printed table: a header with every column and one row per model with a number in each
+    header = next(line for line in stdout.splitlines() if line.startswith("| model |"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == [h for _, _, h in TABLE_COLUMNS]
+    for name in MODELS:
+        row = next(line for line in stdout.splitlines() if line.startswith(f"| {name} |"))
+        assert len(re.findall(r"\d+\.\d\d ± \d+\.\d\d", row)) == len(TABLE_COLUMNS)
+    assert "size factors 0.5 (a subset of the nine" in stdout
+    assert "ours - resnet50-nofinetune (accuracy points): holistic " in stdout
+    # the holistic-only baseline was trained without augmentation, the others with it
+    for name, (_, augment) in MODELS.items():
+        cfg = (out / "runs" / name / "config.yaml").read_text()
+        assert f"enabled: {'true' if augment else 'false'}" in cfg and "max_minutes: 0.04" in cfg
+    timings = json.loads((out / "timings.json").read_text())["seconds"]
+    assert set(timings) == {"synth", "align", "train ours", "train resnet41", "train resnet50-nofinetune",
+                            "benchmark", "total"}
+    assert "[demo 0:" in stderr and "time budget reached" in stderr
+
+
+def test_demo_rerun_skips_finished_stages(demo: tuple[Path, str, str]) -> None:
+    out, first, _ = demo
+    stdout, stderr = _run(["demo", "--out", str(out), *TINY])
+    assert f"{out / 'synth'}: already written (skipped)" in stderr
+    assert stderr.count("already aligned (skipped)") == 2
+    assert "benchmark of these weights already done (skipped)" in stderr
+    assert all(f"{name}: finished run found" in stderr for name in MODELS)
+    table = [line for line in first.splitlines() if line.startswith("| ")]
+    assert table and table == [line for line in stdout.splitlines() if line.startswith("| ")]
+
+
+def test_demo_refuses_other_data_options_in_the_same_folder(
+    demo: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _, _ = demo
+    assert main(["demo", "--out", str(out), *TINY, "--seed", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a demo made with other data options (synth)" in err and "choose another --out" in err
+
+
+def test_demo_on_given_data(demo: tuple[Path, str, str], tmp_path: Path) -> None:
+    # the demo's own aligned faces as "real" data: identity folders to train on, an LFW-layout test set
+    out, _, _ = demo
+    stdout, _ = _run([
+        "demo", "--out", str(tmp_path / "real"), "--train-data", str(out / "aligned" / "train"),
+        "--data", str(out / "aligned" / "test"), "--pairs", str(out / "synth" / "test" / "pairs.txt"),
+        "--models", "ours", "--amp", "none", *TINY,
+    ])
+    assert not (tmp_path / "real" / "synth").exists() and not (tmp_path / "real" / "aligned").exists()
+    assert "| ours |" in stdout and (tmp_path / "real" / "benchmark" / "report.html").is_file()
+    assert "synth" not in json.loads((tmp_path / "real" / "timings.json").read_text())["seconds"]
+    cfg = (tmp_path / "real" / "runs" / "ours" / "config.yaml").read_text()
+    assert f"root: {out / 'aligned' / 'train'}" in cfg and "amp: none" in cfg and "channels_last: false" in cfg
+
+
+def test_probe_threads_sets_the_faster_count() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert probe_threads(1) == 1
+        n = probe_threads(2, batch=2, repeats=1)
+        assert n in (1, 2) and torch.get_num_threads() == n
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_margins_line_hand_values() -> None:
+    rows = [{"model": m, "protocol": p, "setting": s, "accuracy": acc + i}
+            for m, acc in (("ours", 80.0), ("resnet50-nofinetune", 70.5))
+            for i, (p, s, _) in enumerate(TABLE_COLUMNS)]
+    line = margins_line({"protocols": rows})
+    assert line.startswith("ours - resnet50-nofinetune (accuracy points): holistic +9.50, NC p-hol +9.50")
+    assert line.count("+9.50") == len(TABLE_COLUMNS)
+    assert margins_line({"protocols": rows[:3]}) == ""
 
 
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "partialface.cli", "demo", "--data", str(tmp_path / "nope"), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 2
-    assert r.stderr.strip().count("\n") == 0 and "nope" in r.stderr and "Traceback" not in r.stderr
+    for extra in (["--data", str(tmp_path / "nope")], ["--minutes", "0"], ["--set", "optim.nope=1"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "partialface.cli", "demo", "--out", str(tmp_path / "o"), *extra],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 2, extra
+        assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "nope" in r.stderr
     r = subprocess.run([sys.executable, "-m", "partialface.cli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and all(name in r.stdout for name in COMMANDS)
-

@@ -1,202 +1,481 @@
-"""``partialface demo`` — the main job: the benchmark core end to end on an embedded default.
+"""``partialface demo`` — the main job: from nothing to a PartialLFW report in one command.
 
-With no dataset it synthesises a small identity-labelled set of unaligned 250x250 images with known
-landmarks (smooth identity-specific colour fields with a face-like layout, each image under a random
-similarity transform, lighting change and noise), aligns it through the dataset aligner, builds a
-10-fold pairs file with identity-disjoint folds, makes every partial variant in memory, scores all
-PartialLFW protocols with a raw-pixel descriptor, and writes ``results.json``, ``results.md`` and a
-contact sheet of the 72 variants. ``--data``/``--pairs`` run the same on a real LFW-layout folder
-(detection with MTCNN instead of given landmarks). The raw-pixel descriptor is a smoke test of the
-pipeline, not a face model: later releases plug trained models in here.
+Stages (each resumable: a rerun with the same options skips what is finished):
+
+1. ``synth``: identity-consistent synthetic faces (:mod:`partialface.data.synth`): an identity-folder
+   training set ``OUT/synth/train`` and an LFW-layout test set ``OUT/synth/test`` (disjoint identities,
+   10-fold identity-disjoint ``pairs.txt``), unaligned 250x250 with a landmarks file each;
+2. ``align``: both sets aligned to 160x160 with their landmarks (``partialface.jobs.align``) into
+   ``OUT/aligned/{train,test}``; the training faces are then packed (``OUT/train-pack``, memory-mapped);
+3. ``train``: the attention model ``ours``, the ``resnet41`` baseline (partial-face augmentation) and the
+   holistic-only ``resnet50`` ("no finetune": augmentation off), each with the ``cpu`` preset for the
+   same wall-clock budget (``--minutes`` per model, ``optim.max_minutes``), into ``OUT/runs/<model>``;
+   an interrupted run resumes from its last checkpoint;
+4. ``benchmark``: every PartialLFW protocol, both settings, on the test set
+   (:func:`partialface.evaluation.benchmark.run_benchmark`, embedding caches resumable) into
+   ``OUT/benchmark``: results.json / results.md / per_factor.csv, figures and report.html;
+5. the paper-style table, the attention model's margins over the holistic-only baseline, and the time
+   each stage took (also in ``OUT/timings.json``).
+
+``--train-data`` (aligned identity folders) replaces the synthetic training set; ``--data`` (an LFW-layout
+folder, raw or aligned) with ``--pairs`` replaces the synthetic test set. For time, the demo scores a
+subset of the nine size factors by default (``--factors``; every protocol and both settings are kept).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+import os
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import cv2
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from partialface.data.images import atomic_write_bytes, encode_image, read_image, write_image
-from partialface.data.lfw import Pair, PairsFile, read_pairs, resolve_images
+from partialface.data.images import atomic_write_bytes
 from partialface.errors import PartialFaceError
-from partialface.evaluation.protocols import aggregate, build_benchmarks, required_variants
-from partialface.geometry.partial import PartialFaceBatcher, Variant, all_variants
-from partialface.geometry.template import template_points
-from partialface.metrics import cosine_scores, score_benchmark
+from partialface.geometry.template import FACTORS
 
-RAW = 250  # side of the synthetic unaligned images
-
-
-def _identity_field(rng: np.random.Generator) -> np.ndarray:
-    """A smooth random colour field (RAW, RAW, 3) float32: the identity's 'skin, hair and features'."""
-    coarse = rng.uniform(40, 215, (6, 6, 3)).astype(np.float32)
-    field = cv2.resize(coarse, (RAW, RAW), interpolation=cv2.INTER_CUBIC)
-    fine = cv2.resize(rng.normal(0, 25, (24, 24, 3)).astype(np.float32), (RAW, RAW), interpolation=cv2.INTER_CUBIC)
-    return np.asarray(field + fine, dtype=np.float32)
-
-
-def _canonical_landmarks() -> np.ndarray:
-    """Template landmarks placed in a RAW x RAW frame (5, 2): the synthetic faces are drawn around them."""
-    return template_points(size=RAW, padding=0.3) * 0.8 + RAW * 0.1
-
-
-def _face(field: np.ndarray, feats: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One image of an identity under a random similarity, lighting and noise: ((RAW, RAW, 3) uint8, (5, 2))."""
-    img = field.copy()
-    lm = _canonical_landmarks()
-    for k, (x, y) in enumerate(lm):  # identity-specific features at the landmarks (eyes, nose, mouth corners)
-        cv2.circle(img, (round(x), round(y)), int(feats[k, 0]), tuple(float(c) for c in feats[k, 1:4]), -1)
-    angle, scale = rng.uniform(-12, 12), rng.uniform(0.9, 1.1)
-    m = np.asarray(cv2.getRotationMatrix2D((RAW / 2, RAW / 2), angle, scale), dtype=np.float64)
-    m[:, 2] += rng.uniform(-10, 10, 2)
-    img = cv2.warpAffine(img, m, (RAW, RAW), borderMode=cv2.BORDER_REFLECT)
-    img = img * rng.uniform(0.75, 1.25) + rng.uniform(-20, 20) + rng.normal(0, 12, img.shape)
-    points = np.c_[lm, np.ones(5)] @ m.T
-    return np.clip(img, 0, 255).astype(np.uint8), points
+#: The demo's models: result name -> (registered model, partial-face augmentation during training).
+MODELS: dict[str, tuple[str, bool]] = {
+    "ours": ("ours", True),
+    "resnet41": ("resnet41", True),
+    "resnet50-nofinetune": ("resnet50", False),
+}
+#: The model the attention model is compared with in the margins line.
+HOLISTIC_BASELINE = "resnet50-nofinetune"
+#: Size factors scored by default (a subset of the benchmark's nine, for time).
+DEMO_FACTORS: tuple[float, ...] = (0.2, 0.35, 0.5)
+#: Overrides of the training preset for every demo run (then the model's own, then --set).
+TRAIN_OVERRIDES: tuple[str, ...] = (
+    "data.holdout_identities=0",  # the benchmark's test set is the held-out check
+    "run.verify_every=0",
+    "run.tensorboard=false",
+    "optim.epochs=100000",  # the time budget ends the runs
+    "optim.warmup_steps=20",
+    "run.checkpoint_every=100",
+    "run.log_every=10",
+)
+DONE = ".done"
+MANIFEST = "demo.json"
 
 
-def synthesise(root: Path, identities: int, per_identity: int, seed: int) -> Path:
-    """Write ROOT/raw/idNNN/idNNN_000K.png and ROOT/raw_landmarks.tsv; returns the landmarks file."""
-    rng = np.random.default_rng(seed)
-    lines = []
-    for i in tqdm(range(identities), desc="synthesise", unit="id"):
-        field = _identity_field(rng)
-        feats = np.c_[rng.uniform(4, 11, 5), rng.uniform(0, 255, (5, 3))]
-        name = f"id{i:03d}"
-        for k in range(1, per_identity + 1):
-            img, pts = _face(field, feats, rng)
-            rel = f"{name}/{name}_{k:04d}.png"
-            write_image(root / "raw" / rel, img)
-            lines.append(rel + "\t" + "\t".join(f"{v:.4f}" for v in pts.reshape(-1)))
-    lm_file = root / "raw_landmarks.tsv"
-    atomic_write_bytes(lm_file, ("\n".join(lines) + "\n").encode())
-    return lm_file
+# ---------------------------------------------------------------------------------------------- options
+def _factors(text: str) -> tuple[float, ...]:
+    if text.strip() == "all":
+        return FACTORS
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated factors, e.g. 0.2,0.5, or 'all'") from None
+    bad = [v for v in values if not any(math.isclose(v, f) for f in FACTORS)]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: factors must be among {', '.join(map(str, FACTORS))}")
+    return values
 
 
-def synthetic_pairs(identities: int, per_identity: int, folds: int, per_fold: int, seed: int) -> PairsFile:
-    """A pairs file with identity-disjoint folds: per fold ``per_fold`` same and ``per_fold`` different pairs."""
-    rng = np.random.default_rng(seed + 1)
-    ids = rng.permutation(identities)
-    groups = np.array_split(ids, folds)
-    pairs: list[Pair] = []
-
-    def key(i: int, k: int) -> str:
-        return f"id{i:03d}/id{i:03d}_{k:04d}.png"
-
-    for f, g in enumerate(groups):
-        if len(g) < 2:
-            raise PartialFaceError(f"--identities {identities} is too few for {folds} folds; use at least {2 * folds}")
-        for _ in range(per_fold):
-            i = int(rng.choice(g))
-            a, b = rng.choice(np.arange(1, per_identity + 1), 2, replace=False)
-            pairs.append(Pair(key(i, int(a)), key(i, int(b)), True, f))
-        for _ in range(per_fold):
-            i, j = (int(x) for x in rng.choice(g, 2, replace=False))
-            a, b = (int(x) for x in rng.integers(1, per_identity + 1, 2))
-            pairs.append(Pair(key(i, a), key(j, b), False, f))
-    return PairsFile(pairs=tuple(pairs), folds=folds, per_fold=per_fold, path=Path("synthetic-pairs.txt"))
-
-
-def pixel_descriptor(batch: torch.Tensor) -> torch.Tensor:
-    """Raw-pixel descriptor: (B, 3, 160, 160) uint8 -> (B, 1600) float, 40x40 grey minus its mean."""
-    grey = batch.permute(0, 2, 3, 1).float().mean(dim=3)  # channels_last batches: a cheap NHWC reduction
-    small = torch.nn.functional.avg_pool2d(grey[:, None], 4).flatten(1)
-    return small - small.mean(dim=1, keepdim=True)
-
-
-def embed_all(paths: list[Path], variants: list[Variant], batch: int = 128) -> dict[Variant, np.ndarray]:
-    """Descriptor of every image in every variant, each computed once: variant -> (N, D) float32."""
-    out: dict[Variant, list[np.ndarray]] = {v: [] for v in variants}
-    for i in tqdm(range(0, len(paths), batch), desc="variants", unit="batch"):
-        imgs = torch.from_numpy(np.stack([read_image(p) for p in paths[i : i + batch]]))
-        maker = PartialFaceBatcher(imgs)
-        for v in variants:
-            out[v].append(pixel_descriptor(maker.variant(v)).numpy())
-    return {v: np.concatenate(x) for v, x in out.items()}
-
-
-def contact_sheet(aligned: np.ndarray) -> np.ndarray:
-    """The holistic face and its 72 variants on one sheet: 8 rows (part x setting) x 9 factors + holistic."""
-    maker = PartialFaceBatcher(torch.from_numpy(aligned[None]))
-    tiles = [maker.variant(v)[0].permute(1, 2, 0).numpy() for v in all_variants()]
-    rows = [np.hstack(tiles[r * 9 : r * 9 + 9]) for r in range(8)]
-    sheet = np.vstack(rows)
-    first = np.full((sheet.shape[0], 160, 3), 255, np.uint8)
-    first[:160] = aligned
-    return np.hstack([first, sheet])
-
-
-def results_markdown(rows: list[dict[str, object]], title: str) -> str:
-    lines = [f"# {title}", "", "| protocol | setting | benchmarks | accuracy % (mean ± std) | AUC | EER |"]
-    lines.append("|---|---|---|---|---|---|")
-    for r in rows:
-        acc = f"{r['accuracy']:.2f} ± {r['accuracy_std']:.2f}"
-        cells = [r["protocol"], r["setting"] or "-", r["benchmarks"], acc, f"{r['auc']:.4f}", f"{r['eer']:.4f}"]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [n for n in names if n not in MODELS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose models among {', '.join(MODELS)}")
+    return names
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    parser.add_argument("--data", help="an LFW-layout folder of raw images (default: synthesise faces)")
-    parser.add_argument("--pairs", help="pairs file for --data (default: DATA/../pairs.txt)")
-    parser.add_argument("--identities", type=int, default=60, help="synthetic identities (default 60)")
-    parser.add_argument("--per-identity", type=int, default=6, help="synthetic images per identity (default 6)")
-    parser.add_argument("--pairs-per-fold", type=int, default=30, help="synthetic same (and different) pairs per fold")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="device for detection with --data (auto, cpu, cuda)")
+    """Add the demo's options."""
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    parser.add_argument("--minutes", type=float, default=3.0,
+                        help="wall-clock training budget PER MODEL in minutes (default 3; the whole demo takes "
+                        "about 3 x this + 3 min on 2 CPU cores)")
+    parser.add_argument("--models", type=_names, default=tuple(MODELS),
+                        help=f"comma-separated models to train and score (default {','.join(MODELS)})")
+    parser.add_argument("--preset", default="cpu",
+                        help="training config: a packaged preset (cpu, tiny, paper) or a YAML file (default cpu)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE",
+                        help="training config override for every model (repeatable), e.g. --set optim.lr=0.05")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    parser.add_argument("--amp", choices=("auto", "bf16", "none"), default="auto",
+                        help="training precision: bf16 autocast + channels_last, or float32 ('none'); auto = bf16 "
+                        "where the device computes it natively (CUDA with bf16, CPUs with AMX or AVX512-BF16)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads; default 0 = before each stage, time a forward pass with 1 thread "
+                        "and with one per core and take the faster (on a busy machine threads waiting for a "
+                        "taken core can make several threads many times slower than one)")
+    g = parser.add_argument_group("synthetic faces (when no real data is given)")
+    g.add_argument("--train-identities", type=int, default=300, help="training identities (default 300)")
+    g.add_argument("--train-per-identity", type=int, default=8, help="images per training identity (default 8)")
+    g.add_argument("--test-identities", type=int, default=100, help="test identities (default 100, at least 20)")
+    g.add_argument("--test-per-identity", type=int, default=5, help="images per test identity (default 5)")
+    g.add_argument("--pairs-per-fold", type=int, default=60,
+                   help="same (and different) test pairs per fold (default 60)")
+    g.add_argument("--seed", type=int, default=0, help="random seed of the faces (default 0)")
+    g.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8),
+                   help="processes for synthesis / threads for decoding (default: CPU count, at most 8)")
+    g = parser.add_argument_group("real data instead")
+    g.add_argument("--train-data", type=Path, default=None,
+                   help="identity folders of aligned 160x160 faces (ROOT/identity/*.jpg|png) to train on")
+    g.add_argument("--data", type=Path, default=None,
+                   help="LFW-layout test folder (NAME/NAME_000N.jpg), raw (aligned with MTCNN) or aligned")
+    g.add_argument("--pairs", type=Path, default=None,
+                   help="pairs file of --data (default DATA/pairs.txt, else DATA/../pairs.txt)")
+    g = parser.add_argument_group("benchmark")
+    g.add_argument("--factors", type=_factors, default=DEMO_FACTORS,
+                   help=f"comma-separated size factors to score, or 'all' (default {','.join(map(str, DEMO_FACTORS))})")
+    g.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+@dataclass
+class Stages:
+    """One-line stage messages with the elapsed time, and the seconds each stage took."""
+
+    start: float = field(default_factory=time.perf_counter)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def clock(self) -> str:
+        s = int(time.perf_counter() - self.start)
+        return f"{s // 60}:{s % 60:02d}"
+
+    def say(self, text: str) -> None:
+        print(f"[demo {self.clock()}] {text}", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def stage(self, name: str, what: str) -> Iterator[None]:
+        self.say(f"{name}: {what}")
+        t = time.perf_counter()
+        yield
+        took = time.perf_counter() - t
+        self.seconds[name] = self.seconds.get(name, 0.0) + took
+        self.say(f"{name}: done in {took:.1f} s")
+
+
+def _done(folder: Path) -> bool:
+    """Whether a stage finished writing ``folder`` (its marker is written last)."""
+    return (folder / DONE).is_file()
+
+
+def _mark_done(folder: Path) -> None:
+    atomic_write_bytes(folder / DONE, b"")
+
+
+def check_manifest(out: Path, data: dict[str, Any]) -> None:
+    """``OUT/demo.json`` records the data options the folder was made with; a rerun must use the same
+    (the stages' caches assume it)."""
+    path = out / MANIFEST
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            saved = None
+        if saved != data:
+            changed = sorted(k for k in data if not isinstance(saved, dict) or saved.get(k) != data[k])
+            raise PartialFaceError(
+                f"{out} holds a demo made with other data options ({', '.join(changed) or 'unreadable ' + MANIFEST}); "
+                "choose another --out or delete that folder"
+            )
+        return
+    atomic_write_bytes(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def synthesise(out: Path, opts: Any, workers: int, progress: bool) -> None:
+    """Stage 1: ``write_dataset`` into ``out`` (finished images are kept when it was interrupted)."""
+    from tqdm import tqdm
+
+    from partialface.data.synth import write_dataset
+
+    if _done(out):
+        print(f"{out}: already written (skipped)", file=sys.stderr)
+        return
+    total = opts.train_identities * opts.train_per_identity + opts.test_identities * opts.test_per_identity
+    with tqdm(total=total, desc="synth", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        write_dataset(out, opts, workers=workers, progress=bar.update)
+    _mark_done(out)
+
+
+def align_split(src: Path, dst: Path, workers: int, progress: bool) -> None:
+    """Stage 2: align ``src`` (a synth split with its landmarks.tsv) into ``dst``."""
+    from partialface.data.synth import LANDMARKS_FILE
+    from partialface.jobs.align import align_dataset
+
+    landmarks = src / LANDMARKS_FILE
+    if _done(dst):
+        print(f"{dst}: already aligned (skipped)", file=sys.stderr)
+        return
+    summary = align_dataset(src, dst, landmarks=landmarks, landmarks_only=True, workers=workers,
+                            device="cpu", progress=progress)
+    print(summary.line(), file=sys.stderr)
+    failed = summary.no_face + summary.unreadable + summary.other_failures
+    if failed:
+        raise PartialFaceError(f"{dst}: {failed} synthetic faces failed to align (see {summary.failures_file}); "
+                               "delete the folder and run the demo again")
+    _mark_done(dst)
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA with bf16; a CPU with AMX or AVX512-BF16)."""
+    import torch
+
+    from partialface.devices import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # torch.cpu's CPU-feature checks
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # a missing or failing probe means: no
+            continue
+    return False
+
+
+def probe_threads(cores: int | None = None, batch: int = 8, repeats: int = 2) -> int:
+    """The faster of 1 and ``cores`` (default: torch's thread count) torch threads for a forward pass of the
+    ``cpu``-preset attention model, timed now (best of ``repeats``, alternating); leaves that many set."""
+    import torch
+
+    from partialface.models import create_model
+    from partialface.models.config import ModelConfig
+
+    many = cores or torch.get_num_threads()
+    if many <= 1:
+        return 1
+    model = create_model(ModelConfig.preset("cpu")).eval()
+    x = torch.randn(batch, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+    best = {1: math.inf, many: math.inf}
+    with torch.inference_mode():
+        for k in range(repeats + 1):
+            for n in (1, many):
+                torch.set_num_threads(n)
+                t = time.perf_counter()
+                model(x)
+                if k:  # the first round warms up
+                    best[n] = min(best[n], time.perf_counter() - t)
+    choice = 1 if best[1] < best[many] else many
+    torch.set_num_threads(choice)
+    return choice
+
+
+def train_config(name: str, args: argparse.Namespace, root: Path, pack: Path | None) -> Any:
+    """The TrainConfig of one demo model: the preset, the demo's overrides, the model's, then --set."""
+    from partialface.training.config import TrainConfig
+
+    model, augment = MODELS[name]
+    overrides = [
+        *TRAIN_OVERRIDES,
+        f"data.root={root}",
+        f"data.pack={pack or ''}",
+        f"data.workers={0 if pack else min(2, args.workers)}",
+        f"model.name={model}",
+        f"augment.enabled={'true' if augment else 'false'}",
+        f"optim.max_minutes={args.minutes}",
+        f"run.device={args.device}",
+        f"run.progress={'false' if args.no_progress else 'true'}",
+        f"run.amp={args.amp_used}",
+        f"run.channels_last={'true' if args.amp_used == 'bf16' else 'false'}",
+        *args.overrides,
+        f"run.out={args.out / 'runs' / name}",
+    ]
+    return TrainConfig.from_yaml(args.preset, overrides)
+
+
+def train_model(name: str, cfg: Any, say: Callable[[str], None],
+                prepare: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Stage 3 for one model: skip a finished run of the same config, resume an unfinished one."""
+    from partialface.training import checkpoint as ckpt
+    from partialface.training.config import TrainConfig
+    from partialface.training.loop import train
+
+    out = Path(cfg.run.out)
+    weights = out / ckpt.WEIGHTS
+    latest = ckpt.latest_checkpoint(out)
+    if weights.is_file() and latest is not None and (out / ckpt.CONFIG).is_file():
+        _, meta = ckpt.load_weights(weights)
+        same = TrainConfig.from_yaml(out / ckpt.CONFIG).to_dict() == cfg.to_dict()
+        if same and meta.get("step") == latest.name.removeprefix("step_").lstrip("0"):
+            say(f"{name}: finished run found in {out} ({meta.get('step')} steps; skipped)")
+            return {"steps": int(meta.get("step", 0)), "skipped": True}
+    if latest is not None:
+        say(f"{name}: resuming {out} from {latest.name}")
+    prepare()
+    res = train(cfg, resume=latest is not None)
+    say(f"{name}: {res.step} steps in {res.elapsed_s / 60:.2f} min of training"
+        + (" (time budget reached)" if res.time_limited else ""))
+    return {"steps": res.step, "elapsed_s": res.elapsed_s, "last_loss": res.last_loss}
+
+
+def benchmark(args: argparse.Namespace, data: Path, pairs: Path, aligned: bool, bench: Path,
+              progress: bool, prepare: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Stage 4: the benchmark of the trained models (skipped when it finished for these very weights)."""
+    import hashlib
+
+    from partialface.evaluation.benchmark import run_benchmark
+
+    weights = {n: args.out / "runs" / n / "model.safetensors" for n in args.models}
+    key = {
+        "weights": {n: hashlib.sha256(p.read_bytes()).hexdigest() for n, p in weights.items()},
+        "data": str(data), "pairs": str(pairs), "factors": list(args.factors),
+    }
+    done = bench / DONE
+    try:
+        if json.loads(done.read_text(encoding="utf-8")) == key:
+            print(f"{bench}: benchmark of these weights already done (skipped)", file=sys.stderr)
+            return dict(json.loads((bench / "results.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        pass
+    prepare()
+    results = run_benchmark(
+        [f"{name}={args.out / 'runs' / name}" for name in args.models], data, pairs, bench, aligned=aligned,
+        factors=args.factors, device=args.device, batch_size=args.batch_size, workers=min(args.workers, 4),
+        progress=progress,
+    )
+    atomic_write_bytes(done, json.dumps(key, sort_keys=True).encode("utf-8"))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def margins_line(results: dict[str, Any], ours: str = "ours", other: str = HOLISTIC_BASELINE) -> str:
+    """'ours - OTHER' per partial column of the table, in accuracy points (empty if a model is missing)."""
+    from partialface.evaluation.protocols import TABLE_COLUMNS
+
+    rows = {(r["model"], r["protocol"], r["setting"]): r["accuracy"] for r in results["protocols"]}
+    cells = []
+    for proto, setting, head in TABLE_COLUMNS:
+        a, b = rows.get((ours, proto, setting)), rows.get((other, proto, setting))
+        if a is None or b is None:
+            return ""
+        cells.append(f"{head} {a - b:+.2f}")
+    return f"{ours} - {other} (accuracy points): " + ", ".join(cells)
+
+
+def _pairs_file(args: argparse.Namespace) -> Path:
+    if args.pairs is not None:
+        return Path(args.pairs)
+    for p in (args.data / "pairs.txt", args.data.parent / "pairs.txt"):
+        if p.is_file():
+            return p
+    raise PartialFaceError(f"--pairs: no pairs.txt in {args.data} or its parent; give --pairs FILE")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not (args.minutes > 0 and math.isfinite(args.minutes)):
+        raise PartialFaceError(f"--minutes must be > 0, got {args.minutes}")
+    if args.workers < 1:
+        raise PartialFaceError(f"--workers must be at least 1, got {args.workers}")
+    if args.threads < 0:
+        raise PartialFaceError(f"--threads must be >= 0, got {args.threads}")
+    if args.batch_size < 1:
+        raise PartialFaceError(f"--batch-size must be at least 1, got {args.batch_size}")
+    for opt, path in (("--train-data", args.train_data), ("--data", args.data)):
+        if path is not None and not Path(path).is_dir():
+            raise PartialFaceError(f"{opt} {path}: no such folder")
+    if args.pairs is not None and args.data is None:
+        raise PartialFaceError("--pairs needs --data (the test images it names)")
 
 
 def run(args: argparse.Namespace) -> int:
-    start = time.perf_counter()
-    out = Path(args.out)
-    from partialface.jobs.align import align_dataset
+    """The ``partialface demo`` command."""
+    from partialface.data.synth import TRAIN, SynthOptions
 
-    if args.data:
-        src = Path(args.data)
-        if not src.is_dir():
-            raise PartialFaceError(f"--data {src}: no such folder (give an LFW-layout folder NAME/NAME_000N.jpg)")
-        pairs_path = Path(args.pairs) if args.pairs else src.parent / "pairs.txt"
-        pairs = read_pairs(pairs_path)
-        summary = align_dataset(src, out / "aligned", device=args.device)
-        title = f"partialface demo: raw-pixel descriptor on {src}"
+    _check(args)
+    out: Path = args.out
+    st = Stages()
+    opts = SynthOptions(
+        train_identities=0 if args.train_data else args.train_identities,
+        train_per_identity=args.train_per_identity,
+        test_identities=0 if args.data else args.test_identities,
+        test_per_identity=args.test_per_identity,
+        pairs_per_fold=args.pairs_per_fold,
+        seed=args.seed,
+    )
+    opts.check()
+    args.amp_used = ("bf16" if native_bf16(args.device) else "none") if args.amp == "auto" else args.amp
+    # the training configs first: a bad --set or --preset fails before any work
+    synthetic_train = args.train_data is None
+    train_root = out / "aligned" / TRAIN if synthetic_train else Path(args.train_data)
+    pack = out / "train-pack" if synthetic_train else None
+    configs = {name: train_config(name, args, train_root, pack) for name in args.models}
+    check_manifest(out, {"synth": dataclasses.asdict(opts), "train_data": str(args.train_data or ""),
+                         "data": str(args.data or "")})
+    st.say(f"plan: {len(args.models)} models x {args.minutes:g} min of training ({args.preset} preset, "
+           f"{'bf16' if args.amp_used == 'bf16' else 'float32'}); output in {out}")
+    import torch
+
+    cores = torch.get_num_threads()
+    try:
+        return _stages(args, opts, configs, st, cores)
+    finally:
+        torch.set_num_threads(cores)
+
+
+def _stages(args: argparse.Namespace, opts: Any, configs: dict[str, Any], st: Stages, cores: int) -> int:
+    import torch
+
+    from partialface.data.synth import TEST, TRAIN
+    from partialface.evaluation.benchmark import CONVENTION, results_markdown
+
+    out: Path = args.out
+    progress = not args.no_progress
+    n_models = len(args.models)
+    train_root, pack = Path(configs[args.models[0]].data.root), configs[args.models[0]].data.pack or None
+    pack = Path(pack) if pack else None
+
+    def threads() -> None:
+        """Set the torch threads for the next piece of work (--threads, else the faster of 1 and all cores now)."""
+        n = args.threads or probe_threads(cores)
+        torch.set_num_threads(n)
+        how = "--threads" if args.threads else "the faster now" if cores > 1 else "one core"
+        st.say(f"torch threads: {n} ({how})")
+
+    if opts.train_identities or opts.test_identities:
+        n = opts.train_identities * opts.train_per_identity + opts.test_identities * opts.test_per_identity
+        with st.stage("synth", f"{n} synthetic faces into {out / 'synth'}"):
+            synthesise(out / "synth", opts, args.workers, progress)
+        with st.stage("align", "the synthetic faces, with their landmarks, to 160x160"):
+            for split, count in ((TRAIN, opts.train_identities), (TEST, opts.test_identities)):
+                if count:
+                    align_split(out / "synth" / split, out / "aligned" / split, args.workers, progress)
+            if pack is not None and not _done(pack):
+                from partialface.training.data import pack_dataset
+
+                pack_dataset(train_root, pack, threads=args.workers, progress=progress)
+                _mark_done(pack)
+    trained: dict[str, Any] = {}
+    for i, name in enumerate(args.models, 1):
+        model, augment = MODELS[name]
+        how = "partial-face augmentation" if augment else "holistic faces only"
+        with st.stage(f"train {name}", f"model {i}/{n_models}: {model}, {how}, {args.minutes:g} min"):
+            trained[name] = train_model(name, configs[name], st.say, threads)
+
+    if args.data is not None:
+        data, pairs, aligned = Path(args.data), _pairs_file(args), False
     else:
-        if args.identities < 2 or args.per_identity < 2 or args.pairs_per_fold < 1:
-            raise PartialFaceError("--identities and --per-identity must be at least 2, --pairs-per-fold at least 1")
-        lm = synthesise(out, args.identities, args.per_identity, args.seed)
-        summary = align_dataset(out / "raw", out / "aligned", landmarks=lm, landmarks_only=True)
-        pairs = synthetic_pairs(args.identities, args.per_identity, 10, args.pairs_per_fold, args.seed)
-        title = "partialface demo: raw-pixel descriptor on synthetic faces"
-    print(summary.line())
-    resolved = resolve_images(pairs, out / "aligned", suffixes=(".png",))
-    keys = pairs.images()
-    index = pairs.image_index()
-    benchmarks = build_benchmarks(pairs)
-    emb = embed_all([resolved[k] for k in keys], required_variants(benchmarks))
-    results = []
-    for b in tqdm(benchmarks, desc="score", unit="benchmark"):
-        sp = b.scored_pairs(index)
-        scores = cosine_scores(emb[sp.left][sp.left_index], emb[sp.right][sp.right_index])
-        results.append((b, score_benchmark(scores, sp.same, sp.fold).as_dict()))
-    rows = aggregate(results)
-    record = {
-        "descriptor": "raw pixels (40x40 grey, mean removed), cosine similarity",
-        "pairs": len(pairs),
-        "benchmarks": [{"name": b.name, **m} for b, m in results],
-        "protocols": rows,
-    }
-    atomic_write_bytes(out / "results.json", json.dumps(record, indent=1).encode())
-    md = results_markdown(rows, title)
-    atomic_write_bytes(out / "results.md", md.encode())
-    atomic_write_bytes(out / "variants.png", encode_image(contact_sheet(read_image(resolved[keys[0]]))))
-    print(md)
-    mins = math.ceil((time.perf_counter() - start) / 6) / 10
-    print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'variants.png'} in {mins} min")
+        data, pairs, aligned = out / "aligned" / TEST, out / "synth" / TEST / "pairs.txt", True
+    bench = out / "benchmark"
+    factors = ",".join(map(str, args.factors))
+    with st.stage("benchmark", f"every protocol, both settings, factors {factors}"):
+        results = benchmark(args, data, pairs, aligned, bench, progress, threads)
+    timings = {**st.seconds, "total": time.perf_counter() - st.start}
+    atomic_write_bytes(out / "timings.json", json.dumps({"seconds": timings, "runs": trained}, indent=1).encode())
+
+    print(results_markdown(list(args.models), results["protocols"], CONVENTION).split("\nScoring convention:")[0])
+    subset = "" if tuple(args.factors) == FACTORS else " (a subset of the nine, for time; --factors all for every one)"
+    print(f"Test set: {data} ({len(results['benchmarks']) // max(1, n_models)} benchmarks per model); "
+          f"size factors {', '.join(map(str, args.factors))}{subset}.")
+    print(f"Models: the {args.preset} preset, trained for {args.minutes:g} min each; " + "; ".join(
+        f"{n}: {trained[n]['steps']} steps" for n in args.models) + ".")
+    line = margins_line(results)
+    if line:
+        print(line)
+    print("Time per stage: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    print(f"Report: {bench / 'report.html'}")
     return 0
