@@ -48,6 +48,12 @@ def _trunk(model: torch.nn.Module) -> list[torch.Tensor]:
     return [v.clone() for m in model.trunk_modules() for v in m.state_dict().values()]  # type: ignore[operator]
 
 
+def test_dlib_preset_config() -> None:
+    cfg = TrainConfig.from_yaml("dlib", ["model.name=dlib_resnet"])
+    assert (cfg.model.name, cfg.model.pretrained, cfg.model.embedding_dim) == ("dlib_resnet", "dlib", 128)
+    assert cfg.optim.freeze_trunk_epochs > 0 and cfg.model.pooling == "mean"
+
+
 def test_freeze_trunk_for_the_first_epoch(faces: Path, tmp_path: Path) -> None:
     """48 faces / batch 16 = 3 steps per epoch: the trunk is unchanged at step 3, trained by step 6, while the
     head learns from the first step."""

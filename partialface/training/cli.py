@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
-        help="YAML config file, or a packaged preset: paper, cpu, tiny (default with --resume: OUT/config.yaml)",
+        help="YAML config file, or a packaged preset: paper, cpu, tiny, dlib (default with --resume: OUT/config.yaml)",
     )
     parser.add_argument("--out", help="run folder (same as run.out=DIR)")
     parser.add_argument(
@@ -45,7 +45,7 @@ def load_config(args: argparse.Namespace) -> TrainConfig:
         if not saved.is_file():
             raise PartialFaceError(f"--resume: {saved} not found; pass --config as well")
         return TrainConfig.from_yaml(saved, overrides)
-    raise PartialFaceError("--config: give a YAML file or a preset (paper, cpu, tiny), or --resume --out RUN")
+    raise PartialFaceError("--config: give a YAML file or a preset (paper, cpu, tiny, dlib), or --resume --out RUN")
 
 
 def run(args: argparse.Namespace) -> int:
