@@ -29,6 +29,9 @@ from partialface.errors import PartialFaceError
 from partialface.models.outputs import ModelOutput
 
 HEADS = ("linear", "arcface", "cosface")
+#: classifier start: "random", or "imprint" (each row = the normalised mean embedding of its identity's
+#: training faces under the starting model; Qi et al., CVPR 2018) — for fine-tuning pretrained networks
+INIT_HEADS = ("random", "imprint")
 DIVERSITY_FORMS = ("weighted", "unweighted", "none")
 DEFAULT_MARGIN = {"linear": 0.0, "arcface": 0.5, "cosface": 0.35}
 
@@ -36,7 +39,8 @@ DEFAULT_MARGIN = {"linear": 0.0, "arcface": 0.5, "cosface": 0.35}
 @dataclass(frozen=True)
 class LossConfig:
     """Loss settings. margin None = the head's usual value (ArcFace 0.5, CosFace 0.35); scale for margin
-    heads; easy_margin: ArcFace's variant that keeps cos θ where cos θ <= 0."""
+    heads; easy_margin: ArcFace's variant that keeps cos θ where cos θ <= 0; init_head: "random" or
+    "imprint" (see INIT_HEADS; done by the training loop on a fresh start)."""
 
     head: str = "linear"
     margin: float | None = None
@@ -47,6 +51,7 @@ class LossConfig:
     lambda_div: float = 1.0
     detach_s: bool = False
     label_smoothing: float = 0.0
+    init_head: str = "random"
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -63,6 +68,8 @@ class LossConfig:
             raise PartialFaceError(f"loss.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         if self.margin is not None and not 0.0 <= self.margin < math.pi / 2:
             raise PartialFaceError(f"loss.margin: must be in [0, pi/2), got {self.margin}")
+        if self.init_head not in INIT_HEADS:
+            raise PartialFaceError(f"loss.init_head: must be one of {', '.join(INIT_HEADS)}, got {self.init_head!r}")
 
     @property
     def resolved_margin(self) -> float:

@@ -110,3 +110,28 @@ def test_ours_dlib_trains_end_to_end_from_dlib(
     assert trunk and all(torch.equal(a, b) for a, b in zip(trunk, ref, strict=True))
     branch = model.extract.feature_branch.state_dict()  # type: ignore[union-attr]
     assert any(not torch.equal(v, dlib.stages[2].state_dict()[k]) for k, v in branch.items())
+
+
+def test_imprinted_head_is_each_identitys_mean_embedding(faces: Path, tmp_path: Path) -> None:
+    """imprint_head against a per-image loop: row c = normalise(sum over c's faces of normalise(f(face)))."""
+    from partialface.losses import CosineHead
+    from partialface.models.outputs import preprocess
+    from partialface.training.loop import imprint_head
+
+    cfg = _cfg(faces, tmp_path / "run", "data.holdout_identities=2")
+    split = split_identities(open_source(cfg.data), cfg.data.min_images, 2, cfg.run.seed)
+    torch.manual_seed(0)
+    model = create_model(cfg.model).eval()
+    head = CosineHead(model.embedding_dim, len(split.classes), 30.0, 0.2)
+    head.weight.data.normal_()
+    imprint_head(model, head, split, cfg.model.input_size, torch.device("cpu"), "none", batch=5, progress=False)
+    for c in range(len(split.classes)):
+        rows = []
+        for j in split.train_index[split.train_labels == c]:
+            x = torch.from_numpy(split.source.load(int(j)))[None]
+            x = torch.nn.functional.interpolate(preprocess(x), size=cfg.model.input_size, mode="bilinear",
+                                                antialias=True, align_corners=False)
+            with torch.no_grad():
+                rows.append(torch.nn.functional.normalize(model(x).f, dim=1)[0])
+        want = torch.nn.functional.normalize(torch.stack(rows).sum(0), dim=0)
+        torch.testing.assert_close(head.weight[c].detach(), want, atol=2e-3, rtol=0)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from partialface.data.images import atomic_write_bytes
 from partialface.errors import PartialFaceError
@@ -417,6 +418,30 @@ def embed(
     return torch.cat(out)
 
 
+@torch.no_grad()
+def imprint_head(
+    model: FaceModel, head: nn.Module, split: Split, input_size: int, device: torch.device, amp: str,
+    channels_last: bool = False, batch: int = 128, progress: bool = True,
+) -> None:
+    """Set classifier row c to the L2-normalised mean of the normalised embeddings f of identity c's training
+    faces (whole, no augmentation) under ``model``: head.weight (C, D); a bias, if any, is zeroed."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(len(split.classes), model.embedding_dim, dtype=torch.float64)
+    index, labels = split.train_index, torch.from_numpy(split.train_labels)
+    for i in tqdm(range(0, len(index), batch), desc="imprint", unit="batch", disable=not progress, leave=False):
+        images = torch.from_numpy(np.stack([split.source.load(int(j)) for j in index[i : i + batch]]))
+        f = embed(model, images, input_size, device, amp, batch=batch, channels_last=channels_last)
+        sums.index_add_(0, labels[i : i + batch], f.double())
+    weight = head.weight
+    assert isinstance(weight, torch.Tensor)
+    weight.copy_(torch.nn.functional.normalize(sums, dim=1).to(weight.dtype))
+    bias = getattr(head, "bias", None)
+    if isinstance(bias, torch.Tensor):
+        bias.zero_()
+    model.train(was_training)
+
+
 def verify(
     model: nn.Module, pairs: VerifyPairs, input_size: int, device: torch.device, amp: str, channels_last: bool = False
 ) -> dict[str, Any]:
@@ -550,6 +575,11 @@ class _Trainer:
         total = cfg.optim.max_steps or cfg.optim.epochs * spe
 
         model, criterion, module = self._model(num_classes, fresh=latest is None)
+        if latest is None and cfg.loss.init_head == "imprint":
+            head = criterion.head
+            assert isinstance(head, nn.Module)
+            imprint_head(model, head, split, cfg.model.input_size, device, cfg.run.amp,
+                         cfg.run.channels_last, progress=cfg.run.progress and info.is_main)
         optimizer = build_optimizer(module, cfg.optim)
         meters = Meters(device)
         step = 0
