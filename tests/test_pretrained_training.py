@@ -51,7 +51,7 @@ def _trunk(model: torch.nn.Module) -> list[torch.Tensor]:
 def test_dlib_preset_config() -> None:
     cfg = TrainConfig.from_yaml("dlib", ["model.name=dlib_resnet"])
     assert (cfg.model.name, cfg.model.pretrained, cfg.model.embedding_dim) == ("dlib_resnet", "dlib", 128)
-    assert cfg.optim.freeze_trunk_epochs > 0 and cfg.model.pooling == "mean"
+    assert cfg.optim.freeze_trunk_epochs > 0 and cfg.model.pooling == "mean" and cfg.loss.init_head == "imprint"
 
 
 def test_freeze_trunk_for_the_first_epoch(faces: Path, tmp_path: Path) -> None:
