@@ -4,6 +4,7 @@ its resumption, real-data options, and the CLI's error contract."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 
 from partialface.cli import COMMANDS, main
 from partialface.evaluation.protocols import TABLE_COLUMNS
-from partialface.jobs.demo import MODELS, margins_line, probe_threads
+from partialface.jobs.demo import MODELS, margins_line, weights_digest
 
 # 8 training identities x 4 faces (batch 16: 2 steps per epoch), 20 test identities x 2 faces, 2 pairs of
 # each kind per fold, one size factor, a few seconds of training per model.
@@ -73,11 +74,15 @@ def test_demo_writes_every_output_and_the_table(demo: tuple[Path, str, str]) -> 
 
 def test_demo_rerun_skips_finished_stages(demo: tuple[Path, str, str]) -> None:
     out, first, _ = demo
+    # a run interrupted after its last checkpoint (before its final weights): resumed, nothing left to train
+    (out / "runs" / "resnet41" / "model.safetensors").unlink()
     stdout, stderr = _run(["demo", "--out", str(out), *TINY])
     assert f"{out / 'synth'}: already written (skipped)" in stderr
     assert stderr.count("already aligned (skipped)") == 2
+    assert "resnet41: resuming" in stderr and "(nothing left to do)" in stderr
+    # the resumed run rewrote the same weights, so the benchmark's results still hold
     assert "benchmark of these weights already done (skipped)" in stderr
-    assert all(f"{name}: finished run found" in stderr for name in MODELS)
+    assert all(f"{name}: finished run found" in stderr for name in MODELS if name != "resnet41")
     table = [line for line in first.splitlines() if line.startswith("| ")]
     assert table and table == [line for line in stdout.splitlines() if line.startswith("| ")]
 
@@ -106,16 +111,34 @@ def test_demo_on_given_data(demo: tuple[Path, str, str], tmp_path: Path) -> None
     assert f"root: {out / 'aligned' / 'train'}" in cfg and "amp: none" in cfg and "channels_last: false" in cfg
 
 
-def test_probe_threads_sets_the_faster_count() -> None:
+def test_demo_sets_passive_omp_waits_before_torch_loads() -> None:
+    # OMP_WAIT_POLICY is read once, when torch's OpenMP runtime loads: the demo's parser must set it before
+    # anything imports torch, and leave a user's own setting alone.
+    code = ("import os, sys; from partialface.cli import build_parser; build_parser('demo'); "
+            "print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", "PASSIVE"]
+    r = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                       capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["False", "ACTIVE"]
+
+
+def test_weights_digest_follows_content_not_bytes(tmp_path: Path) -> None:
     import torch
 
-    before = torch.get_num_threads()
-    try:
-        assert probe_threads(1) == 1
-        n = probe_threads(2, batch=2, repeats=1)
-        assert n in (1, 2) and torch.get_num_threads() == n
-    finally:
-        torch.set_num_threads(before)
+    from partialface.training.checkpoint import save_weights
+
+    t = {"b": torch.arange(6, dtype=torch.float32).reshape(2, 3), "a": torch.tensor(7)}
+    save_weights(tmp_path / "1.safetensors", t, {"x": "1", "y": "2"})
+    save_weights(tmp_path / "2.safetensors", dict(reversed(t.items())), {"y": "2", "x": "1"})
+    assert weights_digest(tmp_path / "1.safetensors") == weights_digest(tmp_path / "2.safetensors")
+    t["b"][1, 2] = 5.5
+    save_weights(tmp_path / "3.safetensors", t, {"x": "1", "y": "2"})
+    save_weights(tmp_path / "4.safetensors", {**t, "b": t["b"].reshape(3, 2)}, {"x": "1", "y": "2"})
+    save_weights(tmp_path / "5.safetensors", {k: v.clone() for k, v in t.items()}, {"x": "1", "y": "3"})
+    digests = {weights_digest(tmp_path / f"{i}.safetensors") for i in (1, 3, 4, 5)}
+    assert len(digests) == 4  # a value, a shape, a metadata entry changed
 
 
 def test_margins_line_hand_values() -> None:

@@ -145,6 +145,25 @@ def test_resume_keeps_the_clock_and_extends_the_budget(
     assert lrs[15:] == pytest.approx([cosine((s - 5) / 25) for s in range(15, 30)], abs=1e-12)
 
 
+def test_pauses_split_a_run_without_changing_its_schedule(
+    faces: Path, tmp_path: Path, one_second_per_step: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a 30 s run taken in three 10 s slices (as the demo shares the machine between its models): the
+    # learning rates are exactly those of the uninterrupted run, and only the last slice ends it
+    out = tmp_path / "run"
+    cfg = budget_config(faces, out, 0.5)
+    first = train(cfg, pause_at_s=10)
+    assert first.step == 10 and first.paused and not first.time_limited
+    assert not (out / "model.safetensors").exists()  # not finished: only its checkpoint
+    assert "paused after 10 steps" in capsys.readouterr().err
+    assert train(cfg, resume=True, pause_at_s=20).step == 20
+    last = train(cfg, resume=True)
+    assert last.step == 30 and last.time_limited and not last.paused and last.elapsed_s == 30.0
+    want = [PEAK * (s + 1) / WARMUP for s in range(WARMUP)] + [cosine((s - 5) / 25) for s in range(WARMUP, 30)]
+    assert logged_lrs(out) == pytest.approx(want, abs=1e-12)
+    assert (out / "model.safetensors").is_file()
+
+
 def test_budget_longer_than_the_run_changes_nothing_but_the_schedule(
     faces: Path, tmp_path: Path, one_second_per_step: list[float]
 ) -> None:

@@ -112,6 +112,8 @@ class TrainResult:
     elapsed_s: float = 0.0
     #: the run stopped because optim.max_minutes ran out
     time_limited: bool = False
+    #: the run stopped at ``train(pause_at_s=...)`` (checkpoint written, no final weights; resume it)
+    paused: bool = False
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -470,22 +472,29 @@ def verify(
 
 
 # ---------------------------------------------------------------------------------------------- train
-def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
-    """Run (or resume) training as configured; joins the torchrun process group when WORLD_SIZE > 1."""
+def train(cfg: TrainConfig, resume: bool = False, pause_at_s: float | None = None) -> TrainResult:
+    """Run (or resume) training as configured; joins the torchrun process group when WORLD_SIZE > 1.
+
+    ``pause_at_s``: stop like a time budget once the run's clock (see :class:`BudgetClock`) reaches this
+    many seconds, but without ending the schedule: the checkpoint is written and a later ``resume``
+    continues the same run (several runs sharing a machine in turns get their time in slices)."""
     info, device = init_distributed(cfg.run.device)
     threads = torch.get_num_threads()
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     try:
-        return _Trainer(cfg, info, device, resume).run()
+        return _Trainer(cfg, info, device, resume, pause_at_s).run()
     finally:
         torch.set_num_threads(threads)
         cleanup()
 
 
 class _Trainer:
-    def __init__(self, cfg: TrainConfig, info: DistInfo, device: torch.device, resume: bool) -> None:
+    def __init__(
+        self, cfg: TrainConfig, info: DistInfo, device: torch.device, resume: bool, pause_at_s: float | None = None
+    ) -> None:
         self.cfg = cfg
+        self.pause_at_s = pause_at_s
         self.info = info
         self.device = device
         self.resume = resume
@@ -650,8 +659,15 @@ class _Trainer:
             check(0)  # the starting model, before the clock starts
         clock.restart(clock.before, clock.warmup_end_s)  # the loop's clock starts now
         start_step = step
+        pause_at = self.pause_at_s
+        timed = clock.budget_s > 0 or pause_at is not None
+
+        def halt(elapsed: float) -> bool:
+            """The budget ran out, or the run is to pause."""
+            return clock.expired(elapsed) or (pause_at is not None and elapsed >= pause_at)
+
         elapsed = self._elapsed()
-        stopped = clock.expired(elapsed)
+        stopped = halt(elapsed)
 
         def write_row() -> None:
             """A log.csv row: means since the previous row."""
@@ -690,10 +706,10 @@ class _Trainer:
                             module.train()
                         forward = make_forward()
                         log.note(f"optim.freeze_trunk_epochs: trunk trained from step {step}")
-                    if clock.budget_s > 0:  # one reading per step, when its batch is ready
+                    if timed:  # one reading per step, when its batch is ready
                         elapsed = self._elapsed()
-                        stopped = clock.expired(elapsed)
-                        if stopped:  # the previous step used up the budget
+                        stopped = halt(elapsed)
+                        if stopped:  # the previous step used up the budget (or reached the pause)
                             break
                     images = images.to(device, non_blocking=True)
                     labels = labels.to(device, non_blocking=True)
@@ -736,26 +752,32 @@ class _Trainer:
                         saved_at = step
                     t_log = time.perf_counter()  # images/s counts training only
                     images_since = 0
+            time_limited = stopped and clock.expired(elapsed)
+            paused = stopped and not time_limited
             if stopped:
                 if logged_at != step:
                     write_row()
                 log.set_total(step)
                 done = f"; last learning rate {lr:.3g}" if step > start_step else " (nothing left to do)"
-                log.note(
-                    f"time budget optim.max_minutes={cfg.optim.max_minutes:g} reached after {step} steps "
-                    f"({elapsed / 60:.2f} min){done}"
-                )
-            if cfg.run.verify_every and step % spe != 0 and step > start_step:  # a run ending between epochs
+                if time_limited:
+                    log.note(
+                        f"time budget optim.max_minutes={cfg.optim.max_minutes:g} reached after {step} steps "
+                        f"({elapsed / 60:.2f} min){done}"
+                    )
+                else:
+                    log.note(f"paused after {step} steps ({elapsed / 60:.2f} min; resume to continue){done}")
+            if cfg.run.verify_every and step % spe != 0 and step > start_step and not paused:  # ends between epochs
                 check(step / spe)
             if saved_at != step:
                 self._save(step, module, optimizer, meters, config_yaml)
-            if info.is_main:
+            if info.is_main and not paused:
                 weights, meta = self._weights(module)
                 ckpt.save_weights(self.out / ckpt.WEIGHTS, weights, {**meta, "step": str(step)})
         finally:
             log.close()
         return TrainResult(
-            self.out, step, total, step // spe, last_loss, last_verify, info.rank, clock.elapsed(), stopped
+            self.out, step, total, step // spe, last_loss, last_verify, info.rank, clock.elapsed(), time_limited,
+            paused,
         )
 
     def _elapsed(self) -> float:
