@@ -136,7 +136,7 @@ def test_config_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     bad.write_text("optim: [1, 2\n")
     with pytest.raises(PartialFaceError, match=r"not valid YAML \(line"):
         TrainConfig.from_yaml(bad)
-    with pytest.raises(PartialFaceError, match="no such config file; packaged presets: cpu, paper, tiny"):
+    with pytest.raises(PartialFaceError, match="no such config file; packaged presets: cpu, dlib, paper, tiny"):
         TrainConfig.from_yaml(tmp_path / "missing")
     # through the command line: exit status 2 and one line
     assert cli_main(["train", "--config", "tiny", "optim.batch_size=big"]) == 2
