@@ -100,11 +100,13 @@ class Aggregate(nn.Module):
 class AttentionModel(FaceModel):
     """The paper's model ("ours"). x: (B, 3, H, W) normalised by ``preprocess`` -> ModelOutput."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, extract: nn.Module | None = None, feature_channels: int = 0) -> None:
+        """``extract``: another Extract (x -> F (B, C, h, w), A (B, K, h, w)) with C = ``feature_channels``;
+        default: the paper's ResNet Extract."""
         super().__init__(cfg)
-        self.extract = Extract(cfg)
+        self.extract = extract if extract is not None else Extract(cfg)
         self.attend = Attend(cfg.pooling)
-        self.aggregate = Aggregate(cfg.K, cfg.feature_channels, cfg.embedding_dim)
+        self.aggregate = Aggregate(cfg.K, feature_channels or cfg.feature_channels, cfg.embedding_dim)
 
     def forward_features(self, x: Tensor) -> Tensor:
         """F: (B, C, h, w), the feature branch's maps."""

@@ -21,11 +21,9 @@ import copy
 
 from torch import Tensor, nn
 
-from partialface.models.attention import Aggregate, Attend
-from partialface.models.base import FaceModel
+from partialface.models.attention import AttentionModel
 from partialface.models.config import ModelConfig
 from partialface.models.dlib_resnet import STAGE_CHANNELS, DlibBlock, DlibResNet
-from partialface.models.outputs import ModelOutput
 from partialface.models.registry import register_model
 
 #: the trunk ends after stages[TRUNK_STAGES - 1] (the 64-channel stage); the branches copy stages[TRUNK_STAGES]
@@ -69,15 +67,14 @@ class DlibExtract(nn.Module):
         return F, A
 
 
-class DlibAttentionModel(FaceModel):
+class DlibAttentionModel(AttentionModel):
     """``ours_dlib``: Extract on dlib's network, then the paper's Attend and Aggregate. x: (B, 3, H, W) ->
     ModelOutput(f (B, D), fk (B, K, D), s (B, K), A and A_tilde (B, K, h, w))."""
 
+    extract: DlibExtract
+
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg)
-        self.extract = DlibExtract(cfg.K)
-        self.attend = Attend(cfg.pooling)
-        self.aggregate = Aggregate(cfg.K, STAGE_CHANNELS[TRUNK_STAGES + 1], cfg.embedding_dim)
+        super().__init__(cfg, DlibExtract(cfg.K), STAGE_CHANNELS[TRUNK_STAGES + 1])
 
     def trunk_modules(self) -> list[nn.Module]:
         return [self.extract.trunk]
@@ -90,16 +87,6 @@ class DlibAttentionModel(FaceModel):
             self.extract.trunk[i + 1].load_state_dict(source.stages[i].state_dict())
         for branch in (self.extract.feature_branch, self.extract.attention_branch):
             branch.load_state_dict(source.stages[TRUNK_STAGES].state_dict())
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """F: (B, 128, h, w), the feature branch's maps."""
-        return self.extract(x)[0]
-
-    def forward(self, x: Tensor) -> ModelOutput:
-        F, A = self.extract(x)
-        v, s, A_tilde = self.attend(F, A)
-        f, fk = self.aggregate(v)
-        return ModelOutput(f=f, fk=fk, s=s, A=A, A_tilde=A_tilde)
 
 
 @register_model("ours_dlib")
