@@ -26,3 +26,17 @@ def resolve_device(device: str, option: str = "--device", local_rank: int | None
         if dev.index is None and local_rank is not None:
             dev = torch.device("cuda", local_rank)
     return dev
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: CUDA with bf16, or a CPU with AMX or AVX512-BF16."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # torch.cpu's CPU-feature checks
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # a missing or failing probe means: no
+            continue
+    return False

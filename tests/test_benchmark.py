@@ -328,3 +328,25 @@ def test_model_names_and_missing_dlib(tmp_path: Path) -> None:
     if importlib.util.find_spec("dlib") is None:
         with pytest.raises(PartialFaceError, match="dlib"):
             load_embedder("dlib", torch.device("cpu"))
+
+
+def test_bf16_embedder_matches_float32_and_keeps_its_own_cache_key() -> None:
+    """--amp bf16: the same embeddings up to bf16 rounding (cosine > 0.99 against float32), computed under
+    bf16 autocast, with a fingerprint of its own (a float32 cache is never reused for bf16 and back)."""
+    from partialface.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ours", preset="tiny", input_size=160)
+    faces = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (4, 3, 160, 160), dtype=np.uint8))
+    f32 = TorchEmbedder("t", model, torch.device("cpu"), fingerprint="w", amp="none")
+    ref = f32(faces)
+    bf = TorchEmbedder("t", model, torch.device("cpu"), fingerprint="w", amp="bf16")
+    got = bf(faces)
+    assert bf.autocast == torch.bfloat16 and f32.autocast is None
+    assert TorchEmbedder("t", model, torch.device("cpu"), amp="auto").autocast is None  # float32 on the CPU
+    cos = torch.nn.functional.cosine_similarity(got, ref)
+    assert bool((cos > 0.99).all()), cos
+    assert not torch.equal(got, ref)  # really computed in bf16
+    assert len({f32.fingerprint, bf.fingerprint}) == 2
+    with pytest.raises(PartialFaceError, match="--amp"):
+        TorchEmbedder("t", model, torch.device("cpu"), amp="fp8")

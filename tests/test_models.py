@@ -333,5 +333,11 @@ def test_summary_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for name in ("ours", "resnet41", "resnet50"):
         assert name in text
+    lines = text.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("model"))
+    # every column starts where the header's does, however long a model's name ("dlib_resnet")
+    preset_col = lines[header].index("preset")
+    rows = [line for line in lines[header + 2:] if line.strip() and not line.startswith("FLOPs")]
+    assert rows and all(line[preset_col:].startswith("tiny") for line in rows), rows
     with pytest.raises(PartialFaceError, match="registered models"):
         cli.run(parser.parse_args(["--models", "vgg"]))

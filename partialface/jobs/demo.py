@@ -106,9 +106,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for key, value in OMP_ENV.items():
         os.environ.setdefault(key, value)
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    parser.add_argument("--minutes", type=float, default=3.0,
-                        help="wall-clock training budget PER MODEL in minutes (default 3; the whole demo takes "
-                        "about 3 x this + 3 min on 2 CPU cores)")
+    parser.add_argument("--minutes", type=float, default=3.5,
+                        help="wall-clock training budget PER MODEL in minutes (default 3.5; the whole demo takes "
+                        "about 3 x this + 2 min on 2 CPU cores)")
     parser.add_argument("--slices", type=int, default=3,
                         help="the models train in turns, each budget in this many slices (default 3), so that "
                         "a change of the machine's load falls on every model alike")
@@ -236,25 +236,6 @@ def align_split(src: Path, dst: Path, workers: int, progress: bool) -> None:
     _mark_done(dst)
 
 
-def native_bf16(device: str) -> bool:
-    """Whether ``device`` computes bfloat16 natively (CUDA with bf16; a CPU with AMX or AVX512-BF16)."""
-    import torch
-
-    from partialface.devices import resolve_device
-
-    dev = resolve_device(device)
-    if dev.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # torch.cpu's CPU-feature checks
-        fn = getattr(torch.cpu, probe, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except Exception:  # a missing or failing probe means: no
-            continue
-    return False
-
-
 def train_config(name: str, args: argparse.Namespace, root: Path, pack: Path | None) -> Any:
     """The TrainConfig of one demo model: the preset, the demo's overrides, the model's, then --set."""
     from partialface.training.config import TrainConfig
@@ -337,7 +318,7 @@ def benchmark(args: argparse.Namespace, data: Path, pairs: Path, aligned: bool, 
     weights = {n: args.out / "runs" / n / "model.safetensors" for n in args.models}
     key = {
         "weights": {n: weights_digest(p) for n, p in weights.items()},
-        "data": str(data), "pairs": str(pairs), "factors": list(args.factors),
+        "data": str(data), "pairs": str(pairs), "factors": list(args.factors), "amp": args.amp_used,
     }
     done = bench / DONE
     try:
@@ -348,8 +329,8 @@ def benchmark(args: argparse.Namespace, data: Path, pairs: Path, aligned: bool, 
         pass
     results = run_benchmark(
         [f"{name}={args.out / 'runs' / name}" for name in args.models], data, pairs, bench, aligned=aligned,
-        factors=args.factors, device=args.device, batch_size=args.batch_size, workers=min(args.workers, 4),
-        progress=progress,
+        factors=args.factors, device=args.device, amp=args.amp_used, batch_size=args.batch_size,
+        workers=min(args.workers, 4), progress=progress,
     )
     atomic_write_bytes(done, json.dumps(key, sort_keys=True).encode("utf-8"))
     return results
@@ -413,7 +394,12 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     opts.check()
-    args.amp_used = ("bf16" if native_bf16(args.device) else "none") if args.amp == "auto" else args.amp
+    if args.amp == "auto":
+        from partialface.devices import native_bf16, resolve_device
+
+        args.amp_used = "bf16" if native_bf16(resolve_device(args.device)) else "none"
+    else:
+        args.amp_used = args.amp
     # the training configs first: a bad --set or --preset fails before any work
     synthetic_train = args.train_data is None
     train_root = out / "aligned" / TRAIN if synthetic_train else Path(args.train_data)

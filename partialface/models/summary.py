@@ -67,11 +67,12 @@ def summarize(cfg: ModelConfig) -> ModelSummary:
 
 def format_table(rows: list[ModelSummary]) -> str:
     """A plain-text table (one line per model x preset)."""
-    header = f"{'model':<10} {'preset':<7} {'input':>7} {'maps':>11} {'params':>10} {'GFLOPs/img':>11}"
+    w = max([len("model"), *(len(r.name) for r in rows)])
+    header = f"{'model':<{w}} {'preset':<7} {'input':>7} {'maps':>11} {'params':>10} {'GFLOPs/img':>11}"
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r.name:<10} {r.preset:<7} {f'{r.input_size}x{r.input_size}':>7} "
+            f"{r.name:<{w}} {r.preset:<7} {f'{r.input_size}x{r.input_size}':>7} "
             f"{f'{r.channels}x{r.maps}x{r.maps}':>11} {r.params / 1e6:>9.3f}M {r.flops / 1e9:>11.3f}"
         )
     return "\n".join(lines)
