@@ -32,3 +32,8 @@ class FaceModel(nn.Module):
     def trunk_modules(self) -> list[nn.Module]:
         """The pretrained trunk that ``optim.freeze_trunk_epochs`` keeps frozen (none by default)."""
         return []
+
+    def new_modules(self) -> list[nn.Module]:
+        """Layers that start from random weights although ``load_pretrained`` fills the rest: they train at
+        ``optim.new_lr_mult`` x the learning rate when ``model.pretrained`` is set (none by default)."""
+        return []

@@ -79,6 +79,10 @@ class DlibAttentionModel(AttentionModel):
     def trunk_modules(self) -> list[nn.Module]:
         return [self.extract.trunk]
 
+    def new_modules(self) -> list[nn.Module]:
+        """The 1x1 attention convolution and the K aggregation layers: dlib has nothing to start them from."""
+        return [self.extract.attention_conv, self.aggregate]
+
     def load_pretrained(self, source: DlibResNet) -> None:
         """Trunk from dlib's stem and first stages; both branches from its 128-channel stage."""
         self.extract.input_adapter.load_state_dict(source.input_adapter.state_dict())

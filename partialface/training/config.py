@@ -148,7 +148,12 @@ class OptimConfig:
     freeze_trunk_epochs > 0: for that many epochs from the start (fractions allowed) the model's
     pretrained trunk (its ``trunk_modules()``, e.g. dlib's stem and first two stages for ``dlib_resnet``
     and ``ours_dlib``) gets no updates and no gradients (and its BatchNorm layers, if any, stay in eval
-    mode); the rest trains. Models without a trunk ignore it."""
+    mode); the rest trains. Models without a trunk ignore it.
+
+    new_lr_mult: with ``model.pretrained``, the layers that start from random weights (the model's
+    ``new_modules()``, e.g. the attention convolution and the aggregation layers of ``ours_dlib``) train at
+    this multiple of the learning rate (the usual fine-tuning practice: new layers need large steps,
+    pretrained ones small). 1 = one rate for all; ignored without ``model.pretrained``."""
 
     optimizer: str = "sgd"
     lr: float = 0.1
@@ -168,6 +173,7 @@ class OptimConfig:
     lr_gamma: float = 0.1
     grad_clip: float = 0.0
     freeze_trunk_epochs: float = 0.0
+    new_lr_mult: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("betas", "lr_milestones"):
@@ -189,6 +195,7 @@ class OptimConfig:
         _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
         _check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = off)")
         _check(self.freeze_trunk_epochs >= 0, "optim.freeze_trunk_epochs", "must be >= 0 (0 = never frozen)")
+        _check(math.isfinite(self.new_lr_mult) and self.new_lr_mult > 0, "optim.new_lr_mult", "must be > 0")
         _check(len(self.betas) == 2, "optim.betas", "give two numbers, e.g. [0.9, 0.999]")
 
 

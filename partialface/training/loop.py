@@ -26,7 +26,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,18 +124,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(module: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    module: nn.Module, cfg: OptimConfig, new: Iterable[nn.Parameter] = ()
+) -> torch.optim.Optimizer:
     """SGD (momentum, optional Nesterov) or AdamW. Weight decay (lambda_reg) skips BatchNorm weights
-    and all biases (every parameter with ndim <= 1) when ``no_decay_bn_bias``."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    and all biases (every parameter with ndim <= 1) when ``no_decay_bn_bias``. Each param group has an
+    ``lr_mult`` (the loop sets lr = schedule x lr_mult): ``cfg.new_lr_mult`` for the ``new`` parameters
+    (randomly initialised layers of a pretrained model), 1 for the rest."""
+    new_ids = {id(p) for p in new}
+    buckets: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for _, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if cfg.no_decay_bn_bias and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0})
+        key = (cfg.no_decay_bn_bias and p.ndim <= 1, id(p) in new_ids and cfg.new_lr_mult != 1.0)
+        buckets.setdefault(key, []).append(p)
+    groups = [
+        {"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+         "lr_mult": cfg.new_lr_mult if is_new else 1.0}
+        for (no_decay, is_new), params in sorted(buckets.items())
+    ] or [{"params": [], "weight_decay": cfg.weight_decay, "lr_mult": 1.0}]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
@@ -589,7 +596,8 @@ class _Trainer:
             assert isinstance(head, nn.Module)
             imprint_head(model, head, split, cfg.model.input_size, device, cfg.run.amp,
                          cfg.run.channels_last, progress=cfg.run.progress and info.is_main)
-        optimizer = build_optimizer(module, cfg.optim)
+        new = [p for m in model.new_modules() for p in m.parameters()] if cfg.model.pretrained else []
+        optimizer = build_optimizer(module, cfg.optim, new)
         meters = Meters(device)
         step = 0
         if latest is not None:
@@ -717,7 +725,7 @@ class _Trainer:
                     x = to_model_input(x, cfg.model.input_size, cfg.run.channels_last)
                     lr = lr_at(step, cfg.optim, total, spe, clock.progress(step, cfg.optim.warmup_steps, elapsed))
                     for group in optimizer.param_groups:
-                        group["lr"] = lr
+                        group["lr"] = lr * group.get("lr_mult", 1.0)
                     with _autocast(device, cfg.run.amp):
                         loss, ce, div, logits = forward(x, labels)
                     optimizer.zero_grad(set_to_none=True)
