@@ -67,11 +67,15 @@ def doc_rows(doc: Path, section: str = "") -> dict[str, list[list[tuple[float, f
     """{model name: [cells of each table row naming it]} from a markdown file (only under the headings that
     contain ``section``, if given); a cell is (mean, std)."""
     rows: dict[str, list[list[tuple[float, float]]]] = {}
-    inside = not section
+    level = 0  # heading level of the section being read (0: none; subsections stay inside it)
     for line in doc.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
-            inside = not section or section in line
-        if not inside:
+            depth = len(line) - len(line.lstrip("#"))
+            if section in line and not level:
+                level = depth
+            elif level and depth <= level:
+                level = 0
+        if section and not level:
             continue
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
         pairs = [re.fullmatch(r"\*{0,2}([0-9.]+) ± ([0-9.]+)\*{0,2}", c) for c in cells[1:]]

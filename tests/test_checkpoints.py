@@ -1,0 +1,37 @@
+"""The shared checkpoints in checkpoints/: intact (sha256 prefixes of their README), loadable, float16."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from partialface.training.checkpoint import load_model, load_weights
+
+FOLDERS = sorted(p for p in (Path(__file__).resolve().parents[1] / "checkpoints").iterdir() if p.is_dir())
+
+
+def _listed(folder: Path) -> dict[str, str]:
+    """{file name: sha256 prefix} from the README's table."""
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"`([\w.-]+\.safetensors)` \|.*\| `([0-9a-f]{8})…` \|", text))
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=[f.name for f in FOLDERS])
+def test_shared_checkpoints_are_intact_and_load(folder: Path) -> None:
+    listed = _listed(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    assert files and sorted(listed) == [f.name for f in files]
+    x = torch.randn(2, 3, 160, 160)
+    for f in files:
+        assert hashlib.sha256(f.read_bytes()).hexdigest().startswith(listed[f.name]), f.name
+        tensors, meta = load_weights(f)
+        assert meta["dtype"] == "float16" and all(k.startswith("model.") for k in tensors)
+        assert all(v.dtype == torch.float16 for v in tensors.values() if v.is_floating_point())
+        model = load_model(f)
+        with torch.no_grad():
+            emb = model(x).f
+        assert emb.shape == (2, model.config.embedding_dim) and bool(torch.isfinite(emb).all()), f.name
