@@ -176,7 +176,7 @@ def test_weight_decay_skips_batchnorm_and_biases() -> None:
     groups = {(g["weight_decay"], g["lr_mult"]): {id(p) for p in g["params"]} for g in opt.param_groups}
     assert groups == {(5e-4, 1.0): {id(net[0].weight)}, (0.0, 1.0): {id(net[0].bias), id(net[1].weight),
                       id(net[1].bias)}, (5e-4, 20.0): {id(net[2].weight)}, (0.0, 20.0): {id(net[2].bias)}}
-    with pytest.raises(PartialFaceError, match="optim.new_lr_mult"):
+    with pytest.raises(PartialFaceError, match=r"optim\.new_lr_mult"):
         OptimConfig(new_lr_mult=0.0)
 
 
