@@ -8,7 +8,7 @@ No dlib needed, nothing downloaded, nothing unpickled.
 ``partialface weights export RUN OUT.safetensors [--fp16]``: the model of a trained run (run folder, step
 folder or model.safetensors) as a file to share: the model's tensors and config only (no classifier head,
 which is only for training), optionally in float16 (half the size; float32 again when loaded). It loads
-wherever a run's weights do (``--model`` of the benchmark, ``partialface.api``).
+wherever a run's weights do (``--model`` of the benchmark, ``partialface.training.checkpoint.load_model``).
 """
 
 from __future__ import annotations
@@ -65,15 +65,15 @@ def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from partialface.models.dlib_dat import convert
-    from partialface.models.dlib_resnet import CACHE_FILE, cache_dir, installed_dat_file, missing_weights_error
-
     if args.weights_command == "export":
         n, size = export_model(args.src, args.out, args.fp16)
         print(f"wrote {args.out} ({n} tensors, {size / 1e6:.2f} MB{', float16' if args.fp16 else ''}) from {args.src}")
         return 0
     if args.weights_command != "import-dlib":  # pragma: no cover - argparse only offers import-dlib and export
         raise PartialFaceError(f"weights: unknown action {args.weights_command!r}")
+    from partialface.models.dlib_dat import convert
+    from partialface.models.dlib_resnet import CACHE_FILE, cache_dir, installed_dat_file, missing_weights_error
+
     src: Path | None = args.path
     if src is None:
         src = installed_dat_file()
