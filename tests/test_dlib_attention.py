@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from partialface.errors import PartialFaceError
 from partialface.models import create_model
 from partialface.models import dlib_resnet as dr
-from partialface.models.dlib_attention import DlibAttentionModel
+from partialface.models.config import ModelConfig
+from partialface.models.dlib_attention import DlibAttentionModel, dilated_stages
 from partialface.models.dlib_resnet import DlibResNet, load_dlib_resnet
 from partialface.models.pretrained import init_pretrained
 
@@ -28,48 +30,66 @@ def dlib_weights(tmp_path_factory: pytest.TempPathFactory) -> DlibResNet:
 
 
 def test_shapes_on_the_benchmark_input() -> None:
-    """160 px: 7x7/2 unpadded -> 77, max-pool 3/2 -> 38, 64-channel stage (3x3/2 unpadded) -> 19; the
-    branches keep 19x19 (no down-sampling), 128 channels."""
+    """160 px: 7x7/2 unpadded -> 77, max-pool 3/2 -> 38, 64-channel stage (3x3/2 unpadded) -> 19,
+    128-channel stage -> 9; the dense 256-channel branches keep 9x9."""
     torch.manual_seed(0)
     m = create_model("ours_dlib", preset="paper", K=5, embedding_dim=48)
     x = torch.randn(2, 3, 160, 160)
     out = m(x)
     assert out.f.shape == (2, 48) and out.fk is not None and out.fk.shape == (2, 5, 48)
-    assert out.A is not None and out.A.shape == (2, 5, 19, 19)
-    assert m.forward_features(x).shape == (2, 128, 19, 19)
+    assert out.A is not None and out.A.shape == (2, 5, 9, 9)
+    assert m.forward_features(x).shape == (2, 256, 9, 9)
     assert out.s is not None and torch.allclose(out.s.sum(1), torch.ones(2))
     assert torch.allclose(out.f, out.fk.mean(1), atol=1e-6)
-    assert [type(t).__name__ for t in m.trunk_modules()] == ["Sequential"]
+    assert [type(t).__name__ for t in m.trunk_modules()] == ["DlibStem", "Sequential", "Sequential"]
 
 
-def test_branches_without_downsampling_sample_the_strided_stage_at_odd_positions() -> None:
-    """dlib's stride-2 3x3 conv has no padding: out[i] covers rows 2i..2i+2. The stride-1 copy pads by 1:
-    out[j] covers rows j-1..j+1. So stride2[i] == stride1[2i + 1] (same weights)."""
-    torch.manual_seed(1)
-    m = create_model("ours_dlib", preset="paper")
-    assert isinstance(m, DlibAttentionModel)
-    ref = DlibResNet(m.config.replace(embedding_dim=128))
-    m_conv = m.extract.feature_branch[0].conv1
-    ref.stages[2][0].conv1.load_state_dict(m_conv.state_dict())
-    x = torch.randn(1, 64, 19, 19)
-    strided = ref.stages[2][0].conv1(x)
-    dense = m_conv(x)
-    assert strided.shape[-1] == 9 and dense.shape[-1] == 19
-    torch.testing.assert_close(dense[:, :, 1:19:2, 1:19:2], strided)
+@pytest.mark.parametrize(("stages", "step", "exact"), [("3.0", 2, 15), ("3", 2, 11), ("3-4", 4, 4)])
+def test_dilated_stages_equal_the_strided_network_away_from_the_border(stages: str, step: int, exact: int) -> None:
+    """Against dlib's strided layers on a 33x33 map (random weights): the dense output sampled every
+    ``step`` positions equals the strided output on the top-left ``exact`` x ``exact`` positions. Counted
+    by hand: dlib pads the strided maps with zeros at the bottom/right where the dense map has values, and
+    every later 3x3 convolution carries that one position further in: one block (16x16 out) -> 15; the
+    whole stage (2 more blocks, 4 convs) -> 11; then stage 4's 3x3/2 conv reads 2i..2i+2 < 11 (i <= 4) and
+    its conv2 reads i-1..i+1 -> 4."""
+    torch.manual_seed(2)
+    ref = DlibResNet(ModelConfig(name="dlib_resnet", embedding_dim=128))
+    for p in ref.parameters():  # affines away from the identity, so nothing cancels
+        if p.ndim == 1:
+            p.data.normal_(0.5, 0.2)
+    picked = {"3.0": [ref.stages[3][:1]], "3": [ref.stages[3]], "3-4": [ref.stages[3], ref.stages[4]]}[stages]
+    x = torch.randn(1, 128, 33, 33)
+    with torch.no_grad():
+        strided = nn.Sequential(*picked)(x)
+        dense = dilated_stages(picked)(x)
+    assert dense.shape == (1, 256, 33, 33)
+    sampled = dense[..., ::step, ::step][..., : strided.shape[-2], : strided.shape[-1]]
+    torch.testing.assert_close(sampled[..., :exact, :exact], strided[..., :exact, :exact], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(sampled, strided, atol=1e-3)  # the border does differ
 
 
 def test_pretrained_start_copies_dlib(dlib_weights: DlibResNet) -> None:
-    m = create_model("ours_dlib", preset="paper", K=4, embedding_dim=128)
+    m = create_model("ours_dlib", preset="paper", K=4, embedding_dim=128, pooling="mean")
     init_pretrained(m, "dlib")
     assert isinstance(m, DlibAttentionModel)
     x = torch.randn(2, 3, 160, 160)
     with torch.no_grad():
         trunk = m.extract.trunk(m.extract.input_adapter(x))
-        torch.testing.assert_close(trunk, dlib_weights.forward_features(x, upto=2), rtol=0, atol=0)
-    for branch in (m.extract.feature_branch, m.extract.attention_branch):
-        ref = dlib_weights.stages[2].state_dict()
-        for (name, p), (_, q) in zip(branch.state_dict().items(), ref.items(), strict=True):
-            assert torch.equal(p, q), name
+        torch.testing.assert_close(trunk, dlib_weights.forward_features(x, upto=3), rtol=0, atol=0)
+    for branch, stages in ((m.extract.feature_branch, (3, 4)), (m.extract.attention_branch, (3,))):
+        blocks = [b for i in stages for b in dlib_weights.stages[i]]
+        assert len(branch) == len(blocks)
+        for dense, block in zip(branch, blocks, strict=True):
+            for (name, p), (_, q) in zip(dense.state_dict().items(), block.state_dict().items(), strict=True):
+                assert torch.equal(p, q), name
+    # every aggregation layer is dlib's fc: with flat maps (A = 0) f is dlib's fc of the mean of F
+    for k in range(4):
+        assert torch.equal(m.aggregate.weight[k], dlib_weights.fc.weight) and not m.aggregate.bias[k].any()
+    with torch.no_grad():
+        m.extract.attention_conv.weight.zero_()
+        m.extract.attention_conv.bias.zero_()  # type: ignore[union-attr]
+        want = dlib_weights.fc(m.forward_features(x).mean(dim=(2, 3)))
+        torch.testing.assert_close(m(x).f, want, rtol=1e-5, atol=1e-5)
     # dlib_resnet itself starts from the whole network
     d = create_model("dlib_resnet", preset="paper", embedding_dim=128)
     init_pretrained(d, "dlib")
@@ -77,6 +97,8 @@ def test_pretrained_start_copies_dlib(dlib_weights: DlibResNet) -> None:
         torch.testing.assert_close(d(x).f, dlib_weights(x).f, rtol=0, atol=0)
     with pytest.raises(PartialFaceError, match=r"model\.embedding_dim"):
         init_pretrained(create_model("dlib_resnet", preset="paper", embedding_dim=256), "dlib")
+    with pytest.raises(PartialFaceError, match=r"model\.embedding_dim.*ours_dlib"):
+        init_pretrained(create_model("ours_dlib", preset="paper", embedding_dim=256), "dlib")
 
 
 def test_pretrained_errors(tmp_path: Path) -> None:
