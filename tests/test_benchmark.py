@@ -217,6 +217,42 @@ def test_interrupted_embedding_resumes_at_the_missing_chunk(setup: dict[str, obj
     assert not cache.with_suffix(".parts").exists() and cache.is_file()
 
 
+def test_cache_follows_the_weights_not_their_path(
+    setup: dict[str, object], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A moved copy of the same weights reuses the cache (nothing computed); other weights never do."""
+    import shutil
+
+    data = Path(str(setup["data"]))
+    keys = sorted(str(p.relative_to(data)) for p in data.rglob("*.png"))[:8]
+    paths = [data / k for k in keys]
+    variants = [Variant(), Variant("Nose", 0.3, False)]
+    src = Path(str(setup["model"]))
+    moved = tmp_path / ("moved" + src.suffix)
+    shutil.copytree(src, moved) if src.is_dir() else shutil.copy(src, moved)
+    cache = tmp_path / "m.npz"
+    kw = {"batch_size": 8, "workers": 1, "progress": False}
+    first = embed_dataset(load_embedder(str(src), torch.device("cpu")), keys, paths, variants, cache, **kw)
+    st = EmbedStats()
+    again = embed_dataset(load_embedder(str(moved), torch.device("cpu")), keys, paths, variants, cache, stats=st,
+                          **kw)
+    assert st.computed == 0 and st.reused_variants == 2
+    assert all(np.array_equal(first[str(v)], again[str(v)]) for v in variants)
+    assert "other weights" not in capsys.readouterr().err
+    # other weights: a changed tensor changes the fingerprint, and the cache is recomputed
+    from partialface.training.checkpoint import _weights_file, load_weights, save_weights
+
+    wfile = _weights_file(moved)
+    tensors, meta = load_weights(wfile)
+    name = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[name] = tensors[name] + 1
+    save_weights(wfile, tensors, meta)
+    st = EmbedStats()
+    embed_dataset(load_embedder(str(moved), torch.device("cpu")), keys, paths, variants, cache, stats=st, **kw)
+    assert st.reused_variants == 0 and st.computed == len(keys) * 2
+    assert "other weights" in capsys.readouterr().err
+
+
 def test_missing_image_error_and_drop_missing(setup: dict[str, object], tmp_path: Path) -> None:
     import shutil
 

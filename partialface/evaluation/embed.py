@@ -8,9 +8,11 @@ is decoded once and embedded once per variant.
 
 Cache: ``OUT/embeddings/<model>.npz`` holds ``keys`` (image keys, sorted) and one (N, D) float32 array of
 L2-normalised embeddings per variant name (``str(Variant)``), plus ``meta`` (a JSON string: weights
-fingerprint, flip, ...). Work in progress goes to ``OUT/embeddings/<model>.parts/chunk_NNNNN.npz`` (one
-file per chunk of images, all pending variants, written atomically), so an interrupted run resumes at
-the first missing chunk; the parts are consolidated into the ``.npz`` (atomic) and removed at the end.
+path and fingerprint, flip, ...); it is reused when all but the path match (a moved or renamed checkpoint
+keeps its cache; models without a fingerprint match on the path too). Work in progress goes to
+``OUT/embeddings/<model>.parts/chunk_NNNNN.npz`` (one file per chunk of images, all pending variants,
+written atomically), so an interrupted run resumes at the first missing chunk; the parts are consolidated
+into the ``.npz`` (atomic) and removed at the end.
 
 Flip (``flip=True``): the embedding is ``normalise(f(x) + f(flip(x)))`` with ``flip`` the horizontal
 mirror. Mirroring swaps left and right: a left-eye partial face, flipped, shows an eye-like region on
@@ -312,6 +314,19 @@ def _meta(embedder: Embedder, flip: bool) -> str:
     )
 
 
+def _cache_key(meta: str) -> str:
+    """The part of a cache's meta that decides whether its embeddings can be reused: all of it, less the
+    weights' path (``source``) where a fingerprint identifies the weights, so that a moved or renamed
+    checkpoint keeps its cache."""
+    try:
+        d = json.loads(meta)
+    except ValueError:
+        return meta
+    if not isinstance(d, dict) or not d.get("fingerprint"):
+        return meta
+    return json.dumps({k: v for k, v in d.items() if k != "source"}, sort_keys=True)
+
+
 def embed_dataset(
     embedder: Embedder,
     keys: Sequence[str],
@@ -338,10 +353,12 @@ def embed_dataset(
     st = stats if stats is not None else EmbedStats()
     keys_arr = np.asarray(list(keys))
     meta = _meta(embedder, flip)
+    key = _cache_key(meta)
     names = [str(v) for v in variants]
     have: dict[str, np.ndarray] = {}
     old = _load_npz(cache) if cache.is_file() else None
-    if old is not None and str(old.get("meta", np.array(""))) == meta and "keys" in old:
+    same = old is not None and _cache_key(str(old.get("meta", np.array("")))) == key
+    if old is not None and same and "keys" in old:
         pos = {k: i for i, k in enumerate(old["keys"].tolist())}
         if all(k in pos for k in keys_arr.tolist()):
             rows = np.fromiter((pos[k] for k in keys_arr.tolist()), np.int64, count=len(keys_arr))
@@ -352,7 +369,7 @@ def embed_dataset(
     pending = [v for v in variants if str(v) not in have]
     if pending:
         parts = cache.with_suffix(".parts")
-        text = "\n".join([meta, *keys_arr.tolist(), *map(str, pending)])
+        text = "\n".join([key, *keys_arr.tolist(), *map(str, pending)])
         tag = hashlib.sha256(text.encode())
         parts_id = tag.hexdigest()[:16]
         if parts.is_dir() and (parts / "id").is_file() and (parts / "id").read_text().strip() != parts_id:
@@ -394,7 +411,7 @@ def embed_dataset(
         bar.close()
         have.update(out)
         merged: dict[str, np.ndarray] = {"keys": keys_arr, "meta": np.array(meta)}
-        if old is not None and str(old.get("meta", np.array(""))) == meta and np.array_equal(old["keys"], keys_arr):
+        if old is not None and same and np.array_equal(old["keys"], keys_arr):
             merged.update({k: v for k, v in old.items() if k not in ("keys", "meta")})
         merged.update(have)
         save_npz(cache, merged)
