@@ -151,7 +151,7 @@ class OptimConfig:
     mode); the rest trains. Models without a trunk ignore it.
 
     new_lr_mult: with ``model.pretrained``, the layers that start from random weights (the model's
-    ``new_modules()``, e.g. the attention convolution and the aggregation layers of ``ours_dlib``) train at
+    ``new_modules()``, e.g. the attention convolution of ``ours_dlib``) train at
     this multiple of the learning rate (the usual fine-tuning practice: new layers need large steps,
     pretrained ones small). 1 = one rate for all; ignored without ``model.pretrained``."""
 
