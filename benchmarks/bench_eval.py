@@ -1,14 +1,15 @@
 """Benchmark pipeline throughput (issue #4): end-to-end embedding rate vs the bare forward rate, in one run.
 
-bare forward: the model (eval, inference_mode) on pre-made, already normalised input tensors of batch
-``--batch`` — the most the model can do. end-to-end: ``partialface.evaluation.embed.embed_dataset`` on
-a folder of aligned 160x160 PNGs written by this script (decoding in the background thread + every
-variant made in memory + training's normalisation + forward + L2 normalisation + cache write), counted
-in embeddings (image x variant) per second. The two are measured alternately ``--repeats`` times on the
-same machine; the table shows the best of each (on a shared machine the best is the least disturbed
-figure) and the median, by wall clock and by the CPU time this process used (all its threads; on a
-machine shared with other jobs the CPU-time rates are the steadier comparison; the decoding thread's
-CPU time counts against the end-to-end rate). Target: end-to-end / bare >= 0.9.
+bare forward: the embedder's runner (the ``--infer`` path) on pre-made, already normalised input tensors
+of batch ``--batch`` — the most the model can do on that path. end-to-end:
+``partialface.evaluation.embed.embed_dataset`` on a folder of aligned 160x160 PNGs written by this script
+(decoding in the background thread + every variant made in memory + training's normalisation + forward +
+L2 normalisation + cache write), counted in embeddings (image x variant) per second. The two are measured
+alternately ``--repeats`` times on the same machine; the table shows the best of each (on a shared
+machine the best is the least disturbed figure) and the median, by wall clock and by the CPU time this
+process used (all its threads; on a machine shared with other jobs the CPU-time rates are the steadier
+comparison; the decoding thread's CPU time counts against the end-to-end rate). Target: end-to-end /
+bare >= 0.9.
 
     .venv/bin/python benchmarks/bench_eval.py --threads 2
     .venv/bin/python benchmarks/bench_eval.py --device cuda --preset paper --images 2048 --batch 256
@@ -49,13 +50,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="decoding threads")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--infer", default="auto", help="inference path (partialface.inference.runners; default auto)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     model = create_model(args.model, preset=args.preset).eval()
-    emb = TorchEmbedder(f"{args.model}-{args.preset}", model, device)
+    emb = TorchEmbedder(f"{args.model}-{args.preset}", model, device, infer=args.infer)
     size = emb.input_size
     variants = required_variants(build_benchmarks(PairsFile((), 1, 1)))[: args.variants]
 
@@ -69,19 +71,21 @@ def main() -> None:
             write_image(root / "data" / k, img.astype(np.uint8))
         paths = [root / "data" / k for k in keys]
 
+        if emb.needs_calibration:  # int8: activation ranges from the first faces
+            from partialface.data.images import read_image
+
+            emb.calibrate(torch.from_numpy(np.stack([read_image(p) for p in paths[:64]])).permute(0, 3, 1, 2))
         x = torch.randn(args.batch, 3, size, size, device=device)
         if emb.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        assert emb.module is not None
-        module = emb.module
+        runner = emb.runner
         n_batches = max(1, args.images * len(variants) // args.batch)
 
         def bare() -> tuple[float, float]:
             _sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
-            with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-                for _ in range(n_batches):
-                    module(x)
+            for _ in range(n_batches):
+                runner(x)
             _sync(device)
             n = n_batches * args.batch
             return n / (time.perf_counter() - t0), n / (time.process_time() - c0)
@@ -101,7 +105,7 @@ def main() -> None:
             b_runs.append(bare())
             e_runs.append(end_to_end(i))
 
-    print(f"model {args.model} preset {args.preset} on {device} ({torch.get_num_threads()} threads), "
+    print(f"model {args.model} preset {args.preset} on {device}, path {emb.path} ({torch.get_num_threads()} threads), "
           f"{args.images} aligned PNGs x {len(variants)} variants, batch {args.batch}, {args.workers} decoder(s)")
     for j, clock in enumerate(("wall clock", "CPU time of this process (all threads)")):
         b_rates, e_rates = [r[j] for r in b_runs], [r[j] for r in e_runs]

@@ -2,8 +2,9 @@
 
 Training step = forward + loss (shared linear classifier, weighted CE + diversity for "ours") + backward
 + SGD step (momentum 0.9, weight decay 5e-4), on random inputs at the preset's input size. Inference =
-eval-mode forward under no_grad. Reports the median and the best of ``--steps`` timed steps after ``--warmup`` untimed
-steps (on a shared machine the best is the less disturbed figure),
+eval-mode forward under no_grad. ``train TFLOP/s``: the median training rate x 3 x the forward FLOPs
+(a backward pass costs about two forwards). Reports the median and the best of ``--steps`` timed steps
+after ``--warmup`` untimed steps (on a shared machine the best is the less disturbed figure),
 next to parameters and FLOPs per image (2 x multiply-adds, torch.utils.flop_counter).
 
     .venv/bin/python benchmarks/bench_models.py --presets cpu tiny --batch 64 --steps 10 --threads 2
@@ -105,7 +106,7 @@ def main() -> None:
     )
     header = (
         f"{'model':<9} {'preset':<6} {'input':>7} {'params':>9} {'GFLOPs':>7} "
-        f"{'train img/s (median/best)':>26} {'infer img/s (median/best)':>26}"
+        f"{'train img/s (median/best)':>26} {'infer img/s (median/best)':>26} {'train TFLOP/s':>13}"
     )
     print(header)
     print("-" * len(header))
@@ -116,7 +117,8 @@ def main() -> None:
             train, infer = bench(cfg, args)
             print(
                 f"{name:<9} {preset:<6} {cfg.input_size:>7} {s.params / 1e6:>8.3f}M {s.flops / 1e9:>7.3f} "
-                f"{f'{train[0]:.1f} / {train[1]:.1f}':>26} {f'{infer[0]:.1f} / {infer[1]:.1f}':>26}",
+                f"{f'{train[0]:.1f} / {train[1]:.1f}':>26} {f'{infer[0]:.1f} / {infer[1]:.1f}':>26} "
+                f"{train[0] * 3 * s.flops / 1e12:>13.3f}",  # a training step ~ 3 forwards (forward + backward)
                 flush=True,
             )
 

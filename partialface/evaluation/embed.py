@@ -43,12 +43,14 @@ from partialface.data.images import atomic_write_bytes, read_image
 from partialface.errors import PartialFaceError
 from partialface.geometry.partial import PartialFaceBatcher, Variant
 from partialface.geometry.template import IMAGE_SIZE
+from partialface.inference.runners import CHOICES as INFER_CHOICES
 
 #: Images per resumable chunk (one parts file each).
 CHUNK = 1024
 #: ``--amp`` of the benchmark: 'auto' (autocast on CUDA, float32 on the CPU), 'bf16' (bf16 autocast and
 #: channels_last on any device: about twice the images/s on CPUs with AMX) or 'none' (float32)
 AMP_MODES = ("auto", "bf16", "none")
+
 #: ``--model`` values of dlib's face ResNet (partialface.evaluation.dlib_model)
 DLIB_MODELS = ("dlib", "dlib-bin", "dlib-chip")
 
@@ -82,31 +84,41 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-class TorchEmbedder(Embedder):
-    """A project model (``ModelOutput.f``); input normalised with training's ``to_model_input``."""
+#: ``--amp`` values as inference paths (``partialface.inference.runners``): the older spelling of ``--infer``
+AMP_TO_PATH = {"auto": "auto", "bf16": "bf16", "none": "eager"}
+#: faces whose activation ranges calibrate the int8 path (the first of the data, holistic; no labels used)
+CALIBRATION_FACES = 256
 
-    def __init__(
-        self, name: str, model: nn.Module, device: torch.device, source: str = "", fingerprint: str = "",
-        amp: str = "auto",
-    ) -> None:
+
+def resolve_infer(infer: str | None, amp: str, device: torch.device) -> str:
+    """The inference path of ``--infer`` (wins when given) or the older ``--amp``; see ``choose_path``."""
+    from partialface.inference.runners import choose_path
+
+    if infer is None:
         if amp not in AMP_MODES:
             raise PartialFaceError(f"--amp {amp!r}: choose one of {', '.join(AMP_MODES)}")
-        self.name, self.source, self.device = name, source, device
-        self.module = model.to(device).eval()
-        cfg = getattr(model, "config", None)
-        self.input_size = int(getattr(cfg, "input_size", IMAGE_SIZE))
-        self.embedding_dim = int(getattr(model, "embedding_dim", 0) or getattr(cfg, "embedding_dim", 0))
-        # autocast dtype (None: float32): 'auto' = CUDA's autocast default, float32 on the CPU
-        self.autocast: torch.dtype | None = (
-            torch.bfloat16 if amp == "bf16" else None if amp == "none" or device.type != "cuda"
-            else torch.get_autocast_dtype("cuda")
-        )
-        self.channels_last = device.type == "cuda" or self.autocast is not None
-        if self.channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        # embeddings of another precision are other numbers: they get their own cache
-        self.fingerprint = fingerprint + ("" if amp == "auto" else f"|{amp}")
-        self._buf: torch.Tensor | None = None
+        return choose_path(AMP_TO_PATH[amp], device, option="--amp")
+    return choose_path(infer, device)
+
+
+class ModelEmbedder(Embedder):
+    """An embedder that runs a :class:`partialface.inference.runners.Runner` on model input made from the
+    faces by training's ``to_model_input`` (or an equivalent ``to_input``).
+
+    ``path``: the inference path; ``autocast``: its reduced float dtype (None for float32 and int8);
+    ``needs_calibration``: True until :meth:`calibrate` has built an int8 runner.
+    """
+
+    runner: Any = None
+    path: str = "eager"
+    autocast: torch.dtype | None = None
+    input_size: int = IMAGE_SIZE
+    needs_calibration: bool = False
+    _buf: torch.Tensor | None = None
+
+    @property
+    def channels_last(self) -> bool:
+        return bool(getattr(self.runner, "channels_last", False))
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Model input of (B, 3, 160, 160) uint8 faces: training's ``to_model_input``, bit for bit.
@@ -126,14 +138,51 @@ class TorchEmbedder(Embedder):
         buf.copy_(images)
         return buf.sub_(127.5).div_(128.0)
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = self.prepare(images)
-        assert self.module is not None
-        with torch.inference_mode(), torch.autocast(
-            self.device.type, dtype=self.autocast, enabled=self.autocast is not None
-        ):
-            return self.module(x).f.float()
+    def calibrate(self, faces: torch.Tensor) -> None:  # pragma: no cover - only int8 embedders override it
+        """Build the int8 runner from ``faces`` (N, 3, 160, 160) uint8."""
 
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if self.runner is None:
+            raise RuntimeError(f"{self.name}: the int8 path is not calibrated yet (call calibrate first)")
+        return self.runner(self.prepare(images))
+
+
+def path_fingerprint(fingerprint: str, path: str) -> str:
+    """Exact paths share the float32 cache (the same numbers to float rounding); reduced precision gets its own."""
+    from partialface.inference.runners import EXACT
+
+    return fingerprint if path in EXACT else f"{fingerprint}|{path}"
+
+
+class TorchEmbedder(ModelEmbedder):
+    """A project model (``ModelOutput.f``) on an inference path (``infer``, or the older ``amp``: see
+    :func:`resolve_infer`); input normalised with training's ``to_model_input``."""
+
+    def __init__(
+        self, name: str, model: nn.Module, device: torch.device, source: str = "", fingerprint: str = "",
+        amp: str = "auto", infer: str | None = None,
+    ) -> None:
+        from partialface.inference.runners import EmbeddingOf, make_runner
+
+        self.name, self.source, self.device = name, source, device
+        self.path = resolve_infer(infer, amp, device)
+        model.eval()
+        cfg = getattr(model, "config", None)
+        self.input_size = int(getattr(cfg, "input_size", IMAGE_SIZE))
+        self.embedding_dim = int(getattr(model, "embedding_dim", 0) or getattr(cfg, "embedding_dim", 0))
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.path)
+        self._make = lambda calibration=None: make_runner(EmbeddingOf(model), self.path, device, self.input_size,
+                                                          calibration)
+        self.needs_calibration = self.path == "int8"
+        self.runner = None if self.needs_calibration else self._make()
+        self.module = model  # (moved by the runner to where it runs: the report's attention figures use it)
+        # embeddings of another precision are other numbers: they get their own cache
+        self.fingerprint = path_fingerprint(fingerprint, self.path)
+
+    def calibrate(self, faces: torch.Tensor) -> None:
+        x = self.prepare(faces.to(self.device)).contiguous().cpu().numpy()
+        self.runner = self._make(x)
+        self.needs_calibration = False
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
@@ -146,6 +195,8 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     p = Path(spec)
     if spec in DLIB_MODELS:  # dlib's face ResNet: the PyTorch port / dlib itself / the port on dlib's chip box
         return spec, spec
+    if p.suffix == ".onnx":
+        return p.stem, spec
     if p.name == "model.safetensors" or p.suffix == ".safetensors":
         p = p.parent
     if p.parent.name == "checkpoints":  # RUN/checkpoints/step_N -> RUN-step_N
@@ -153,11 +204,41 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     return p.name or "model", spec
 
 
-def load_embedder(spec: str, device: torch.device, amp: str = "auto") -> Embedder:
-    """Build the embedder of one ``--model`` value: a project run/step folder or safetensors file, or
-    ``dlib`` (the PyTorch port of dlib's face ResNet), ``dlib-bin`` (dlib itself) or ``dlib-chip`` (the port
-    on dlib's chip geometry); these need the extra (see ``partialface.evaluation.dlib_model``). ``amp``: see
-    :data:`AMP_MODES` (project models; the dlib models run in float32)."""
+class OnnxFileEmbedder(ModelEmbedder):
+    """An exported model (``partialface weights export-onnx``) run by ONNX Runtime: its first output (``f``)
+    is the embedding; input size and normalisation come from the file's metadata."""
+
+    def __init__(self, name: str, file: Path, device: torch.device) -> None:
+        import onnx
+
+        from partialface.inference.onnx_export import NORMALISATION
+        from partialface.inference.runners import OnnxRunner, unavailable
+
+        reason = unavailable("onnx", device)
+        if reason is not None:
+            raise PartialFaceError(f"--model {file}: {reason}")
+        try:
+            proto = onnx.load(str(file), load_external_data=False)
+        except Exception as e:  # onnx raises DecodeError and friends for non-ONNX files
+            raise PartialFaceError(f"--model {file}: not an ONNX model ({str(e).splitlines()[0][:120]})") from None
+        meta = {p.key: p.value for p in proto.metadata_props}
+        if meta.get("normalisation", NORMALISATION) != NORMALISATION or "input_size" not in meta:
+            raise PartialFaceError(f"--model {file}: not exported by `partialface weights export-onnx` "
+                                   f"(needs input_size and normalisation {NORMALISATION!r} in its metadata)")
+        self.name, self.source, self.device, self.path = name, str(file), device, "onnx"
+        self.input_size = int(meta["input_size"])
+        self.runner = OnnxRunner(file, device)
+        out = self.runner.session.get_outputs()[0]
+        self.embedding_dim = int(meta.get("embedding_dim") or out.shape[-1])
+        self.fingerprint = "onnx:" + _file_digest(file)
+
+
+def load_embedder(spec: str, device: torch.device, amp: str = "auto", infer: str | None = None) -> Embedder:
+    """Build the embedder of one ``--model`` value: a project run/step folder or safetensors file, an exported
+    ``.onnx`` file, or ``dlib`` (the PyTorch port of dlib's face ResNet), ``dlib-bin`` (dlib itself) or
+    ``dlib-chip`` (the port on dlib's chip geometry); these need the extra (see
+    ``partialface.evaluation.dlib_model``). ``infer``: the inference path (``partialface.inference.runners``;
+    default from ``amp``, see :data:`AMP_MODES`); dlib-bin and .onnx files have one path each."""
     name, path = parse_model_spec(spec)
     if path in DLIB_MODELS:
         import importlib
@@ -173,7 +254,8 @@ def load_embedder(spec: str, device: torch.device, amp: str = "auto") -> Embedde
         if path == "dlib-bin":
             emb = dlib_model.DlibBinEmbedder(device=device)
         else:
-            emb = dlib_model.DlibEmbedder(device=device, geometry="chip" if path == "dlib-chip" else "resize")
+            emb = dlib_model.DlibEmbedder(device=device, geometry="chip" if path == "dlib-chip" else "resize",
+                                          infer=resolve_infer(infer, amp, device))
         emb.name = name
         return emb
     from partialface.training.checkpoint import _weights_file, load_model
@@ -181,11 +263,13 @@ def load_embedder(spec: str, device: torch.device, amp: str = "auto") -> Embedde
     p = Path(path)
     if not p.exists():
         raise PartialFaceError(
-            f"--model {spec}: no such file or folder (give a run folder, step folder or .safetensors)"
+            f"--model {spec}: no such file or folder (give a run folder, step folder, .safetensors or .onnx file)"
         )
+    if p.suffix == ".onnx":
+        return OnnxFileEmbedder(name, p, device)
     file = _weights_file(p)
     model = load_model(file, device="cpu")
-    return TorchEmbedder(name, model, device, source=str(file), fingerprint=_file_digest(file), amp=amp)
+    return TorchEmbedder(name, model, device, source=str(file), fingerprint=_file_digest(file), amp=amp, infer=infer)
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -367,6 +451,10 @@ def embed_dataset(
         print(f"note: {cache} was made by other weights or settings; embedding again", file=sys.stderr)
     st.reused_variants = len(have)
     pending = [v for v in variants if str(v) not in have]
+    if pending and getattr(embedder, "needs_calibration", False):
+        calib = list(paths[: min(CALIBRATION_FACES, len(paths))])
+        faces = np.stack([decode_aligned(p) for p in calib])
+        embedder.calibrate(torch.from_numpy(faces).permute(0, 3, 1, 2))  # type: ignore[attr-defined]
     if pending:
         parts = cache.with_suffix(".parts")
         text = "\n".join([key, *keys_arr.tolist(), *map(str, pending)])
@@ -429,9 +517,13 @@ def cache_name(name: str) -> str:
 
 __all__ = [
     "AMP_MODES",
+    "CALIBRATION_FACES",
     "CHUNK",
+    "INFER_CHOICES",
     "EmbedStats",
     "Embedder",
+    "ModelEmbedder",
+    "OnnxFileEmbedder",
     "TorchEmbedder",
     "cache_name",
     "decode_aligned",
@@ -439,6 +531,8 @@ __all__ = [
     "embed_dataset",
     "load_embedder",
     "parse_model_spec",
+    "path_fingerprint",
     "prefetch_batches",
+    "resolve_infer",
     "save_npz",
 ]

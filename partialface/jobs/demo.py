@@ -405,6 +405,10 @@ def run(args: argparse.Namespace) -> int:
     train_root = out / "aligned" / TRAIN if synthetic_train else Path(args.train_data)
     pack = out / "train-pack" if synthetic_train else None
     configs = {name: train_config(name, args, train_root, pack) for name in args.models}
+    from partialface.models.pretrained import check_model
+
+    for cfg in configs.values():  # every model builds (and finds its pretrained weights) before any work
+        check_model(cfg.model)
     check_manifest(out, {"synth": dataclasses.asdict(opts), "train_data": str(args.train_data or ""),
                          "data": str(args.data or "")})
     import torch

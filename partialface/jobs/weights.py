@@ -9,6 +9,12 @@ No dlib needed, nothing downloaded, nothing unpickled.
 folder or model.safetensors) as a file to share: the model's tensors and config only (no classifier head,
 which is only for training), optionally in float16 (half the size; float32 again when loaded). It loads
 wherever a run's weights do (``--model`` of the benchmark, ``partialface.training.checkpoint.load_model``).
+
+``partialface weights export-onnx MODEL OUT.onnx``: a trained model (as for ``export``) or ``dlib`` (dlib's
+pretrained network, at its 150x150 input) as an ONNX graph — dynamic batch, opset
+``partialface.inference.onnx_export.OPSET``, every ModelOutput field as a named output (``f``; the attention
+models add ``fk``, ``s``, ``A``, ``A_tilde``) — checked against PyTorch on random faces before it is kept.
+``--model OUT.onnx`` of the benchmark runs it with ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -40,6 +46,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("src", type=Path, metavar="RUN", help="run folder, step folder or model.safetensors")
     p.add_argument("out", type=Path, metavar="OUT", help="output file (.safetensors)")
     p.add_argument("--fp16", action="store_true", help="store floating-point tensors as float16")
+    p = sub.add_parser(
+        "export-onnx",
+        help="a trained model (or dlib) as an ONNX graph: dynamic batch, all outputs named, parity-checked",
+        description="Export a trained model (run folder, step folder, .safetensors) or 'dlib' (dlib's pretrained "
+                    "network) to ONNX with every output named (f; fk, s, A, A_tilde for attention models).",
+    )
+    p.add_argument("src", metavar="MODEL", help="run folder, step folder, .safetensors, or dlib")
+    p.add_argument("out", type=Path, metavar="OUT", help="output file (.onnx)")
 
 
 def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
@@ -64,12 +78,63 @@ def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
     return len(model), out.stat().st_size
 
 
+def export_onnx(src: str, out: Path, check_batch: int = 3) -> tuple[list[str], float]:
+    """Export MODEL ``src`` (a run's model, or 'dlib') to ``out`` (atomic) after checking it against PyTorch on
+    ``check_batch`` random faces. Returns (output names, the smallest cosine of ``f`` to PyTorch's)."""
+    import numpy as np
+    import onnx
+    import torch
+
+    from partialface.inference.onnx_export import export_model_onnx
+    from partialface.inference.runners import OnnxRunner, unavailable
+
+    if out.suffix != ".onnx":
+        raise PartialFaceError(f"{out}: give a file name ending in .onnx")
+    if unavailable("onnx", torch.device("cpu")) is not None:
+        raise PartialFaceError("weights export-onnx: ONNX Runtime is needed for the parity check "
+                               "(pip install onnxruntime)")
+    size: int | None = None
+    model: torch.nn.Module
+    if src == "dlib":
+        from partialface.models.dlib_resnet import DLIB_INPUT_SIZE, load_dlib_resnet, resolve_weights
+
+        model = load_dlib_resnet(resolve_weights(None, option="weights export-onnx dlib"))
+        size = DLIB_INPUT_SIZE
+    else:
+        from partialface.training.checkpoint import _weights_file, load_model
+
+        if not Path(src).exists():
+            raise PartialFaceError(f"{src}: no such run folder or weights file (or give dlib)")
+        model = load_model(_weights_file(Path(src)))
+    data = export_model_onnx(model, None, size, metadata={"exported_from": str(src)})
+    size = int({p.key: p.value for p in onnx.load_from_string(data).metadata_props}["input_size"])
+    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (check_batch, 3, size, size)).astype(np.float32))
+    runner = OnnxRunner(data, torch.device("cpu"))
+    got = runner.run(x.numpy())
+    with torch.inference_mode():
+        ref = model(x).f.numpy()
+    cos = float(np.min((got[0] * ref).sum(1) / np.linalg.norm(got[0], axis=1) / np.linalg.norm(ref, axis=1)))
+    if not cos >= 0.9999:
+        raise PartialFaceError(f"{src}: the ONNX graph differs from PyTorch (cosine {cos:.6f} < 0.9999); not written")
+    from partialface.data.images import atomic_write_bytes
+
+    atomic_write_bytes(out, data)
+    return [o.name for o in runner.session.get_outputs()], cos
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.weights_command == "export-onnx":
+        names, cos = export_onnx(args.src, args.out)
+        from partialface.inference.onnx_export import OPSET
+
+        print(f"wrote {args.out} (opset {OPSET}, outputs {', '.join(names)}, dynamic batch; "
+              f"cosine to PyTorch {cos:.6f}) from {args.src}")
+        return 0
     if args.weights_command == "export":
         n, size = export_model(args.src, args.out, args.fp16)
         print(f"wrote {args.out} ({n} tensors, {size / 1e6:.2f} MB{', float16' if args.fp16 else ''}) from {args.src}")
         return 0
-    if args.weights_command != "import-dlib":  # pragma: no cover - argparse only offers import-dlib and export
+    if args.weights_command != "import-dlib":  # pragma: no cover - argparse offers import-dlib, export, export-onnx
         raise PartialFaceError(f"weights: unknown action {args.weights_command!r}")
     from partialface.models.dlib_dat import convert
     from partialface.models.dlib_resnet import CACHE_FILE, cache_dir, installed_dat_file, missing_weights_error

@@ -40,7 +40,7 @@ from partialface.data.images import atomic_write_bytes
 from partialface.errors import PartialFaceError
 from partialface.losses import build_criterion
 from partialface.models import FaceModel, create_model
-from partialface.models.pretrained import init_pretrained
+from partialface.models.pretrained import check_model, init_pretrained
 from partialface.training import checkpoint as ckpt
 from partialface.training.augment import augment_batch, to_model_input
 from partialface.training.config import OptimConfig, TrainConfig
@@ -583,6 +583,8 @@ class _Trainer:
 
         found = self._on_main(self._check_run_folder)
         latest = str(found) if found is not None else None
+        if latest is None:
+            check_model(cfg.model)  # fail before the data are packed or read
         split = self._data()
         num_classes = self.num_classes = len(split.classes)
         sampler = EpochSampler(len(split.train_index), cfg.optim.batch_size, info.world_size, info.rank, cfg.run.seed)

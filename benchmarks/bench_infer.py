@@ -1,0 +1,242 @@
+"""Inference speed of every model family on every inference path, against the machine's matrix-product limit (#12).
+
+One run, the same faces for every row. For each model x path (``partialface.inference.runners``):
+- bare: the runner on ready, normalised input batches (``--batch``): images/s and achieved GFLOP/s (FLOPs per
+  image from ``torch.utils.flop_counter``, 2 x multiply-adds of convolutions and matrix products);
+- x eager: the ratio to the eager float32 path of the same model; x mm: GFLOP/s over the float32 matrix-product
+  limit measured first in the same run (the best of PyTorch's and ONNX Runtime's 2048x2048 float32 product,
+  ``--threads`` threads: the machine's practical float32 limit);
+- e2e: ``embed_dataset`` on aligned PNGs (decoding in the background, variants made in memory, normalisation,
+  forward, normalisation, cache write) in embeddings/s, and its ratio to bare (``--e2e``; default: the auto path);
+- cos: the smallest cosine to eager float32 over the faces.
+Weights: dlib's pretrained network where the extra is installed (``dlib_resnet`` at 150x150, as ``--model
+dlib`` runs it), otherwise and for the other models random initial weights (speed does not depend on them).
+``--profile`` prints where the eager float32 time of each model goes (torch.profiler, top operators).
+
+    .venv/bin/python benchmarks/bench_infer.py                       # all families, all paths of this machine
+    .venv/bin/python benchmarks/bench_infer.py --models dlib_resnet --paths eager,onnx,int8 --profile
+    .venv/bin/python benchmarks/bench_infer.py --device cuda --batch 512 --paths eager,bf16,fp16,onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from partialface.inference.hardware import cpu_info
+from partialface.inference.runners import PATHS, EmbeddingOf, make_runner, unavailable
+
+FAMILIES = ("dlib_resnet", "ours_dlib", "ours:cpu", "ours:paper", "resnet50:paper")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _best_rate(fn: Callable[[], object], work: float, device: torch.device, repeats: int) -> float:
+    """work / second of the best of ``repeats`` timed calls after one untimed call (least disturbed figure)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return work / min(times)
+
+
+def matmul_limit(device: torch.device, n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of an n x n float32 (and bf16) matrix product: PyTorch, and ONNX Runtime's MatMul (CPU)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    out = {"torch fp32": _best_rate(lambda: a @ b, 2 * n**3 / 1e9, device, repeats)}
+    ab, bb = a.bfloat16(), b.bfloat16()
+    out["torch bf16"] = _best_rate(lambda: ab @ bb, 2 * n**3 / 1e9, device, repeats)
+    if device.type == "cpu" and unavailable("onnx", device) is None:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        g = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = torch.get_num_threads()
+        s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        an, bn = a.numpy(), b.numpy()
+        out["onnxruntime fp32"] = _best_rate(lambda: s.run(None, {"a": an, "b": bn}), 2 * n**3 / 1e9, device, repeats)
+    return out
+
+
+def build(family: str) -> tuple[torch.nn.Module, int, str]:
+    """(embedding module x -> f, input size, weights note) of a family 'name[:preset]'."""
+    from partialface.models import create_model
+
+    name, _, preset = family.partition(":")
+    if name == "dlib_resnet":
+        from partialface.models.dlib_resnet import DLIB_INPUT_SIZE, load_dlib_resnet, resolve_weights
+
+        try:
+            model = load_dlib_resnet(resolve_weights(None))
+            note = "dlib's weights"
+        except Exception:
+            model, note = create_model("dlib_resnet", preset="paper"), "random"
+        return EmbeddingOf(model.eval(), lambda m, x: m.embed(x)), DLIB_INPUT_SIZE, note
+    model = create_model(name, preset=preset or "paper").eval()
+    return EmbeddingOf(model), model.config.input_size, "random"
+
+
+def faces_dir(root: Path, n: int, src: Path | None) -> Path:
+    """A folder of ``n`` aligned 160x160 PNGs: the first n of ``src`` (aligned faces), else synthetic blobs."""
+    from partialface.data.images import write_image
+
+    out = root / "faces"
+    if src is not None:
+        files = sorted(src.rglob("*.png"))[:n]
+        if len(files) < n:
+            sys.exit(f"--faces {src}: {len(files)} PNG faces, fewer than --images {n}")
+        for i, f in enumerate(files):
+            (out / f"p{i // 100}").mkdir(parents=True, exist_ok=True)
+            (out / f"p{i // 100}" / f"{i:05d}.png").symlink_to(f.resolve())
+        return out
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:160, 0:160] / 160.0
+    for i in range(n):
+        img = np.zeros((160, 160, 3))
+        for _ in range(6):
+            cx, cy, r = *rng.uniform(0.2, 0.8, 2).tolist(), rng.uniform(0.05, 0.3)
+            img += rng.uniform(40, 120, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
+        write_image(out / f"p{i // 100}" / f"{i:05d}.png", np.clip(img + 60, 0, 255).astype(np.uint8))
+    return out
+
+
+def e2e_rate(family: str, path: str, folder: Path, device: torch.device, batch: int, variants: int,
+             tmp: Path) -> float:
+    """Embeddings/s of the benchmark's embed_dataset on ``folder`` (first ``variants`` of the full 73)."""
+    from partialface.data.lfw import PairsFile
+    from partialface.evaluation.embed import EmbedStats, TorchEmbedder, embed_dataset
+    from partialface.evaluation.protocols import build_benchmarks, required_variants
+    from partialface.models import create_model
+
+    paths = sorted(folder.rglob("*.png"))
+    keys = [str(p.relative_to(folder)) for p in paths]
+    vs = required_variants(build_benchmarks(PairsFile((), 1, 0)))[:variants]
+    name, _, preset = family.partition(":")
+    if name == "dlib_resnet":
+        from partialface.evaluation.dlib_model import DlibEmbedder
+
+        emb: TorchEmbedder | DlibEmbedder = DlibEmbedder(device, infer=path)
+    else:
+        emb = TorchEmbedder(family, create_model(name, preset=preset or "paper"), device, infer=path)
+    if emb.needs_calibration:
+        from partialface.data.images import read_image
+
+        emb.calibrate(torch.from_numpy(np.stack([read_image(p) for p in paths[:64]])).permute(0, 3, 1, 2))
+    best = 0.0
+    for r in range(2):
+        st = EmbedStats()
+        t = time.perf_counter()
+        embed_dataset(emb, keys, paths, vs, tmp / f"e2e-{r}-{time.monotonic_ns()}.npz", batch_size=batch,
+                      workers=1, progress=False, stats=st)
+        best = max(best, st.computed / (time.perf_counter() - t))
+    return best
+
+
+def profile_eager(module: torch.nn.Module, x: torch.Tensor, top: int = 8) -> str:
+    """The top operators by self CPU time of one eager float32 channels_last forward."""
+    from torch.profiler import ProfilerActivity, profile
+
+    m = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        m(xc)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            m(xc)
+    return str(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(FAMILIES),
+                    help=f"families name[:preset] (default {','.join(FAMILIES)})")
+    ap.add_argument("--paths", default="", help=f"comma-separated paths (default: every one of {','.join(PATHS)} "
+                    "that runs here)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: as set)")
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--images", type=int, default=256, help="faces for e2e and cosine")
+    ap.add_argument("--faces", type=Path, default=None, help="folder of aligned faces to use (default: synthetic)")
+    ap.add_argument("--e2e", default="auto", help="paths whose end-to-end rate is measured: auto (the auto path), "
+                    "all, none, or a comma-separated list")
+    ap.add_argument("--variants", type=int, default=12, help="variants per image in e2e")
+    ap.add_argument("--profile", action="store_true", help="print the eager float32 profile of each model")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    from partialface.inference.runners import choose_path
+    from partialface.models.summary import flops_per_image
+
+    paths = [p for p in (args.paths.split(",") if args.paths else PATHS) if p]
+    skipped = {p: unavailable(p, device) for p in paths if unavailable(p, device)}
+    paths = [p for p in paths if p not in skipped]
+    if "eager" not in paths:
+        paths.insert(0, "eager")
+    auto = choose_path("auto", device)
+    e2e = set(paths if args.e2e == "all" else [] if args.e2e == "none" else [auto] if args.e2e == "auto"
+              else args.e2e.split(","))
+    cpu = cpu_info()
+    print(f"# bench_infer: {cpu.describe()}; device {device}; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; batch {args.batch}; {time.strftime('%Y-%m-%d')}")
+    for p, why in skipped.items():
+        print(f"# path {p} skipped: {why}")
+    mm = matmul_limit(device)
+    limit = max(v for k, v in mm.items() if "fp32" in k)
+    print("# matrix product 2048x2048: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in mm.items())
+          + f"; float32 limit = {limit:.0f}")
+    with tempfile.TemporaryDirectory(prefix="bench-infer-") as tmp_s:
+        tmp = Path(tmp_s)
+        folder = faces_dir(tmp, args.images, args.faces)
+        from partialface.data.images import read_image
+
+        faces = torch.from_numpy(np.stack([read_image(p) for p in sorted(folder.rglob("*.png"))[:64]]))
+        print("| model | path | bare img/s | GFLOP/s | x eager | x mm | e2e emb/s | e2e/bare | min cos |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        for family in [f for f in args.models.split(",") if f]:
+            module, size, note = build(family)
+            gflop = flops_per_image(module, size, device="cpu") / 1e9
+            x = torch.nn.functional.interpolate((faces.permute(0, 3, 1, 2).float() - 127.5) / 128, size=size,
+                                                mode="bilinear", antialias=True)
+            xb = x.repeat((args.batch + len(x) - 1) // len(x), 1, 1, 1)[: args.batch].to(device)
+            with torch.inference_mode():
+                ref = module.to(device)(x.to(device)).float().cpu()
+            rates: dict[str, float] = {}
+            for path in paths:
+                runner = make_runner(module, path, device, size, calibration=x.numpy() if path == "int8" else None)
+                fmt = torch.channels_last if runner.channels_last else torch.contiguous_format
+                xin = xb.contiguous(memory_format=fmt)
+                rate = _best_rate(lambda r=runner, xi=xin: r(xi), args.batch, device, args.repeats)  # type: ignore[misc]
+                rates[path] = rate
+                got = runner(x.to(device).contiguous(memory_format=fmt)).cpu()
+                cos = float(torch.nn.functional.cosine_similarity(got, ref).min())
+                e = e2e_rate(family, path, folder, device, args.batch, args.variants, tmp) if path in e2e else None
+                print(f"| {family} | {path}{' (auto)' if path == auto else ''} | {rate:.1f} | {rate * gflop:.0f} | "
+                      f"{rate / rates['eager']:.2f} | {rate * gflop / limit:.2f} | "
+                      f"{'' if e is None else f'{e:.1f}'} | {'' if e is None else f'{e / rate:.2f}'} | {cos:.6f} |")
+                del runner
+            print(f"<!-- {family}: {gflop:.3f} GFLOP/image at {size}x{size}, weights: {note} -->")
+            if args.profile:
+                print(profile_eager(module.to(device), xb), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Inference paths: one model, several ways to run it, chosen by what the machine has.
+
+A *runner* maps a normalised batch x (B, 3, S, S) float32 on its device to (B, D) float32 embeddings. Paths:
+
+========  =====================================================================  =========================
+path      what runs                                                              precision
+========  =====================================================================  =========================
+eager     PyTorch, channels_last (measured 1.4-1.5x contiguous on CPU)           float32 (exact)
+bf16      PyTorch, bf16 autocast + channels_last (CPU with AMX/AVX512-BF16, CUDA) reduced
+fp16      PyTorch, fp16 autocast + channels_last (CUDA only)                      reduced
+onnx      ONNX Runtime on the exported graph (CPU or CUDA execution provider)    float32 (exact)
+int8      ONNX Runtime, static int8 quantisation (QDQ, per-channel weights),     reduced
+          activation ranges calibrated on given faces (CPU, VNNI or AMX-INT8)
+========  =====================================================================  =========================
+
+``auto`` takes the fastest *exact* path the machine supports: ``onnx`` when ONNX Runtime has an execution
+provider for the device, else ``eager`` (docs/benchmarks.md has the measurements behind this rule). Reduced
+precision is only used when asked for: it must pass the accuracy bar first (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from partialface.errors import PartialFaceError
+
+PATHS = ("eager", "bf16", "fp16", "onnx", "int8")
+#: values of ``--infer``
+CHOICES = ("auto", *PATHS)
+#: paths whose embeddings equal eager float32 to float rounding (cosine >= 0.9999)
+EXACT = ("eager", "onnx")
+
+
+def _ort_providers(device: torch.device) -> list[str] | None:
+    """ONNX Runtime execution providers for ``device`` (None where ONNX Runtime or its provider is missing)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    have = ort.get_available_providers()
+    if device.type == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in have else None
+    return ["CPUExecutionProvider"] if "CPUExecutionProvider" in have else None
+
+
+def unavailable(path: str, device: torch.device) -> str | None:
+    """Why ``path`` cannot run on ``device`` here (None: it can)."""
+    from partialface.devices import native_bf16
+
+    if path == "eager":
+        return None
+    if path == "bf16":
+        return None if native_bf16(device) else "this processor has no native bf16 (AMX or AVX512-BF16)"
+    if path == "fp16":
+        return None if device.type == "cuda" else "fp16 autocast is for CUDA devices; use bf16 or eager"
+    if path in ("onnx", "int8"):
+        if path == "int8" and device.type != "cpu":
+            return "int8 runs on the CPU execution provider; use --device cpu"
+        if _ort_providers(device) is None:
+            return ("ONNX Runtime is not installed (pip install onnxruntime)" if device.type == "cpu"
+                    else "ONNX Runtime has no CUDA execution provider here (pip install onnxruntime-gpu)")
+        return None
+    return f"unknown path; choose one of {', '.join(CHOICES)}"
+
+
+def choose_path(requested: str, device: torch.device, option: str = "--infer") -> str:
+    """``auto`` -> the fastest exact path here (onnx, else eager); another name -> itself if it can run here,
+    else PartialFaceError naming ``option`` and the reason."""
+    if requested not in CHOICES:
+        raise PartialFaceError(f"{option} {requested!r}: choose one of {', '.join(CHOICES)}")
+    if requested == "auto":
+        return "onnx" if unavailable("onnx", device) is None else "eager"
+    reason = unavailable(requested, device)
+    if reason is not None:
+        raise PartialFaceError(f"{option} {requested}: {reason}")
+    return requested
+
+
+class Runner:
+    """x: (B, 3, S, S) float32 on ``device`` -> (B, D) float32 on ``device``.
+
+    ``channels_last``: the input layout the runner wants (callers fill their buffers in it; any layout works).
+    """
+
+    path: str
+    device: torch.device
+    channels_last: bool = False
+
+    def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class TorchRunner(Runner):
+    """PyTorch eager, float32 or under autocast (``dtype`` bf16 / fp16), channels_last."""
+
+    def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype | None = None,
+                 path: str = "eager") -> None:
+        self.path, self.device, self.dtype = path, device, dtype
+        self.channels_last = True
+        self.module = module.to(device).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            return self.module(x).float()
+
+
+class OnnxRunner(Runner):
+    """ONNX Runtime on an ONNX graph (bytes or a file) whose first output is the embedding (B, D)."""
+
+    def __init__(self, model: bytes | str | os.PathLike[str], device: torch.device, path: str = "onnx",
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        providers = _ort_providers(device)
+        if providers is None:
+            raise PartialFaceError(f"--infer {path}: {unavailable('onnx', device)}")
+        self.path, self.device = path, device
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or torch.get_num_threads()
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting between runs: the variants are made by PyTorch's threads in between
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        src = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = ort.InferenceSession(src, so, providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for bad graphs
+            raise PartialFaceError(f"{'the exported graph' if isinstance(model, bytes) else model}: ONNX Runtime "
+                                   f"cannot load it ({str(e).splitlines()[0][:200]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    def run(self, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The graph's outputs (all, or ``outputs`` by name) for x (B, 3, S, S) float32."""
+        return list(self.session.run(outputs, {self.input_name: np.ascontiguousarray(x, np.float32)}))
+
+    def __call__(self, x: Tensor) -> Tensor:
+        f = self.run(x.detach().float().cpu().numpy(), [self.output_name])[0]
+        return torch.from_numpy(f).to(self.device)
+
+
+def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32) -> bytes:
+    """Static int8 quantisation of an ONNX graph (QDQ, per-channel int8 weights, uint8 activations) with
+    activation ranges from ``calibration`` (N, 3, S, S) float32 model inputs (MinMax). Returns the graph."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"x": calibration[i : i + batch]} for i in range(0, len(calibration), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="partialface-int8-") as tmp:
+        src, pre, out = (Path(tmp) / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
+        src.write_bytes(model)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return out.read_bytes()
+
+
+class EmbeddingOf(nn.Module):
+    """A tensor-valued module from a model: ``fn(model, x)`` (default: ``model(x).f``). x (B, 3, S, S) -> (B, D)."""
+
+    def __init__(self, model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor] | None = None) -> None:
+        super().__init__()
+        self.model, self.fn = model, fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(self.model, x) if self.fn is not None else self.model(x).f
+
+
+def make_runner(module: nn.Module, path: str, device: torch.device, input_size: int,
+                calibration: np.ndarray | None = None) -> Runner:
+    """A runner of ``module`` (x (B, 3, S, S) -> (B, D) tensor, e.g. :class:`EmbeddingOf`) on an already chosen
+    ``path`` (:func:`choose_path`). ``int8`` needs ``calibration`` (N, 3, S, S) float32 model inputs."""
+    if path in ("eager", "bf16", "fp16"):
+        dtype = {"eager": None, "bf16": torch.bfloat16, "fp16": torch.float16}[path]
+        return TorchRunner(module, device, dtype, path)
+    if path not in ("onnx", "int8"):
+        raise PartialFaceError(f"--infer {path!r}: choose one of {', '.join(CHOICES)}")
+    from partialface.inference.onnx_export import export_bytes
+
+    graph = export_bytes(module.to("cpu").float(), input_size, ["f"])
+    if path == "int8":
+        if calibration is None or not len(calibration):
+            raise ValueError("the int8 path needs calibration inputs")
+        graph = quantize_int8(graph, calibration)
+    return OnnxRunner(graph, device, path)
+
+
+__all__ = [
+    "CHOICES",
+    "EXACT",
+    "PATHS",
+    "EmbeddingOf",
+    "OnnxRunner",
+    "Runner",
+    "TorchRunner",
+    "choose_path",
+    "make_runner",
+    "quantize_int8",
+    "unavailable",
+]

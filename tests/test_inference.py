@@ -1,0 +1,231 @@
+"""Inference paths (PyTorch eager / bf16, ONNX Runtime float32 / int8), the ONNX export of every registered
+model, the processor probe, and failing before the long work."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from partialface.errors import PartialFaceError
+from partialface.inference.hardware import _parse_cpuinfo, cpu_info
+from partialface.inference.runners import CHOICES, choose_path, make_runner, unavailable
+
+ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install onnxruntime)")
+CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[1]
+OURS_CPU = REPO / "checkpoints" / "celeba-cpu-2026-11-27" / "ours.safetensors"
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def _faces(n: int, seed: int = 0) -> torch.Tensor:
+    """(n, 3, 160, 160) uint8 face-like images: smooth blobs (a random face is not noise) plus noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:160, 0:160] / 160.0
+    out = np.empty((n, 3, 160, 160), np.uint8)
+    for i in range(n):
+        img = np.zeros((3, 160, 160))
+        for _ in range(6):
+            cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.3)
+            img += rng.uniform(40, 120, (3, 1, 1)) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))
+        out[i] = np.clip(img + 60 + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    return torch.from_numpy(out)
+
+
+# ---------------------------------------------------------------------------------------------- hardware
+def test_cpuinfo_parser_reads_vendor_model_and_flags() -> None:
+    text = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480C\n"
+            "flags\t\t: fpu avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1\n"
+            "vendor_id\t: GenuineIntel\nflags\t\t: fpu\n")
+    vendor, model, flags = _parse_cpuinfo(text)
+    assert (vendor, model) == ("GenuineIntel", "Intel(R) Xeon(R) Platinum 8480C")
+    assert {"avx2", "avx512_bf16", "amx_tile"} <= flags and "avx512_vnni" not in flags
+
+
+def test_cpu_info_agrees_with_proc_cpuinfo() -> None:
+    info = cpu_info()
+    proc = Path("/proc/cpuinfo")
+    if not proc.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    flags = set(next(ln for ln in proc.read_text().splitlines() if ln.startswith("flags")).split(":")[1].split())
+    for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile"):
+        if f in flags:
+            assert f in info.flags, f
+    assert info.amx == ("amx_tile" in info.flags) and info.describe().startswith(info.vendor)
+
+
+# ---------------------------------------------------------------------------------------------- paths
+def test_auto_takes_the_fastest_exact_path_and_bad_choices_say_why() -> None:
+    assert choose_path("auto", CPU) == "onnx"  # ONNX Runtime is installed (this module skips otherwise)
+    assert choose_path("eager", CPU) == "eager"
+    with pytest.raises(PartialFaceError, match="--infer 'fp8': choose one of"):
+        choose_path("fp8", CPU)
+    with pytest.raises(PartialFaceError, match="--infer fp16: fp16 autocast is for CUDA"):
+        choose_path("fp16", CPU)
+    from partialface.devices import native_bf16
+
+    assert (unavailable("bf16", CPU) is None) == native_bf16(CPU)
+    assert set(CHOICES) == {"auto", "eager", "bf16", "fp16", "onnx", "int8"}
+
+
+@pytest.mark.parametrize("name", ["ours", "resnet50", "resnet41", "dlib_resnet", "ours_dlib"])
+def test_float_paths_match_eager_float32_on_random_weights(name: str) -> None:
+    """eager (channels_last) and onnx against the model's own contiguous float32 forward: cosine >= 0.9999."""
+    from partialface.inference.runners import EmbeddingOf
+    from partialface.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, preset="tiny").eval()
+    x = (_faces(5).float() - 127.5) / 128
+    x = torch.nn.functional.interpolate(x, size=model.config.input_size, mode="bilinear", antialias=True)
+    with torch.inference_mode():
+        ref = model(x).f.numpy()
+    for path in ("eager", "onnx"):
+        got = make_runner(EmbeddingOf(model), path, CPU, model.config.input_size)(x.clone()).numpy()
+        assert _cos(got, ref).min() >= 0.9999, (name, path)
+
+
+def test_int8_path_is_close_on_a_trained_model_and_needs_calibration() -> None:
+    """The committed cpu-preset `ours`: int8 (calibrated on other faces) stays close to float32 (cosine > 0.99),
+    is really quantised (not equal), and gets a cache of its own."""
+    from partialface.evaluation.embed import TorchEmbedder
+    from partialface.training.checkpoint import load_model
+
+    model = load_model(OURS_CPU)
+    faces, calib = _faces(6, seed=1), _faces(32, seed=2)
+    ref = TorchEmbedder("o", model, CPU, fingerprint="w", infer="eager")(faces).numpy()
+    q = TorchEmbedder("o", model, CPU, fingerprint="w", infer="int8")
+    assert q.needs_calibration and q.path == "int8" and q.fingerprint == "w|int8"
+    with pytest.raises(RuntimeError, match="not calibrated"):
+        q(faces)
+    q.calibrate(calib)
+    got = q(faces).numpy()
+    cos = _cos(got, ref)
+    assert cos.min() > 0.99 and cos.max() < 1 - 1e-7, cos
+
+
+# ---------------------------------------------------------------------------------------------- ONNX export
+@pytest.mark.parametrize("name", ["ours", "resnet50", "resnet41", "dlib_resnet", "ours_dlib"])
+def test_onnx_export_of_every_registered_model(name: str, tmp_path: Path) -> None:
+    """Every registered model exports with all ModelOutput fields named, a dynamic batch and its metadata;
+    ONNX Runtime equals PyTorch (f: cosine >= 0.9999, every output to 1e-4) at batch sizes it was not traced at."""
+    import onnx
+
+    from partialface.inference.onnx_export import OPSET, OUTPUTS, export_model_onnx
+    from partialface.models import create_model, list_models
+
+    assert name in list_models()
+    torch.manual_seed(1)
+    model = create_model(name, preset="tiny").eval()
+    file = tmp_path / f"{name}.onnx"
+    export_model_onnx(model, file)
+    proto = onnx.load(str(file))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["model_name"] == name and int(meta["input_size"]) == model.config.input_size
+    assert json.loads(meta["model_config"])["name"] == name
+    assert proto.opset_import[0].version == OPSET
+    sess = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    size = model.config.input_size
+    for b in (1, 5):
+        x = np.random.default_rng(b).uniform(-1, 1, (b, 3, size, size)).astype(np.float32)
+        got = dict(zip(names, sess.run(None, {"x": x}), strict=True))
+        with torch.inference_mode():
+            out = model(torch.from_numpy(x))
+        want = {n: getattr(out, n).numpy() for n in OUTPUTS if getattr(out, n) is not None}
+        assert list(want) == names  # every non-None output, in ModelOutput order
+        assert _cos(got["f"], want["f"]).min() >= 0.9999
+        for n in names:
+            assert got[n].shape == want[n].shape
+            np.testing.assert_allclose(got[n], want[n], rtol=1e-3, atol=1e-4, err_msg=n)
+    if name in ("ours", "ours_dlib"):
+        assert names == ["f", "fk", "s", "A", "A_tilde"]
+
+
+def test_onnx_file_scores_like_its_checkpoint_in_the_benchmark(tmp_path: Path) -> None:
+    """`weights export-onnx RUN OUT.onnx` then `benchmark --model OUT.onnx`: the embeddings equal those of the
+    checkpoint on the eager path (cosine >= 0.9999 per face and variant)."""
+    from partialface.cli import main
+    from partialface.data.images import write_image
+    from partialface.evaluation.embed import load_embedder
+
+    assert main(["weights", "export-onnx", str(OURS_CPU), str(tmp_path / "ours.onnx")]) == 0
+    onnx_emb = load_embedder(str(tmp_path / "ours.onnx"), CPU)
+    torch_emb = load_embedder(f"ours={OURS_CPU}", CPU, infer="eager")
+    assert onnx_emb.name == "ours" and onnx_emb.embedding_dim == torch_emb.embedding_dim
+    faces = _faces(4, seed=3)
+    assert _cos(onnx_emb(faces).numpy(), torch_emb(faces).numpy()).min() >= 0.9999
+    # through the benchmark, on a 2-fold pairs file of 4 identities
+    data = tmp_path / "data"
+    for i in range(4):
+        for j in (1, 2):
+            write_image(data / f"p{i}" / f"p{i}_{j:04d}.png", _faces(1, seed=10 * i + j)[0].permute(1, 2, 0).numpy())
+    (tmp_path / "pairs.txt").write_text("2 1\np0\t1\t2\np1\t1\tp2\t1\np2\t1\t2\np3\t1\tp0\t2\n")
+    rcs = [main(["benchmark", "--model", m, "--data", str(data), "--pairs", str(tmp_path / "pairs.txt"), "--out",
+                 str(tmp_path / out), "--factors", "0.3", "--no-progress", "--infer", "eager", "--device", "cpu"])
+           for m, out in ((str(tmp_path / "ours.onnx"), "b1"), (f"ours={OURS_CPU}", "b2"))]
+    assert rcs == [0, 0]
+    with np.load(tmp_path / "b1" / "embeddings" / "ours.npz") as a, np.load(tmp_path / "b2" / "embeddings" /
+                                                                            "ours.npz") as b:
+        variants = [k for k in a.files if k not in ("keys", "meta")]
+        assert len(variants) > 1 and np.array_equal(a["keys"], b["keys"])
+        for v in variants:
+            assert _cos(a[v], b[v]).min() >= 0.9999, v
+
+
+def test_export_onnx_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from partialface.cli import main
+
+    assert main(["weights", "export-onnx", str(tmp_path / "nothing"), str(tmp_path / "a.onnx")]) == 2
+    assert main(["weights", "export-onnx", str(OURS_CPU), str(tmp_path / "a.bin")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no such run folder" in err[0] and "ending in .onnx" in err[1]
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(PartialFaceError, match="not an ONNX model"):
+        from partialface.evaluation.embed import load_embedder
+
+        load_embedder(str(bad), CPU)
+
+
+# ---------------------------------------------------------------------------------------------- fail fast
+def test_benchmark_with_a_missing_model_on_raw_photos_exits_before_aligning(tmp_path: Path) -> None:
+    """A typo in --model with raw (unaligned) --data: exit 2 within seconds, nothing aligned or embedded."""
+    from partialface.cli import main
+    from partialface.data.images import write_image
+
+    raw = tmp_path / "raw"
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        for j in (1, 2):
+            write_image(raw / f"p{i}" / f"p{i}_{j:04d}.jpg", rng.integers(0, 256, (250, 250, 3), dtype=np.uint8))
+    (tmp_path / "pairs.txt").write_text("2 1\np0\t1\t2\np1\t1\tp2\t1\np2\t1\t2\np1\t2\tp0\t2\n")
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    rc = main(["benchmark", "--model", str(tmp_path / "typo.safetensors"), "--data", str(raw), "--pairs",
+               str(tmp_path / "pairs.txt"), "--out", str(out), "--no-progress"])
+    took = time.perf_counter() - t0
+    assert rc == 2 and took < 10, took
+    assert not (out / "aligned").exists() and not (out / "embeddings").exists()
+
+
+def test_train_checks_the_model_before_packing_the_data(tmp_path: Path) -> None:
+    """model.pretrained on a model that cannot take it: the error comes before data.pack is built."""
+    from partialface.data.images import write_image
+    from partialface.training.config import TrainConfig
+    from partialface.training.loop import train
+
+    for i in range(2):
+        write_image(tmp_path / "data" / f"id{i}" / "a.png", np.zeros((160, 160, 3), np.uint8))
+    cfg = TrainConfig.from_yaml("tiny", [f"data.root={tmp_path / 'data'}", f"data.pack={tmp_path / 'pack'}",
+                                     "model.pretrained=dlib", f"run.out={tmp_path / 'run'}", "run.progress=false"])
+    with pytest.raises(PartialFaceError, match=r"model\.pretrained: model 'ours' cannot start"):
+        train(cfg)
+    assert not (tmp_path / "pack").exists() and not (tmp_path / "run").exists()
