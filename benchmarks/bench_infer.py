@@ -89,9 +89,9 @@ def build(family: str) -> tuple[torch.nn.Module, int, str]:
             note = "dlib's weights"
         except Exception:
             model, note = create_model("dlib_resnet", preset="paper"), "random"
-        return EmbeddingOf(model.eval(), lambda m, x: m.embed(x)), DLIB_INPUT_SIZE, note
+        return EmbeddingOf(model, lambda m, x: m.embed(x)).eval(), DLIB_INPUT_SIZE, note
     model = create_model(name, preset=preset or "paper").eval()
-    return EmbeddingOf(model), model.config.input_size, "random"
+    return EmbeddingOf(model).eval(), model.config.input_size, "random"
 
 
 def faces_dir(root: Path, n: int, src: Path | None) -> Path:

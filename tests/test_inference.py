@@ -229,3 +229,22 @@ def test_train_checks_the_model_before_packing_the_data(tmp_path: Path) -> None:
     with pytest.raises(PartialFaceError, match=r"model\.pretrained: model 'ours' cannot start"):
         train(cfg)
     assert not (tmp_path / "pack").exists() and not (tmp_path / "run").exists()
+
+
+def test_gpu_script_falls_back_to_a_small_cpu_run() -> None:
+    """benchmarks/gpu.sh without CUDA (or with PARTIALFACE_GPU_SMALL): all three steps at small sizes, rc 0,
+    and it says that the GPU figures are still to be taken."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PARTIALFACE_GPU_SMALL": "1", "PARTIALFACE_VENV": str(Path(sys.executable).parents[1])}
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = res.stdout
+    assert "GPU figures are still to be taken" in out
+    for step in ("## 1. inference", "## 2. the full PartialLFW", "## 3. training", "gpu.sh done"):
+        assert step in out, step
+    assert "| ours:tiny | onnx" in out and "| dlib_resnet | eager" in out  # bench_infer rows
+    assert "train TFLOP/s" in out and "ratio end-to-end / bare" in out
