@@ -19,7 +19,6 @@ the whole face; ``dlib`` keeps the plain resize the benchmark's protocol asks fo
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from partialface.errors import PartialFaceError
-from partialface.evaluation.embed import Embedder, ModelEmbedder, path_fingerprint
+from partialface.evaluation.embed import Embedder, ModelEmbedder, _file_digest, path_fingerprint
 from partialface.models.dlib_resnet import (
     DLIB_INPUT_SIZE,
     DlibResNet,
@@ -82,14 +81,6 @@ def to_dlib_chips(images: torch.Tensor, geometry: str = "resize") -> torch.Tenso
     raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _dlib_descriptor(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """dlib's descriptor of dlib's input x (B, 3, 150, 150) -> (B, 128): ``DlibResNet.embed``."""
     assert isinstance(model, DlibResNet)
@@ -108,7 +99,7 @@ class DlibEmbedder(ModelEmbedder):
         self, device: torch.device | str = "cpu", weights: str | Path | None = None, geometry: str = "resize",
         infer: str = "auto",
     ) -> None:
-        from partialface.inference.runners import EmbeddingOf, choose_path, make_runner
+        from partialface.inference.runners import EmbeddingOf, choose_path
 
         if geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
@@ -116,19 +107,13 @@ class DlibEmbedder(ModelEmbedder):
         self.name = "dlib" if geometry == "resize" else f"dlib-{geometry}"
         self.source, self.embedding_dim = "dlib", 128
         self.device = torch.device(device)
-        self.path = choose_path(infer, self.device)
-        self.input_size = DLIB_INPUT_SIZE
         file = resolve_weights(weights, option=f"--model {self.name}")
         model = load_dlib_resnet(file, device="cpu")
         self.model: DlibResNet = model
         self.module = model
-        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.path)
-        self._make = lambda calibration=None: make_runner(
-            EmbeddingOf(model, _dlib_descriptor), self.path, self.device, DLIB_INPUT_SIZE, calibration)
-        self.needs_calibration = self.path == "int8"
-        self.runner = None if self.needs_calibration else self._make()
+        self._init_runner(EmbeddingOf(model, _dlib_descriptor), choose_path(infer, self.device), DLIB_INPUT_SIZE)
         self.fingerprint = path_fingerprint(
-            f"dlib-port:{_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}", self.path)
+            f"dlib-port:{_file_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}", self.path)
 
     def _geometry_tag(self) -> str:
         return "resize" if self.geometry == "resize" else f"chip{DLIB_CHIP_BOX_160}"
@@ -137,10 +122,6 @@ class DlibEmbedder(ModelEmbedder):
         """(B, 3, H, W) uint8 aligned faces -> dlib's input (B, 3, 150, 150) float32 (:func:`dlib_input`)."""
         x = dlib_input(to_dlib_chips(images, self.geometry), self.model.pixel_mean.to(images.device))
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-
-    def calibrate(self, faces: torch.Tensor) -> None:
-        self.runner = self._make(self.prepare(faces).contiguous().cpu().numpy())
-        self.needs_calibration = False
 
 
 def import_dlib(option: str = "--model dlib-bin") -> Any:
@@ -180,7 +161,7 @@ class DlibBinEmbedder(Embedder):
             raise PartialFaceError(f"{dat}: dlib cannot read it ({str(e).splitlines()[0]})") from None
         self.module = None
         tag = "resize" if geometry == "resize" else f"chip{DLIB_CHIP_BOX_160}"
-        self.fingerprint = f"dlib-bin:{dlib.__version__}:{_digest(dat)}:{PREPROCESS_VERSION}:{tag}"
+        self.fingerprint = f"dlib-bin:{dlib.__version__}:{_file_digest(dat)}:{PREPROCESS_VERSION}:{tag}"
 
     def describe_chips(self, chips: np.ndarray) -> np.ndarray:
         """chips: (B, 150, 150, 3) uint8 RGB -> (B, 128) float32 (dlib's batched aligned-image overload)."""

@@ -47,10 +47,8 @@ from partialface.inference.runners import CHOICES as INFER_CHOICES
 
 #: Images per resumable chunk (one parts file each).
 CHUNK = 1024
-#: ``--amp`` of the benchmark: 'auto' (autocast on CUDA, float32 on the CPU), 'bf16' (bf16 autocast and
-#: channels_last on any device: about twice the images/s on CPUs with AMX) or 'none' (float32)
+#: ``--amp`` of the benchmark, the older spelling of ``--infer`` (see :data:`AMP_TO_PATH`)
 AMP_MODES = ("auto", "bf16", "none")
-
 #: ``--model`` values of dlib's face ResNet (partialface.evaluation.dlib_model)
 DLIB_MODELS = ("dlib", "dlib-bin", "dlib-chip")
 
@@ -138,8 +136,20 @@ class ModelEmbedder(Embedder):
         buf.copy_(images)
         return buf.sub_(127.5).div_(128.0)
 
-    def calibrate(self, faces: torch.Tensor) -> None:  # pragma: no cover - only int8 embedders override it
-        """Build the int8 runner from ``faces`` (N, 3, 160, 160) uint8."""
+    def _init_runner(self, module: nn.Module, path: str, input_size: int) -> None:
+        """Set up the runner of ``module`` (x (B, 3, S, S) -> (B, D)) on ``path``; int8 waits for calibrate."""
+        from partialface.inference.runners import make_runner
+
+        self.path, self.input_size = path, input_size
+        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(path)
+        self._make = lambda calibration=None: make_runner(module, path, self.device, input_size, calibration)
+        self.needs_calibration = path == "int8"
+        self.runner = None if self.needs_calibration else self._make()
+
+    def calibrate(self, faces: torch.Tensor) -> None:
+        """Build the int8 runner with activation ranges from ``faces`` (N, 3, 160, 160) uint8."""
+        self.runner = self._make(self.prepare(faces.to(self.device)).contiguous().cpu().numpy())
+        self.needs_calibration = False
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.runner is None:
@@ -162,27 +172,16 @@ class TorchEmbedder(ModelEmbedder):
         self, name: str, model: nn.Module, device: torch.device, source: str = "", fingerprint: str = "",
         amp: str = "auto", infer: str | None = None,
     ) -> None:
-        from partialface.inference.runners import EmbeddingOf, make_runner
+        from partialface.inference.runners import EmbeddingOf
 
         self.name, self.source, self.device = name, source, device
-        self.path = resolve_infer(infer, amp, device)
-        model.eval()
         cfg = getattr(model, "config", None)
-        self.input_size = int(getattr(cfg, "input_size", IMAGE_SIZE))
         self.embedding_dim = int(getattr(model, "embedding_dim", 0) or getattr(cfg, "embedding_dim", 0))
-        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.path)
-        self._make = lambda calibration=None: make_runner(EmbeddingOf(model), self.path, device, self.input_size,
-                                                          calibration)
-        self.needs_calibration = self.path == "int8"
-        self.runner = None if self.needs_calibration else self._make()
+        self._init_runner(EmbeddingOf(model.eval()), resolve_infer(infer, amp, device),
+                          int(getattr(cfg, "input_size", IMAGE_SIZE)))
         self.module = model  # (moved by the runner to where it runs: the report's attention figures use it)
         # embeddings of another precision are other numbers: they get their own cache
         self.fingerprint = path_fingerprint(fingerprint, self.path)
-
-    def calibrate(self, faces: torch.Tensor) -> None:
-        x = self.prepare(faces.to(self.device)).contiguous().cpu().numpy()
-        self.runner = self._make(x)
-        self.needs_calibration = False
 
 
 def parse_model_spec(spec: str) -> tuple[str, str]:
