@@ -41,11 +41,12 @@ def _faces(n: int, seed: int = 0) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- hardware
 def test_cpuinfo_parser_reads_vendor_model_and_flags() -> None:
-    text = ("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8480C\n"
+    text = ("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+            "model name\t: Intel(R) Xeon(R) Platinum 8480C\n"
             "flags\t\t: fpu avx2 fma avx512f avx512_bf16 amx_tile amx_bf16\n\nprocessor\t: 1\n"
             "vendor_id\t: GenuineIntel\nflags\t\t: fpu\n")
-    vendor, model, flags = _parse_cpuinfo(text)
-    assert (vendor, model) == ("GenuineIntel", "Intel(R) Xeon(R) Platinum 8480C")
+    vendor, model, flags, family = _parse_cpuinfo(text)
+    assert (vendor, model, family) == ("GenuineIntel", "Intel(R) Xeon(R) Platinum 8480C", "6/143")
     assert {"avx2", "avx512_bf16", "amx_tile"} <= flags and "avx512_vnni" not in flags
 
 

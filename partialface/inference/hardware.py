@@ -18,12 +18,14 @@ FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "am
 
 @dataclass(frozen=True)
 class CpuInfo:
-    """vendor, model: as the OS reports them; flags: the subset of :data:`FLAGS` present; cores: logical CPUs."""
+    """vendor, model: as the OS reports them (family: 'cpu family/model', e.g. '26/2' = AMD Zen 5, '6/143' = Intel
+    Sapphire Rapids); flags: the subset of :data:`FLAGS` present; cores: logical CPUs."""
 
     vendor: str
     model: str
     flags: frozenset[str]
     cores: int
+    family: str = ""
 
     @property
     def amx(self) -> bool:
@@ -42,22 +44,28 @@ class CpuInfo:
     def describe(self) -> str:
         """One line, e.g. 'AuthenticAMD AMD EPYC, 2 cores, avx2 fma avx512f avx512_bf16 avx512_vnni (no AMX)'."""
         flags = " ".join(f for f in FLAGS if f in self.flags) or "no AVX2"
-        return f"{self.vendor} {self.model}, {self.cores} cores, {flags}{'' if self.amx else ' (no AMX)'}"
+        fam = f" (family/model {self.family})" if self.family else ""
+        return f"{self.vendor} {self.model}{fam}, {self.cores} cores, {flags}{'' if self.amx else ' (no AMX)'}"
 
 
-def _parse_cpuinfo(text: str) -> tuple[str, str, set[str]]:
-    vendor = model = ""
+def _parse_cpuinfo(text: str) -> tuple[str, str, set[str], str]:
+    """/proc/cpuinfo -> (vendor, model name, flags, 'family/model') of the first processor."""
+    vendor = model = family = number = ""
     flags: set[str] = set()
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        key = key.strip()
+        key, value = key.strip(), value.strip()
         if key == "vendor_id" and not vendor:
-            vendor = value.strip()
+            vendor = value
         elif key == "model name" and not model:
-            model = value.strip()
+            model = value
+        elif key == "cpu family" and not family:
+            family = value
+        elif key == "model" and not number:
+            number = value
         elif key == "flags" and not flags:
             flags = set(value.split())
-    return vendor, model, flags
+    return vendor, model, flags, f"{family}/{number}" if family else ""
 
 
 @lru_cache(maxsize=1)
@@ -70,7 +78,7 @@ def cpu_info() -> CpuInfo:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         pass
-    vendor, model, flags = _parse_cpuinfo(text)
+    vendor, model, flags, family = _parse_cpuinfo(text)
     # PyTorch's probes see what the OS enables (e.g. AMX tiles need kernel support), so they can add flags
     for probe, flag in (("_is_amx_tile_supported", "amx_tile"), ("_is_avx512_bf16_supported", "avx512_bf16"),
                         ("_is_avx512_vnni_supported", "avx512_vnni"), ("_is_avx2_supported", "avx2")):
@@ -81,7 +89,7 @@ def cpu_info() -> CpuInfo:
         except Exception:  # a failing probe means: not known
             continue
     return CpuInfo(vendor or platform.processor() or "unknown", model or platform.machine(),
-                   frozenset(f for f in FLAGS if f in flags), os.cpu_count() or 1)
+                   frozenset(f for f in FLAGS if f in flags), os.cpu_count() or 1, family)
 
 
 __all__ = ["FLAGS", "CpuInfo", "cpu_info"]
