@@ -121,8 +121,8 @@ class ModelEmbedder(Embedder):
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Model input of (B, 3, 160, 160) uint8 faces: training's ``to_model_input``, bit for bit.
 
-        At the model's native size the normalisation ``(x - 127.5) / 128`` is done in place in one reused
-        float buffer (no fresh 40 MB tensors per batch: their page faults would cost as much as the work).
+        At the model's native size the normalisation ``(x - 127.5) / 128`` is done in one reused float buffer
+        (no fresh 40 MB tensors per batch: their page faults would cost as much as the work).
         """
         from partialface.training.augment import to_model_input
 
@@ -133,8 +133,9 @@ class ModelEmbedder(Embedder):
         if buf is None or tuple(buf.shape) != shape or buf.device != images.device:
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             buf = self._buf = torch.empty(shape, dtype=torch.float32, device=images.device, memory_format=fmt)
-        buf.copy_(images)
-        return buf.sub_(127.5).div_(128.0)
+        # x / 128 - 127.5 / 128 in two passes: bit-equal to (x - 127.5) / 128 (both steps exact for uint8 x)
+        torch.mul(images, 1.0 / 128.0, out=buf)
+        return buf.sub_(127.5 / 128.0)
 
     def _init_runner(self, module: nn.Module, path: str, input_size: int) -> None:
         """Set up the runner of ``module`` (x (B, 3, S, S) -> (B, D)) on ``path``; int8 waits for calibrate."""
