@@ -93,6 +93,25 @@ def test_float_paths_match_eager_float32_on_random_weights(name: str) -> None:
         assert _cos(got, ref).min() >= 0.9999, (name, path)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (the CUDA paths run on a GPU only)")
+@pytest.mark.parametrize("path", ["eager", "bf16", "fp16", "onnx"])
+def test_cuda_paths_match_cpu_float32(path: str) -> None:
+    """On a GPU: each path against CPU float32 (exact paths cosine >= 0.9999, autocast >= 0.999)."""
+    from partialface.inference.runners import EmbeddingOf
+    from partialface.models import create_model
+
+    cuda = torch.device("cuda")
+    if unavailable(path, cuda) is not None:
+        pytest.skip(f"{path} on CUDA: {unavailable(path, cuda)}")
+    torch.manual_seed(0)
+    model = create_model("ours", preset="cpu").eval()
+    x = (_faces(8).float() - 127.5) / 128
+    with torch.inference_mode():
+        ref = model(x).f.numpy()
+    got = make_runner(EmbeddingOf(model), path, cuda, 160)(x.to(cuda)).cpu().numpy()
+    assert _cos(got, ref).min() >= (0.9999 if path in ("eager", "onnx") else 0.999)
+
+
 def test_int8_path_is_close_on_a_trained_model_and_needs_calibration() -> None:
     """The committed cpu-preset `ours`: int8 (calibrated on other faces) stays close to float32 (cosine > 0.99),
     is really quantised (not equal), and gets a cache of its own."""
