@@ -37,7 +37,7 @@ from partialface.models.dlib_resnet import (
 )
 
 #: changes whenever the preprocessing changes (part of the embedding cache's fingerprint)
-PREPROCESS_VERSION = "resize=dlib-bilinear-trunc-v1"
+PREPROCESS_VERSION = "resize=dlib-bilinear-trunc-v2-integer"
 #: dlib's face chip inside the benchmark's 160x160 aligned face: (centre x, centre y, side) in pixels, where
 #: side = right - left of dlib's chip rectangle (its corners map to the chip's corner pixels); the median
 #: over 502 aligned LFW faces (see the module docstring; ``benchmarks/bench_dlib.py --chip-box`` measures it)
@@ -45,13 +45,34 @@ DLIB_CHIP_BOX_160 = (80.15, 90.86, 137.69)
 GEOMETRIES = ("resize", "chip")
 
 
+def _corner_grid(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Output i of ``size`` samples n pixels at i (n - 1) / (size - 1): (left index, right index, right weight
+    numerator k; the weight is k / (size - 1)), all int64 (size,)."""
+    num = torch.arange(size, dtype=torch.int64) * (n - 1)
+    left = num // (size - 1)
+    return left, torch.clamp(left + 1, max=n - 1), num % (size - 1)
+
+
 def resize_to_dlib(images: torch.Tensor, size: int = DLIB_INPUT_SIZE) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> uint8 (B, 3, size, size): bilinear on dlib's corner-aligned grid, truncated
-    (as ``dlib.resize_image``). Returns the input itself when it already has the size."""
-    if images.shape[-1] == size and images.shape[-2] == size:
+    (as ``dlib.resize_image``). Returns the input itself when it already has the size.
+
+    Computed in integers: with weights k / (size - 1), every output is an integer sum over (size - 1)^2 (at
+    most 255 x 149^2 for 150 px), floor-divided exactly. So the chips are the same on every device and
+    runtime (an ONNX graph of it included), where a float interpolation would flip the truncation of values
+    that land within rounding of an integer."""
+    h, w = images.shape[-2:]
+    if h == size and w == size:
         return images
-    x = F.interpolate(images.to(torch.float32), size=(size, size), mode="bilinear", align_corners=True)
-    return x.clamp_(0, 255).floor_().to(torch.uint8)
+    if size < 2:
+        raise ValueError(f"size must be >= 2, got {size}")
+    den = size - 1
+    y0, y1, ky = (t.to(images.device) for t in _corner_grid(h, size))
+    x0, x1, kx = (t.to(images.device) for t in _corner_grid(w, size))
+    img = images.to(torch.int32)
+    rows = img[..., y0, :] * (den - ky).to(torch.int32)[:, None] + img[..., y1, :] * ky.to(torch.int32)[:, None]
+    full = rows[..., x0] * (den - kx).to(torch.int32) + rows[..., x1] * kx.to(torch.int32)
+    return torch.div(full, den * den, rounding_mode="floor").to(torch.uint8)
 
 
 def chip_from_aligned(
@@ -124,6 +145,22 @@ class DlibEmbedder(ModelEmbedder):
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
+class FramedDlib(torch.nn.Module):
+    """dlib's network with its framing, on the benchmark's input (what ``weights export-onnx dlib`` ships):
+    x (B, 3, 160, 160) = (face - 127.5) / 128 -> the uint8 face -> dlib's chip (``geometry``, as
+    :class:`DlibEmbedder`) -> :func:`dlib_input` -> (B, 128) descriptors. Same numbers as DlibEmbedder."""
+
+    def __init__(self, model: DlibResNet, geometry: str = "resize") -> None:
+        super().__init__()
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+        self.model, self.geometry = model, geometry
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        faces = (x * 128.0 + 127.5).round().clamp(0, 255).to(torch.uint8)
+        return self.model.embed(dlib_input(to_dlib_chips(faces, self.geometry), self.model.pixel_mean))
+
+
 def import_dlib(option: str = "--model dlib-bin") -> Any:
     """The ``dlib`` module, or PartialFaceError naming the extra."""
     try:
@@ -180,6 +217,7 @@ __all__ = [
     "PREPROCESS_VERSION",
     "DlibBinEmbedder",
     "DlibEmbedder",
+    "FramedDlib",
     "chip_from_aligned",
     "import_dlib",
     "resize_to_dlib",

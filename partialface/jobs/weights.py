@@ -10,8 +10,9 @@ folder or model.safetensors) as a file to share: the model's tensors and config 
 which is only for training), optionally in float16 (half the size; float32 again when loaded). It loads
 wherever a run's weights do (``--model`` of the benchmark, ``partialface.training.checkpoint.load_model``).
 
-``partialface weights export-onnx MODEL OUT.onnx``: a trained model (as for ``export``) or ``dlib`` (dlib's
-pretrained network, at its 150x150 input) as an ONNX graph — dynamic batch, opset
+``partialface weights export-onnx MODEL OUT.onnx``: a trained model (as for ``export``) or ``dlib`` /
+``dlib-chip`` (dlib's pretrained network with its framing inside the graph, as ``--model dlib`` /
+``dlib-chip`` embed: ``partialface.evaluation.dlib_model.FramedDlib``) as an ONNX graph — dynamic batch, opset
 ``partialface.inference.onnx_export.OPSET``, every ModelOutput field as a named output (``f``; the attention
 models add ``fk``, ``s``, ``A``, ``A_tilde``) — checked against PyTorch on random faces before it is kept.
 ``--model OUT.onnx`` of the benchmark runs it with ONNX Runtime.
@@ -52,7 +53,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         description="Export a trained model (run folder, step folder, .safetensors) or 'dlib' (dlib's pretrained "
                     "network) to ONNX with every output named (f; fk, s, A, A_tilde for attention models).",
     )
-    p.add_argument("src", metavar="MODEL", help="run folder, step folder, .safetensors, or dlib")
+    p.add_argument("src", metavar="MODEL", help="run folder, step folder, .safetensors, dlib or dlib-chip")
     p.add_argument("out", type=Path, metavar="OUT", help="output file (.onnx)")
 
 
@@ -85,7 +86,7 @@ def export_onnx(src: str, out: Path, check_batch: int = 3) -> tuple[list[str], f
     import onnx
     import torch
 
-    from partialface.inference.onnx_export import export_model_onnx
+    from partialface.inference.onnx_export import export_bytes, export_model_onnx
     from partialface.inference.runners import OnnxRunner, unavailable
 
     if out.suffix != ".onnx":
@@ -93,26 +94,30 @@ def export_onnx(src: str, out: Path, check_batch: int = 3) -> tuple[list[str], f
     if unavailable("onnx", torch.device("cpu")) is not None:
         raise PartialFaceError("weights export-onnx: ONNX Runtime is needed for the parity check "
                                "(pip install onnxruntime)")
-    size: int | None = None
     model: torch.nn.Module
-    if src == "dlib":
-        from partialface.models.dlib_resnet import DLIB_INPUT_SIZE, load_dlib_resnet, resolve_weights
+    if src in ("dlib", "dlib-chip"):
+        from partialface.evaluation.dlib_model import FramedDlib
+        from partialface.models.dlib_resnet import load_dlib_resnet, resolve_weights
 
-        model = load_dlib_resnet(resolve_weights(None, option="weights export-onnx dlib"))
-        size = DLIB_INPUT_SIZE
+        model = FramedDlib(load_dlib_resnet(resolve_weights(None, option=f"weights export-onnx {src}")),
+                           "chip" if src == "dlib-chip" else "resize").eval()
+        meta = {"model_name": src, "embedding_dim": "128", "producer": "partialface", "framing": model.geometry}
+        data = export_bytes(model, 160, ["f"], {**meta, "exported_from": src})
     else:
         from partialface.training.checkpoint import _weights_file, load_model
 
         if not Path(src).exists():
-            raise PartialFaceError(f"{src}: no such run folder or weights file (or give dlib)")
+            raise PartialFaceError(f"{src}: no such run folder or weights file (or give dlib or dlib-chip)")
         model = load_model(_weights_file(Path(src)))
-    data = export_model_onnx(model, None, size, metadata={"exported_from": str(src)})
+        data = export_model_onnx(model, None, metadata={"exported_from": str(src)})
     size = int({p.key: p.value for p in onnx.load_from_string(data).metadata_props}["input_size"])
-    x = torch.from_numpy(np.random.default_rng(0).uniform(-1, 1, (check_batch, 3, size, size)).astype(np.float32))
+    faces = np.random.default_rng(0).integers(0, 256, (check_batch, 3, size, size)).astype(np.float32)
+    x = torch.from_numpy((faces - 127.5) / 128)
     runner = OnnxRunner(data, torch.device("cpu"))
     got = runner.run(x.numpy())
     with torch.inference_mode():
-        ref = model(x).f.numpy()
+        res = model(x)
+    ref = (res if isinstance(res, torch.Tensor) else res.f).numpy()
     cos = float(np.min((got[0] * ref).sum(1) / np.linalg.norm(got[0], axis=1) / np.linalg.norm(ref, axis=1)))
     if not cos >= 0.9999:
         raise PartialFaceError(f"{src}: the ONNX graph differs from PyTorch (cosine {cos:.6f} < 0.9999); not written")
