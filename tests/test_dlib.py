@@ -346,3 +346,38 @@ def test_missing_extra_messages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     not_weights.write_bytes(b"junk")
     with pytest.raises(PartialFaceError, match=r"x\.safetensors: not a safetensors"):
         load_dlib_resnet(not_weights)
+
+
+def test_resize_to_dlib_is_the_exact_truncated_bilinear() -> None:
+    """The integer resize equals floor() of the bilinear value computed in float64 (dlib's corner grid), on
+    random faces and on values built to land exactly on integers (where float32 would flip the truncation)."""
+    import torch.nn.functional as F
+
+    from partialface.evaluation.dlib_model import resize_to_dlib
+
+    rng = np.random.default_rng(5)
+    for img in (rng.integers(0, 256, (3, 3, 160, 160)), np.tile(np.arange(160) % 7 * 30, (2, 3, 160, 1))):
+        t = torch.from_numpy(img.astype(np.uint8))
+        ref = torch.floor(F.interpolate(t.double(), size=(150, 150), mode="bilinear", align_corners=True) + 1e-9)
+        got = resize_to_dlib(t)
+        assert got.dtype == torch.uint8 and torch.equal(got.double(), ref)
+    assert resize_to_dlib(t[..., :150, :150]) is not None  # already 150: returned as is
+    small = torch.zeros(1, 3, 150, 150, dtype=torch.uint8)
+    assert resize_to_dlib(small) is small
+
+
+def test_exported_dlib_graph_embeds_like_the_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`weights export-onnx dlib`: dlib's framing inside the graph; on 160x160 faces it gives DlibEmbedder's
+    descriptors (the chips are bit-identical, so only float rounding of the network differs)."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed")
+    from partialface.cli import main
+    from partialface.evaluation.dlib_model import DlibEmbedder
+    from partialface.evaluation.embed import load_embedder
+
+    _dat_file()
+    monkeypatch.setenv("PARTIALFACE_HOME", str(tmp_path))
+    assert main(["weights", "export-onnx", "dlib", str(tmp_path / "dlib.onnx")]) == 0
+    faces = torch.from_numpy(np.random.default_rng(6).integers(0, 256, (5, 3, 160, 160), dtype=np.uint8))
+    ref = DlibEmbedder("cpu", infer="eager")(faces).numpy()
+    got = load_embedder(str(tmp_path / "dlib.onnx"), torch.device("cpu"))(faces).numpy()
+    assert np.abs(got - ref).max() < 1e-5 and _cosine(got, ref).min() > 0.999999
