@@ -519,3 +519,25 @@ def test_real_faces_aligned_on_the_fly(celeba_root: Path, tmp_path: Path) -> Non
     assert result.step == 4 and result.last_loss is not None and math.isfinite(result.last_loss)
     cached = sorted(cache.rglob("*.png"))
     assert len(cached) == 32 and all(read_image(p).shape == (160, 160, 3) for p in cached)
+
+
+def test_held_out_check_on_the_fast_path_equals_the_model(tmp_path: Path) -> None:
+    """verify() through ONNX Runtime (a float32 run on the CPU) gives the model's own embeddings to float rounding
+    and the same accuracies; under autocast it keeps the model."""
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed")
+    from partialface.training.data import FolderSource, make_verify_pairs, split_identities
+    from partialface.training.loop import embed, fast_runner, verify
+
+    split = split_identities(FolderSource(make_identities(tmp_path / "faces", 8, 4)), min_images=2, holdout=6, seed=0)
+    pairs = make_verify_pairs(split, 24, seed=0)
+    assert pairs is not None
+    torch.manual_seed(0)
+    model = create_model("ours", preset="tiny", input_size=160).eval()
+    cpu = torch.device("cpu")
+    runner = fast_runner(model, cpu, "none", 160)
+    assert runner is not None and fast_runner(model, cpu, "bf16", 160) is None
+    a = embed(model, pairs.images, 160, cpu, "none", runner=runner)
+    b = embed(model, pairs.images, 160, cpu, "none")
+    assert float((a * b).sum(1).min()) >= 0.9999
+    fast, slow = verify(model, pairs, 160, cpu, "none"), verify(model, pairs, 160, cpu, "none", fast=False)
+    assert fast == slow

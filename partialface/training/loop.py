@@ -413,18 +413,37 @@ def embed(
     batch: int = 128,
     params: np.ndarray | None = None,
     channels_last: bool = False,
+    runner: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """L2-normalised embeddings f of uint8 faces (N, 160, 160, 3) (optionally augmented with fixed
-    rows ``params`` (N, N_PARAMS) first) -> (N, D) float32 on the CPU. The model must be in eval mode."""
+    rows ``params`` (N, N_PARAMS) first) -> (N, D) float32 on the CPU. The model must be in eval mode.
+    ``runner``: model input (B, 3, S, S) -> f (B, D) in place of ``model`` (see :func:`fast_runner`)."""
     out = []
     for i in range(0, len(images), batch):
         x = images[i : i + batch].to(device)
         if params is not None:
             x, _ = augment_batch(x, params[i : i + batch])
-        with _autocast(device, amp):
-            f = model(to_model_input(x, input_size, channels_last)).f
+        x = to_model_input(x, input_size, channels_last)
+        if runner is not None:
+            f = runner(x)
+        else:
+            with _autocast(device, amp):
+                f = model(x).f
         out.append(torch.nn.functional.normalize(f.float(), dim=1).cpu())
     return torch.cat(out)
+
+
+def fast_runner(model: nn.Module, device: torch.device, amp: str, input_size: int) -> Callable[[Tensor], Tensor] | None:
+    """The benchmark's auto path for held-out checks of a float32 run: ONNX Runtime on a snapshot of the model
+    (the same numbers to float rounding, 1.5-2.8x eager on CPU: docs/benchmarks.md), or None (use the model:
+    under autocast, or where ONNX Runtime does not run on ``device``)."""
+    import copy
+
+    from partialface.inference.runners import EmbeddingOf, choose_path, make_runner
+
+    if amp != "none" or choose_path("auto", device) != "onnx":
+        return None
+    return make_runner(EmbeddingOf(copy.deepcopy(model).float().eval()), "onnx", device, input_size)
 
 
 @torch.no_grad()
@@ -452,18 +471,20 @@ def imprint_head(
 
 
 def verify(
-    model: nn.Module, pairs: VerifyPairs, input_size: int, device: torch.device, amp: str, channels_last: bool = False
+    model: nn.Module, pairs: VerifyPairs, input_size: int, device: torch.device, amp: str, channels_last: bool = False,
+    fast: bool = True,
 ) -> dict[str, Any]:
     """Held-out check: accuracy (%) of cosine scores, holistic and with the second image partial.
 
     With >= 20 pairs: 10-fold accuracy (threshold chosen off the test fold, partialface.metrics);
-    otherwise the best-threshold accuracy on the pairs themselves (optimistic; ``method`` says which)."""
+    otherwise the best-threshold accuracy on the pairs themselves (optimistic; ``method`` says which).
+    ``fast``: embed through :func:`fast_runner` where it applies."""
     from partialface.metrics import best_threshold, tenfold_accuracy
 
-    emb = embed(model, pairs.images, input_size, device, amp, channels_last=channels_last)
-    second = embed(
-        model, pairs.images[pairs.b], input_size, device, amp, params=pairs.partial, channels_last=channels_last
-    )
+    runner = fast_runner(model, device, amp, input_size) if fast else None
+    emb = embed(model, pairs.images, input_size, device, amp, channels_last=channels_last, runner=runner)
+    second = embed(model, pairs.images[pairs.b], input_size, device, amp, params=pairs.partial,
+                   channels_last=channels_last, runner=runner)
     hol = (emb[pairs.a] * emb[pairs.b]).sum(1).numpy()
     par = (emb[pairs.a] * second).sum(1).numpy()
     if len(pairs.same) >= 20:
