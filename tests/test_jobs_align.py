@@ -374,3 +374,22 @@ def test_align_real_lfw_images(lfw_root: Path, tmp_path: Path) -> None:
         mid = (le + re_) / 2
         assert abs(mid[0] - 80) < 4 and abs(mid[1] - 64) < 4, (rel, mid)
         assert abs(le[1] - re_[1]) < 3, (rel, le, re_)
+
+
+def test_align_mixed_sizes_in_one_batch_uses_each_images_own_landmarks(tmp_path: Path) -> None:
+    """Photos of mixed sizes go to the real detector in one batch; the landmarks recorded for each are
+    bit for bit those of detecting it alone (partialface.detect packs the sizes, see its tests)."""
+    from partialface.data.synth import make_identity, make_variation, render
+
+    src = tmp_path / "src"
+    sizes = [(250, 250), (97, 130), (333, 251), (61, 64)]
+    for i, (h, w) in enumerate(sizes):
+        face = render(make_identity(3, "train", i), make_variation(3, "train", i, 0))[0]
+        write_image(src / f"id{i}" / "a.png", cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA))
+    s = align.align_dataset(src, tmp_path / "dst", device="cpu", progress=False, workers=0)
+    assert s.total == len(sizes) and s.aligned >= len(sizes) - 1
+    recorded = align.read_landmarks(tmp_path / "dst" / align.LANDMARKS_FILE)
+    for rel, pts in recorded.items():
+        img = read_image(src / rel)
+        alone = detect.select_face(detect.detect_faces(img, device="cpu"), img.shape)
+        assert alone is not None and np.array_equal(pts, alone.landmarks), rel
