@@ -9,8 +9,9 @@ One run, the same faces for every row. For each model x path (``partialface.infe
 - e2e: ``embed_dataset`` on aligned PNGs (decoding in the background, variants made in memory, normalisation,
   forward, normalisation, cache write) in embeddings/s, and its ratio to bare (``--e2e``; default: the auto path);
 - cos: the smallest cosine to eager float32 over the faces.
-Weights: dlib's pretrained network where the extra is installed (``dlib_resnet`` at 150x150, as ``--model
-dlib`` runs it), otherwise and for the other models random initial weights (speed does not depend on them).
+Weights: dlib's pretrained network where the extra is installed (``dlib_resnet`` as ``--model dlib`` runs it:
+160x160 faces in, dlib's exact resize to 150 and the network; FLOPs count both), otherwise and for the other
+models random initial weights (speed does not depend on them).
 ``--profile`` prints where the eager float32 time of each model goes (torch.profiler, top operators).
 
     .venv/bin/python benchmarks/bench_infer.py                       # all families, all paths of this machine
@@ -81,15 +82,17 @@ def build(family: str) -> tuple[torch.nn.Module, int, str]:
     from partialface.models import create_model
 
     name, _, preset = family.partition(":")
-    if name == "dlib_resnet":
-        from partialface.models.dlib_resnet import DLIB_INPUT_SIZE, load_dlib_resnet, resolve_weights
+    if name == "dlib_resnet":  # as `--model dlib` runs it: dlib's framing (exact resize to 150) + the network
+        from partialface.evaluation.dlib_model import FramedDlib
+        from partialface.models.dlib_resnet import DlibResNet, load_dlib_resnet, resolve_weights
 
         try:
             model = load_dlib_resnet(resolve_weights(None))
             note = "dlib's weights"
         except Exception:
             model, note = create_model("dlib_resnet", preset="paper"), "random"
-        return EmbeddingOf(model, lambda m, x: m.embed(x)).eval(), DLIB_INPUT_SIZE, note
+        assert isinstance(model, DlibResNet)
+        return FramedDlib(model).eval(), 160, note + ", framing included"
     model = create_model(name, preset=preset or "paper").eval()
     return EmbeddingOf(model).eval(), model.config.input_size, "random"
 

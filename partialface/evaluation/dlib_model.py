@@ -28,10 +28,10 @@ import torch.nn.functional as F
 
 from partialface.errors import PartialFaceError
 from partialface.evaluation.embed import Embedder, ModelEmbedder, _file_digest, path_fingerprint
+from partialface.geometry.template import IMAGE_SIZE
 from partialface.models.dlib_resnet import (
     DLIB_INPUT_SIZE,
     DlibResNet,
-    dlib_input,
     load_dlib_resnet,
     resolve_weights,
 )
@@ -53,26 +53,38 @@ def _corner_grid(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return left, torch.clamp(left + 1, max=n - 1), num % (size - 1)
 
 
+def corner_weights(n: int, size: int) -> torch.Tensor:
+    """(size, n) float32: row i holds the integer weights (size - 1 - k, k) of output i's two source pixels
+    on dlib's corner-aligned grid (the bilinear weights times size - 1)."""
+    if size < 2:
+        raise ValueError(f"size must be >= 2, got {size}")
+    left, right, k = _corner_grid(n, size)
+    w = torch.zeros(size, n, dtype=torch.float32)
+    w[torch.arange(size), left] += (size - 1 - k).to(torch.float32)
+    w[torch.arange(size), right] += k.to(torch.float32)
+    return w
+
+
+def resize_pixels(pixels: torch.Tensor, ry: torch.Tensor, rxt: torch.Tensor) -> torch.Tensor:
+    """Integer-valued float pixels (B, 3, H, W) -> dlib's truncated bilinear resize (B, 3, S, S) as floats:
+    ``floor(ry @ pixels @ rxt / (S - 1)^2)`` with ry = corner_weights(H, S), rxt = corner_weights(W, S).T.
+
+    Exact in float32 on every device and runtime: every product and partial sum is an integer below 2^24
+    (at most 255 x 149^2 for 150 px), and the quotient of two such integers never rounds across an integer
+    (it stays at least 1 / (S - 1)^2 below the next one, more than half an ulp of 256)."""
+    den = float((ry.shape[0] - 1) ** 2)
+    return torch.floor(torch.matmul(torch.matmul(ry, pixels), rxt) / den)
+
+
 def resize_to_dlib(images: torch.Tensor, size: int = DLIB_INPUT_SIZE) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> uint8 (B, 3, size, size): bilinear on dlib's corner-aligned grid, truncated
-    (as ``dlib.resize_image``). Returns the input itself when it already has the size.
-
-    Computed in integers: with weights k / (size - 1), every output is an integer sum over (size - 1)^2 (at
-    most 255 x 149^2 for 150 px), floor-divided exactly. So the chips are the same on every device and
-    runtime (an ONNX graph of it included), where a float interpolation would flip the truncation of values
-    that land within rounding of an integer."""
+    (as ``dlib.resize_image``), exactly (:func:`resize_pixels`). Returns the input itself when it already has
+    the size. A float interpolation would flip the truncation of values within rounding of an integer."""
     h, w = images.shape[-2:]
     if h == size and w == size:
         return images
-    if size < 2:
-        raise ValueError(f"size must be >= 2, got {size}")
-    den = size - 1
-    y0, y1, ky = (t.to(images.device) for t in _corner_grid(h, size))
-    x0, x1, kx = (t.to(images.device) for t in _corner_grid(w, size))
-    img = images.to(torch.int32)
-    rows = img[..., y0, :] * (den - ky).to(torch.int32)[:, None] + img[..., y1, :] * ky.to(torch.int32)[:, None]
-    full = rows[..., x0] * (den - kx).to(torch.int32) + rows[..., x1] * kx.to(torch.int32)
-    return torch.div(full, den * den, rounding_mode="floor").to(torch.uint8)
+    ry, rxt = corner_weights(h, size).to(images.device), corner_weights(w, size).T.to(images.device)
+    return resize_pixels(images.to(torch.float32), ry, rxt).to(torch.uint8)
 
 
 def chip_from_aligned(
@@ -102,12 +114,6 @@ def to_dlib_chips(images: torch.Tensor, geometry: str = "resize") -> torch.Tenso
     raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
 
 
-def _dlib_descriptor(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """dlib's descriptor of dlib's input x (B, 3, 150, 150) -> (B, 128): ``DlibResNet.embed``."""
-    assert isinstance(model, DlibResNet)
-    return model.embed(x)
-
-
 class DlibEmbedder(ModelEmbedder):
     """The PyTorch port of dlib's face ResNet (batched, any device): (B, 3, 160, 160) uint8 -> (B, 128).
 
@@ -120,7 +126,7 @@ class DlibEmbedder(ModelEmbedder):
         self, device: torch.device | str = "cpu", weights: str | Path | None = None, geometry: str = "resize",
         infer: str = "auto",
     ) -> None:
-        from partialface.inference.runners import EmbeddingOf, choose_path
+        from partialface.inference.runners import choose_path
 
         if geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
@@ -132,33 +138,38 @@ class DlibEmbedder(ModelEmbedder):
         model = load_dlib_resnet(file, device="cpu")
         self.model: DlibResNet = model
         self.module = model
-        self._init_runner(EmbeddingOf(model, _dlib_descriptor), choose_path(infer, self.device), DLIB_INPUT_SIZE)
+        self._init_runner(FramedDlib(model, geometry), choose_path(infer, self.device), IMAGE_SIZE)
         self.fingerprint = path_fingerprint(
             f"dlib-port:{_file_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}", self.path)
 
     def _geometry_tag(self) -> str:
         return "resize" if self.geometry == "resize" else f"chip{DLIB_CHIP_BOX_160}"
 
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) uint8 aligned faces -> dlib's input (B, 3, 150, 150) float32 (:func:`dlib_input`)."""
-        x = dlib_input(to_dlib_chips(images, self.geometry), self.model.pixel_mean.to(images.device))
-        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-
 
 class FramedDlib(torch.nn.Module):
-    """dlib's network with its framing, on the benchmark's input (what ``weights export-onnx dlib`` ships):
-    x (B, 3, 160, 160) = (face - 127.5) / 128 -> the uint8 face -> dlib's chip (``geometry``, as
-    :class:`DlibEmbedder`) -> :func:`dlib_input` -> (B, 128) descriptors. Same numbers as DlibEmbedder."""
+    """dlib's network with its framing, on the benchmark's input (what DlibEmbedder runs on every path and
+    ``weights export-onnx dlib`` ships): x (B, 3, S, S) = (face - 127.5) / 128, S = ``size`` -> the face's pixels
+    -> dlib's chip (``geometry``: the exact resize, or the chip box) -> :func:`dlib_input` -> (B, 128)."""
 
-    def __init__(self, model: DlibResNet, geometry: str = "resize") -> None:
+    ry: torch.Tensor
+    rxt: torch.Tensor
+
+    def __init__(self, model: DlibResNet, geometry: str = "resize", size: int = 160) -> None:
         super().__init__()
         if geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
         self.model, self.geometry = model, geometry
+        self.register_buffer("ry", corner_weights(size, DLIB_INPUT_SIZE), persistent=False)
+        self.register_buffer("rxt", corner_weights(size, DLIB_INPUT_SIZE).T.contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        faces = (x * 128.0 + 127.5).round().clamp(0, 255).to(torch.uint8)
-        return self.model.embed(dlib_input(to_dlib_chips(faces, self.geometry), self.model.pixel_mean))
+        pixels = torch.round(x.float() * 128.0 + 127.5)
+        if self.geometry == "resize":
+            chips = resize_pixels(pixels, self.ry, self.rxt)
+        else:
+            chips = chip_from_aligned(pixels.clamp(0, 255).to(torch.uint8)).to(torch.float32)
+        mean = self.model.pixel_mean.to(chips.dtype).view(1, 3, 1, 1)
+        return self.model.embed((chips - mean) / 256.0)
 
 
 def import_dlib(option: str = "--model dlib-bin") -> Any:
