@@ -234,6 +234,9 @@ def test_benchmark_with_a_missing_model_on_raw_photos_exits_before_aligning(tmp_
     took = time.perf_counter() - t0
     assert rc == 2 and took < 10, took
     assert not (out / "aligned").exists() and not (out / "embeddings").exists()
+    rc = main(["benchmark", "--model", str(OURS_CPU), "--data", str(raw), "--pairs", str(tmp_path / "pairs.txt"),
+               "--out", str(out), "--factors", "0.3,0.7", "--no-progress"])  # a part larger than the face
+    assert rc == 2 and not out.exists()
 
 
 def test_train_checks_the_model_before_packing_the_data(tmp_path: Path) -> None:

@@ -273,6 +273,10 @@ def run_benchmark(
         raise PartialFaceError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:
         raise PartialFaceError(f"--workers must be >= 0, got {workers}")
+    bad = [f for f in factors if not 0 < f <= max(FACTORS)]
+    if bad:
+        raise PartialFaceError(f"--factors {bad[0]:g}: size factors must be in (0, {max(FACTORS):g}] (PartialLFW's: "
+                               f"{','.join(f'{f:g}' for f in FACTORS)}); a larger part leaves the 160x160 face")
     out_p, data_p = Path(out), Path(data)
     pairs = _select_folds(read_pairs(pairs_file), folds)
     benchmarks = build_benchmarks(pairs, settings, factors, protocols, _combo_overrides(combos, list(protocols)))
