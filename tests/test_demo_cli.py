@@ -111,11 +111,12 @@ def test_demo_on_given_data(demo: tuple[Path, str, str], tmp_path: Path) -> None
     assert f"root: {out / 'aligned' / 'train'}" in cfg and "amp: none" in cfg and "channels_last: false" in cfg
 
 
-def test_demo_sets_passive_omp_waits_before_torch_loads() -> None:
-    # OMP_WAIT_POLICY is read once, when torch's OpenMP runtime loads: the demo's parser must set it before
-    # anything imports torch, and leave a user's own setting alone.
-    code = ("import os, sys; from partialface.cli import build_parser; build_parser('demo'); "
-            "print('torch' in sys.modules, os.environ['OMP_WAIT_POLICY'])")
+@pytest.mark.parametrize("command", ["demo", "benchmark"])
+def test_demo_sets_passive_omp_waits_before_torch_loads(command: str) -> None:
+    # OMP_WAIT_POLICY is read once, when torch's OpenMP runtime loads: the CLI's parser must set it before
+    # anything imports torch (the benchmark module imports torch), and leave a user's own setting alone.
+    code = (f"import os, sys; from partialface.cli import build_parser; print('torch' in sys.modules); "
+            f"build_parser({command!r}); print(os.environ['OMP_WAIT_POLICY'])")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert r.stdout.split() == ["False", "PASSIVE"]

@@ -68,11 +68,6 @@ TRAIN_OVERRIDES: tuple[str, ...] = (
     "run.checkpoint_every=100",
     "run.log_every=10",
 )
-#: Environment defaults set when the demo's parser is built, i.e. before torch (and its OpenMP runtime) is
-#: loaded: threads waiting at a barrier sleep instead of spinning. With the default (spinning), a training
-#: step with 2 threads on a 2-core machine whose other core is busy ran 20x slower than with 1 thread
-#: (9 vs 184 images/s); sleeping waits gave 199 images/s with 2 threads and 188 with 1.
-OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 DONE = ".done"
 MANIFEST = "demo.json"
 
@@ -102,9 +97,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the demo's options (and set up the process for the demo: see :data:`OMP_ENV`)."""
-    for key, value in OMP_ENV.items():
-        os.environ.setdefault(key, value)
+    """Add the demo's options (the process's OpenMP waits: ``partialface.cli.OMP_ENV``)."""
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     parser.add_argument("--minutes", type=float, default=3.5,
                         help="wall-clock training budget PER MODEL in minutes (default 3.5; the whole demo takes "
