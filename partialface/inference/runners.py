@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -146,12 +145,11 @@ class OnnxRunner(Runner):
         return torch.from_numpy(f).to(self.device)
 
 
-def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32, **options: object) -> bytes:
+def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32) -> bytes:
     """Static int8 quantisation of an ONNX graph (QDQ, per-channel int8 weights, uint8 activations) with
     activation ranges from ``calibration`` (N, 3, S, S) float32 model inputs (MinMax). The first and the last
     weight layer (Conv / Gemm / MatMul) stay float32: the input layer sees raw pixels and the last one makes
-    the embedding (measured on LFW: the closest int8 embeddings; docs/benchmarks.md). ``options`` go to
-    onnxruntime's ``quantize_static``. Returns the graph."""
+    the embedding (measured on LFW: the closest int8 embeddings; docs/benchmarks.md). Returns the graph."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -170,22 +168,20 @@ def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32, **opti
         src, pre, out = (Path(tmp) / n for n in ("model.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(model)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        kw: dict[str, object] = {"activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
-                                 "nodes_to_exclude": keep_float, **options}
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        **kw)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep_float)
         return out.read_bytes()
 
 
 class EmbeddingOf(nn.Module):
-    """A tensor-valued module from a model: ``fn(model, x)`` (default: ``model(x).f``). x (B, 3, S, S) -> (B, D)."""
+    """The embedding of a registered model as a tensor-valued module: x (B, 3, S, S) -> ``model(x).f`` (B, D)."""
 
-    def __init__(self, model: nn.Module, fn: Callable[[nn.Module, Tensor], Tensor] | None = None) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model, self.fn = model, fn
+        self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fn(self.model, x) if self.fn is not None else self.model(x).f
+        return self.model(x).f
 
 
 def make_runner(module: nn.Module, path: str, device: torch.device, input_size: int,
