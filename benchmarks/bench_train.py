@@ -33,7 +33,8 @@ from partialface.models import create_model
 from partialface.models.summary import summarize
 from partialface.training.augment import augment_batch, sample_params, to_model_input
 from partialface.training.config import TrainConfig
-from partialface.training.loop import TrainModule, build_optimizer
+from partialface.training.loop import TrainModule
+from partialface.training.optim import build_optimizer
 
 
 def _sync(device: torch.device) -> None:

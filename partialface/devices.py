@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 
 from partialface.errors import PartialFaceError
@@ -40,3 +43,10 @@ def native_bf16(device: torch.device) -> bool:
         except Exception:  # a missing or failing probe means: no
             continue
     return False
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on ``device`` for ``amp`` "bf16"; no change of precision for "none"."""
+    if amp == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -15,9 +15,11 @@ from test_training import make_identities
 from partialface.models import create_model
 from partialface.models import dlib_resnet as dr
 from partialface.training import checkpoint as ckpt
+from partialface.training.checkpoint import seed_everything
 from partialface.training.config import TrainConfig
 from partialface.training.data import make_verify_pairs, open_source, split_identities
-from partialface.training.loop import seed_everything, train, verify
+from partialface.training.loop import train
+from partialface.training.verify import verify
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +126,7 @@ def test_imprinted_head_is_each_identitys_mean_embedding(faces: Path, tmp_path: 
     """imprint_head against a per-image loop: row c = normalise(sum over c's faces of normalise(f(face)))."""
     from partialface.losses import CosineHead
     from partialface.models.outputs import preprocess
-    from partialface.training.loop import imprint_head
+    from partialface.training.verify import imprint_head
 
     cfg = _cfg(faces, tmp_path / "run", "data.holdout_identities=2")
     split = split_identities(open_source(cfg.data), cfg.data.min_images, 2, cfg.run.seed)

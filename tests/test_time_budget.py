@@ -20,9 +20,10 @@ import pytest
 from partialface.data.images import write_image
 from partialface.errors import PartialFaceError
 from partialface.training import checkpoint as ckpt
-from partialface.training import loop
+from partialface.training import loop, optim
 from partialface.training.config import OptimConfig, TrainConfig
-from partialface.training.loop import BudgetClock, lr_at, train
+from partialface.training.loop import train
+from partialface.training.optim import BudgetClock, lr_at
 
 PEAK = 0.1
 WARMUP = 5
@@ -83,7 +84,7 @@ def one_second_per_step(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]
         t[0] += 1.0
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "budget_time", lambda: t[0])
+    monkeypatch.setattr(optim, "budget_time", lambda: t[0])
     monkeypatch.setattr(loop, "augment_batch", augment)
     yield t
 

@@ -35,7 +35,9 @@ from partialface.training.data import (
     pack_dataset,
     split_identities,
 )
-from partialface.training.loop import build_optimizer, lr_at, train, verify
+from partialface.training.loop import train
+from partialface.training.optim import build_optimizer, lr_at
+from partialface.training.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -526,7 +528,7 @@ def test_held_out_check_on_the_fast_path_equals_the_model(tmp_path: Path) -> Non
     and the same accuracies; under autocast it keeps the model."""
     pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed")
     from partialface.training.data import FolderSource, make_verify_pairs, split_identities
-    from partialface.training.loop import embed, fast_runner, verify
+    from partialface.training.verify import embed, fast_runner, verify
 
     split = split_identities(FolderSource(make_identities(tmp_path / "faces", 8, 4)), min_images=2, holdout=6, seed=0)
     pairs = make_verify_pairs(split, 24, seed=0)

@@ -98,6 +98,13 @@ def load_state(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- RNG
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global state user code may rely on
+    torch.manual_seed(seed)
+
+
 def rng_state() -> dict[str, Any]:
     """This process's RNG states (torch CPU, CUDA, numpy global, python) as weights_only-safe values."""
     np_state = np.random.get_state(legacy=False)  # noqa: NPY002 - the global state others may use

@@ -13,6 +13,7 @@ statistics and gradients equal those of one process seeing the whole global batc
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from partialface.devices import resolve_device
+from partialface.errors import PartialFaceError
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,30 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def on_main(info: DistInfo, fn: Callable[[], Any], share: bool = True) -> Any:
+    """Run ``fn`` on rank 0 and (``share``) give its result to every rank (else the others get None); a
+    PartialFaceError there is raised on every rank instead of leaving the others waiting."""
+    result: Any = None
+    error: str | None = None
+    if info.is_main:
+        try:
+            result = fn()
+        except PartialFaceError as e:
+            error = str(e)
+    error, shared = broadcast_object((error, result if share else None))
+    if error is not None:
+        raise PartialFaceError(error)
+    return result if info.is_main else shared
+
+
+def main_value(value: float, info: DistInfo, device: torch.device) -> float:
+    """Rank 0's ``value`` on every rank (one float64 all-reduce; ``value`` itself in one process)."""
+    if not info.enabled:
+        return value
+    buf = torch.tensor([value if info.is_main else 0.0], dtype=torch.float64, device=device)
+    return float(all_reduce_sum(buf).item())
 
 
 class _DifferentiableAllReduce(torch.autograd.Function):
