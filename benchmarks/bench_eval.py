@@ -28,7 +28,8 @@ import torch
 
 from partialface.data.images import write_image
 from partialface.data.lfw import PairsFile
-from partialface.evaluation.embed import EmbedStats, TorchEmbedder, embed_dataset
+from partialface.evaluation.embed import EmbedStats, embed_dataset
+from partialface.evaluation.embedders import TorchEmbedder
 from partialface.evaluation.protocols import build_benchmarks, required_variants
 from partialface.models import create_model
 

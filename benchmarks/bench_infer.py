@@ -125,7 +125,8 @@ def e2e_rate(family: str, path: str, folder: Path, device: torch.device, batch: 
              tmp: Path) -> float:
     """Embeddings/s of the benchmark's embed_dataset on ``folder`` (first ``variants`` of the full 73)."""
     from partialface.data.lfw import PairsFile
-    from partialface.evaluation.embed import EmbedStats, TorchEmbedder, embed_dataset
+    from partialface.evaluation.embed import EmbedStats, embed_dataset
+    from partialface.evaluation.embedders import TorchEmbedder
     from partialface.evaluation.protocols import build_benchmarks, required_variants
     from partialface.models import create_model
 

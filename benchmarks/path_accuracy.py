@@ -22,7 +22,8 @@ import numpy as np
 
 def main() -> None:
     from partialface.evaluation.benchmark import run_benchmark
-    from partialface.evaluation.embed import cache_name, parse_model_spec
+    from partialface.evaluation.embed import cache_name
+    from partialface.evaluation.embedders import parse_model_spec
     from partialface.inference.hardware import cpu_info
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

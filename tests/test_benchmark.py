@@ -14,7 +14,8 @@ from partialface.data.images import write_image
 from partialface.errors import PartialFaceError
 from partialface.evaluation import embed as embed_mod
 from partialface.evaluation.benchmark import run_benchmark
-from partialface.evaluation.embed import EmbedStats, TorchEmbedder, embed_dataset, load_embedder
+from partialface.evaluation.embed import EmbedStats, embed_dataset, load_embedder
+from partialface.evaluation.embedders import TorchEmbedder
 from partialface.geometry.partial import Variant, partial_face
 from partialface.geometry.template import visible_fraction
 from partialface.metrics import cosine_scores, score_benchmark
@@ -354,7 +355,7 @@ def test_native_size_input_is_training_normalisation_bit_for_bit() -> None:
 def test_model_names_and_missing_dlib(tmp_path: Path) -> None:
     import importlib.util
 
-    from partialface.evaluation.embed import parse_model_spec
+    from partialface.evaluation.embedders import parse_model_spec
 
     assert parse_model_spec("ours=runs/a/model.safetensors") == ("ours", "runs/a/model.safetensors")
     assert parse_model_spec("runs/a/model.safetensors") == ("a", "runs/a/model.safetensors")

@@ -115,7 +115,7 @@ def test_cuda_paths_match_cpu_float32(path: str) -> None:
 def test_int8_path_is_close_on_a_trained_model_and_needs_calibration() -> None:
     """The committed cpu-preset `ours`: int8 (calibrated on other faces) stays close to float32 (cosine > 0.99),
     is really quantised (not equal), and gets a cache of its own."""
-    from partialface.evaluation.embed import TorchEmbedder
+    from partialface.evaluation.embedders import TorchEmbedder
     from partialface.training.checkpoint import load_model
 
     model = load_model(OURS_CPU)

@@ -25,17 +25,8 @@ from partialface.data.images import atomic_write_bytes
 from partialface.data.lfw import PairsFile, read_pairs, resolve_images
 from partialface.devices import resolve_device
 from partialface.errors import PartialFaceError
-from partialface.evaluation.embed import (
-    AMP_MODES,
-    INFER_CHOICES,
-    Embedder,
-    EmbedStats,
-    cache_name,
-    decode_aligned,
-    embed_dataset,
-    load_embedder,
-    save_npz,
-)
+from partialface.evaluation.embed import EmbedStats, cache_name, decode_aligned, embed_dataset, load_embedder, save_npz
+from partialface.evaluation.embedders import AMP_MODES, Embedder
 from partialface.evaluation.protocols import (
     DEFAULT_COMBOS,
     HOLISTIC,
@@ -48,6 +39,7 @@ from partialface.evaluation.protocols import (
     required_variants,
 )
 from partialface.geometry.template import FACTORS, IMAGE_SIZE, visible_fraction
+from partialface.inference.runners import CHOICES as INFER_CHOICES
 from partialface.metrics import cosine_scores, score_benchmark
 
 CONVENTION = (
@@ -263,7 +255,7 @@ def run_benchmark(
 
     ``models``: ``--model`` values (PATH or NAME=PATH) or ready :class:`Embedder` objects; ``infer``: the
     inference path of the models given as values (``partialface.inference.runners``; default from ``amp``,
-    :data:`partialface.evaluation.embed.AMP_MODES`). Every model is loaded, and every option checked, before
+    :data:`partialface.evaluation.embedders.AMP_MODES`). Every model is loaded, and every option checked, before
     any image is aligned or embedded.
     ``stats``: if given, filled with each model's :class:`EmbedStats` (images decoded, embeddings computed).
     """

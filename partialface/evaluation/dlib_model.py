@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from partialface.errors import PartialFaceError
-from partialface.evaluation.embed import Embedder, ModelEmbedder, _file_digest, path_fingerprint
+from partialface.evaluation.embedders import Embedder, ModelEmbedder, file_digest, path_fingerprint
 from partialface.geometry.template import IMAGE_SIZE
 from partialface.models.dlib_resnet import (
     DLIB_INPUT_SIZE,
@@ -140,7 +140,7 @@ class DlibEmbedder(ModelEmbedder):
         self.module = model
         self._init_runner(FramedDlib(model, geometry), choose_path(infer, self.device), IMAGE_SIZE)
         self.fingerprint = path_fingerprint(
-            f"dlib-port:{_file_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}", self.path)
+            f"dlib-port:{file_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}", self.path)
 
     def _geometry_tag(self) -> str:
         return "resize" if self.geometry == "resize" else f"chip{DLIB_CHIP_BOX_160}"
@@ -209,7 +209,7 @@ class DlibBinEmbedder(Embedder):
             raise PartialFaceError(f"{dat}: dlib cannot read it ({str(e).splitlines()[0]})") from None
         self.module = None
         tag = "resize" if geometry == "resize" else f"chip{DLIB_CHIP_BOX_160}"
-        self.fingerprint = f"dlib-bin:{dlib.__version__}:{_file_digest(dat)}:{PREPROCESS_VERSION}:{tag}"
+        self.fingerprint = f"dlib-bin:{dlib.__version__}:{file_digest(dat)}:{PREPROCESS_VERSION}:{tag}"
 
     def describe_chips(self, chips: np.ndarray) -> np.ndarray:
         """chips: (B, 150, 150, 3) uint8 RGB -> (B, 128) float32 (dlib's batched aligned-image overload)."""

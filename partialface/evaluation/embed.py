@@ -37,219 +37,36 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch import nn
 
 from partialface.data.images import atomic_write_bytes, read_image
 from partialface.errors import PartialFaceError
+from partialface.evaluation import dlib_model
+from partialface.evaluation.embedders import (
+    CALIBRATION_FACES,
+    DLIB_MODELS,
+    Embedder,
+    OnnxFileEmbedder,
+    TorchEmbedder,
+    file_digest,
+    parse_model_spec,
+    resolve_infer,
+)
 from partialface.geometry.partial import PartialFaceBatcher, Variant
 from partialface.geometry.template import IMAGE_SIZE
-from partialface.inference.runners import CHOICES as INFER_CHOICES
 
 #: Images per resumable chunk (one parts file each).
 CHUNK = 1024
-#: ``--amp`` of the benchmark, the older spelling of ``--infer`` (see :data:`AMP_TO_PATH`)
-AMP_MODES = ("auto", "bf16", "none")
-#: ``--model`` values of dlib's face ResNet (partialface.evaluation.dlib_model)
-DLIB_MODELS = ("dlib", "dlib-bin", "dlib-chip")
 
 
-# ---------------------------------------------------------------------------------------------- embedders
-class Embedder:
-    """Maps a batch of aligned faces (B, 3, 160, 160) uint8 on ``device`` (any strides; the benchmark passes
-    channels_last views) to (B, D) float embeddings (not necessarily normalised; the benchmark normalises).
-
-    ``name``: the model's name in the results; ``source``: where it came from (a path, or 'dlib');
-    ``module``: the torch module for the report's attention figures (None if not a torch model);
-    ``fingerprint``: changes whenever the weights change (invalidates the embedding cache).
-    """
-
-    name: str
-    source: str
-    embedding_dim: int
-    device: torch.device
-    module: nn.Module | None = None
-    fingerprint: str = ""
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-#: ``--amp`` values as inference paths (``partialface.inference.runners``): the older spelling of ``--infer``
-AMP_TO_PATH = {"auto": "auto", "bf16": "bf16", "none": "eager"}
-#: faces whose activation ranges calibrate the int8 path (the first of the data, holistic; no labels used)
-CALIBRATION_FACES = 256
-
-
-def resolve_infer(infer: str | None, amp: str, device: torch.device) -> str:
-    """The inference path of ``--infer`` (wins when given) or the older ``--amp``; see ``choose_path``."""
-    from partialface.inference.runners import choose_path
-
-    if infer is None:
-        if amp not in AMP_MODES:
-            raise PartialFaceError(f"--amp {amp!r}: choose one of {', '.join(AMP_MODES)}")
-        return choose_path(AMP_TO_PATH[amp], device, option="--amp")
-    return choose_path(infer, device)
-
-
-class ModelEmbedder(Embedder):
-    """An embedder that runs a :class:`partialface.inference.runners.Runner` on model input made from the
-    faces by training's ``to_model_input`` (or an equivalent ``to_input``).
-
-    ``path``: the inference path; ``autocast``: its reduced float dtype (None for float32 and int8);
-    ``needs_calibration``: True until :meth:`calibrate` has built an int8 runner.
-    """
-
-    runner: Any = None
-    path: str = "eager"
-    autocast: torch.dtype | None = None
-    input_size: int = IMAGE_SIZE
-    needs_calibration: bool = False
-    _buf: torch.Tensor | None = None
-
-    @property
-    def channels_last(self) -> bool:
-        return bool(getattr(self.runner, "channels_last", False))
-
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Model input of (B, 3, 160, 160) uint8 faces: training's ``to_model_input``, bit for bit.
-
-        At the model's native size the normalisation ``(x - 127.5) / 128`` is done in one reused float buffer
-        (no fresh 40 MB tensors per batch: their page faults would cost as much as the work).
-        """
-        from partialface.training.augment import to_model_input
-
-        if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
-            return to_model_input(images, self.input_size, channels_last=self.channels_last)
-        shape = tuple(images.shape)
-        buf = self._buf
-        if buf is None or tuple(buf.shape) != shape or buf.device != images.device:
-            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
-            buf = self._buf = torch.empty(shape, dtype=torch.float32, device=images.device, memory_format=fmt)
-        # x / 128 - 127.5 / 128 in two passes: bit-equal to (x - 127.5) / 128 (both steps exact for uint8 x)
-        torch.mul(images, 1.0 / 128.0, out=buf)
-        return buf.sub_(127.5 / 128.0)
-
-    def _init_runner(self, module: nn.Module, path: str, input_size: int) -> None:
-        """Set up the runner of ``module`` (x (B, 3, S, S) -> (B, D)) on ``path``; int8 waits for calibrate."""
-        from partialface.inference.runners import make_runner
-
-        self.path, self.input_size = path, input_size
-        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(path)
-        self._make = lambda calibration=None: make_runner(module, path, self.device, input_size, calibration)
-        self.needs_calibration = path == "int8"
-        self.runner = None if self.needs_calibration else self._make()
-
-    def calibrate(self, faces: torch.Tensor) -> None:
-        """Build the int8 runner with activation ranges from ``faces`` (N, 3, 160, 160) uint8."""
-        self.runner = self._make(self.prepare(faces.to(self.device)).contiguous().cpu().numpy())
-        self.needs_calibration = False
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if self.runner is None:
-            raise RuntimeError(f"{self.name}: the int8 path is not calibrated yet (call calibrate first)")
-        return self.runner(self.prepare(images))
-
-
-def path_fingerprint(fingerprint: str, path: str) -> str:
-    """Exact paths share the float32 cache (the same numbers to float rounding); reduced precision gets its own."""
-    from partialface.inference.runners import EXACT
-
-    return fingerprint if path in EXACT else f"{fingerprint}|{path}"
-
-
-class TorchEmbedder(ModelEmbedder):
-    """A project model (``ModelOutput.f``) on an inference path (``infer``, or the older ``amp``: see
-    :func:`resolve_infer`); input normalised with training's ``to_model_input``."""
-
-    def __init__(
-        self, name: str, model: nn.Module, device: torch.device, source: str = "", fingerprint: str = "",
-        amp: str = "auto", infer: str | None = None,
-    ) -> None:
-        from partialface.inference.runners import EmbeddingOf
-
-        self.name, self.source, self.device = name, source, device
-        cfg = getattr(model, "config", None)
-        self.embedding_dim = int(getattr(model, "embedding_dim", 0) or getattr(cfg, "embedding_dim", 0))
-        self._init_runner(EmbeddingOf(model.eval()), resolve_infer(infer, amp, device),
-                          int(getattr(cfg, "input_size", IMAGE_SIZE)))
-        self.module = model  # (moved by the runner to where it runs: the report's attention figures use it)
-        # embeddings of another precision are other numbers: they get their own cache
-        self.fingerprint = path_fingerprint(fingerprint, self.path)
-
-
-def parse_model_spec(spec: str) -> tuple[str, str]:
-    """'NAME=PATH' -> (NAME, PATH); 'PATH' -> (a name derived from the path, PATH)."""
-    if "=" in spec and not Path(spec).exists():
-        name, path = spec.split("=", 1)
-        if not name or not path:
-            raise PartialFaceError(f"--model {spec!r}: give PATH or NAME=PATH")
-        return name, path
-    p = Path(spec)
-    if spec in DLIB_MODELS:  # dlib's face ResNet: the PyTorch port / dlib itself / the port on dlib's chip box
-        return spec, spec
-    if p.suffix == ".onnx":
-        return p.stem, spec
-    if p.name == "model.safetensors" or p.suffix == ".safetensors":
-        p = p.parent
-    if p.parent.name == "checkpoints":  # RUN/checkpoints/step_N -> RUN-step_N
-        return f"{p.parent.parent.name}-{p.name}", spec
-    return p.name or "model", spec
-
-
-class OnnxFileEmbedder(ModelEmbedder):
-    """An exported model (``partialface weights export-onnx``) run by ONNX Runtime: its first output (``f``)
-    is the embedding; input size and normalisation come from the file's metadata."""
-
-    def __init__(self, name: str, file: Path, device: torch.device) -> None:
-        import onnx
-
-        from partialface.inference.onnx_export import NORMALISATION
-        from partialface.inference.runners import OnnxRunner, unavailable
-
-        reason = unavailable("onnx", device)
-        if reason is not None:
-            raise PartialFaceError(f"--model {file}: {reason}")
-        try:
-            proto = onnx.load(str(file), load_external_data=False)
-        except Exception as e:  # onnx raises DecodeError and friends for non-ONNX files
-            raise PartialFaceError(f"--model {file}: not an ONNX model ({str(e).splitlines()[0][:120]})") from None
-        meta = {p.key: p.value for p in proto.metadata_props}
-        if meta.get("normalisation", NORMALISATION) != NORMALISATION or "input_size" not in meta:
-            raise PartialFaceError(f"--model {file}: not exported by `partialface weights export-onnx` "
-                                   f"(needs input_size and normalisation {NORMALISATION!r} in its metadata)")
-        self.name, self.source, self.device, self.path = name, str(file), device, "onnx"
-        self.input_size = int(meta["input_size"])
-        self.runner = OnnxRunner(file, device)
-        out = self.runner.session.get_outputs()[0]
-        self.embedding_dim = int(meta.get("embedding_dim") or out.shape[-1])
-        self.fingerprint = "onnx:" + _file_digest(file)
-
-
+# ---------------------------------------------------------------------------------------------- models
 def load_embedder(spec: str, device: torch.device, amp: str = "auto", infer: str | None = None) -> Embedder:
     """Build the embedder of one ``--model`` value: a project run/step folder or safetensors file, an exported
     ``.onnx`` file, or ``dlib`` (the PyTorch port of dlib's face ResNet), ``dlib-bin`` (dlib itself) or
     ``dlib-chip`` (the port on dlib's chip geometry); these need the extra (see
     ``partialface.evaluation.dlib_model``). ``infer``: the inference path (``partialface.inference.runners``;
-    default from ``amp``, see :data:`AMP_MODES`); dlib-bin and .onnx files have one path each."""
+    default from ``amp``, see ``embedders.AMP_MODES``); dlib-bin and .onnx files have one path each."""
     name, path = parse_model_spec(spec)
-    if path in DLIB_MODELS:
-        import importlib
-
-        try:  # optional reference model: DlibEmbedder(device=...) -> an Embedder (see the class docstring)
-            dlib_model = importlib.import_module("partialface.evaluation.dlib_model")
-        except ImportError:
-            raise PartialFaceError(
-                "--model dlib: the dlib reference model is not available in this install "
-                "(install the extra: pip install 'partialface[dlib]')"
-            ) from None
+    if path in DLIB_MODELS:  # dlib's face ResNet: the port (on a path) or dlib itself
         emb: Embedder
         if path == "dlib-bin":
             emb = dlib_model.DlibBinEmbedder(device=device)
@@ -269,7 +86,7 @@ def load_embedder(spec: str, device: torch.device, amp: str = "auto", infer: str
         return OnnxFileEmbedder(name, p, device)
     file = _weights_file(p)
     model = load_model(file, device="cpu")
-    return TorchEmbedder(name, model, device, source=str(file), fingerprint=_file_digest(file), amp=amp, infer=infer)
+    return TorchEmbedder(name, model, device, source=str(file), fingerprint=file_digest(file), amp=amp, infer=infer)
 
 
 # ---------------------------------------------------------------------------------------------- decoding
@@ -513,26 +330,3 @@ def cache_name(name: str) -> str:
     """A model name made safe as a file name."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
     return safe or "model"
-
-
-__all__ = [
-    "AMP_MODES",
-    "CALIBRATION_FACES",
-    "CHUNK",
-    "INFER_CHOICES",
-    "EmbedStats",
-    "Embedder",
-    "ModelEmbedder",
-    "OnnxFileEmbedder",
-    "TorchEmbedder",
-    "cache_name",
-    "decode_aligned",
-    "embed_batch",
-    "embed_dataset",
-    "load_embedder",
-    "parse_model_spec",
-    "path_fingerprint",
-    "prefetch_batches",
-    "resolve_infer",
-    "save_npz",
-]
