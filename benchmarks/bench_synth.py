@@ -23,8 +23,8 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from partialface.data.images import read_image
 from partialface.data.lfw import read_pairs
 from partialface.data.synth import SynthOptions, write_dataset
+from partialface.detect.dataset import read_landmarks
 from partialface.geometry.align import align_face
-from partialface.jobs.align import read_landmarks
 from partialface.jobs.synth import raw_pixel_baseline, raw_pixel_descriptor
 from partialface.metrics import cosine_scores, tenfold_accuracy
 

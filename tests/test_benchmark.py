@@ -294,8 +294,8 @@ def test_raw_data_is_aligned_once_into_out(setup: dict[str, object], tmp_path: P
     """Raw 250x250 faces (the aligned ones shifted by 45 px) + their landmarks: aligned into OUT/aligned
     bit-identically, so every result equals the aligned run's; a second run does not align again."""
     from partialface.data.images import read_image
+    from partialface.detect.dataset import write_landmarks
     from partialface.geometry.template import template_points
-    from partialface.jobs.align import write_landmarks
 
     src = Path(str(setup["data"]))
     raw = tmp_path / "raw"

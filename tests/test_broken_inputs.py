@@ -16,8 +16,8 @@ from PIL import Image
 
 from partialface.data.images import read_image
 from partialface.data.lfw import read_pairs, resolve_images
+from partialface.detect.dataset import read_failures
 from partialface.errors import ImageReadError, PairsFormatError, PartialFaceError
-from partialface.jobs.align import read_failures
 
 REPO = Path(__file__).resolve().parents[1]
 

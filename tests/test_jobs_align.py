@@ -1,4 +1,5 @@
-"""``partialface align`` and dataset listing: exact outputs, failures, resume, landmarks files, user errors.
+"""``partialface align`` (partialface.detect.dataset) and dataset listing: exact outputs, failures, resume,
+landmarks files, user errors.
 
 Most tests replace the MTCNN detector by a stub (``partialface.detect.detect_faces_batch``) so that the
 expected landmarks are known; one test (marked lfw) runs the real detector on a few LFW images.
@@ -17,9 +18,10 @@ import pytest
 import partialface.detect as detect
 from partialface.data.folders import identity_folders, is_inside, list_images
 from partialface.data.images import read_image, write_image
+from partialface.detect import dataset as align
 from partialface.errors import PartialFaceError
 from partialface.geometry.align import align_face
-from partialface.jobs import align
+from partialface.jobs import align as align_command
 
 # Landmarks the stub "detects" (left eye, right eye, nose, mouth left, mouth right) in a 96x96 image.
 FACE_PTS = np.array([[30.5, 40.25], [60.75, 39.5], [46.0, 58.0], [33.0, 72.5], [58.5, 73.0]])
@@ -82,8 +84,8 @@ def make_src(root: Path) -> dict[str, np.ndarray]:
 
 def run_align(*argv: str) -> int:
     parser = argparse.ArgumentParser()
-    align.configure(parser)
-    return align.run(parser.parse_args([*argv, "--no-progress"]))
+    align_command.configure(parser)
+    return align_command.run(parser.parse_args([*argv, "--no-progress"]))
 
 
 # --------------------------------------------------------------------------------------------------

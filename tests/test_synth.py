@@ -22,9 +22,9 @@ from partialface.data.synth import (
     render,
     write_dataset,
 )
+from partialface.detect.dataset import read_landmarks
 from partialface.geometry.align import align_face
 from partialface.geometry.template import template_points
-from partialface.jobs.align import read_landmarks
 from partialface.jobs.synth import raw_pixel_baseline
 
 SMALL = SynthOptions(train_identities=3, train_per_identity=3, test_identities=20, test_per_identity=3,

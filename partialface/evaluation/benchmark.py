@@ -286,7 +286,7 @@ def run_benchmark(
         aligned = _looks_aligned([found[k] for k in pairs.images()[:1]]) and all(
             p.suffix.lower() == ".png" for p in found.values())
     if not aligned:
-        from partialface.jobs.align import align_dataset
+        from partialface.detect.dataset import align_dataset
 
         dst = out_p / "aligned"
         src = _link_needed(found, data_p, out_p / "raw")

@@ -5,7 +5,7 @@ Stages (each resumable: a rerun with the same options skips what is finished):
 1. ``synth``: identity-consistent synthetic faces (:mod:`partialface.data.synth`): an identity-folder
    training set ``OUT/synth/train`` and an LFW-layout test set ``OUT/synth/test`` (disjoint identities,
    10-fold identity-disjoint ``pairs.txt``), unaligned 250x250 with a landmarks file each;
-2. ``align``: both sets aligned to 160x160 with their landmarks (``partialface.jobs.align``) into
+2. ``align``: both sets aligned to 160x160 with their landmarks (``partialface.detect.dataset``) into
    ``OUT/aligned/{train,test}``; the training faces are then packed (``OUT/train-pack``, memory-mapped);
 3. ``train``: the attention model ``ours``, the ``resnet41`` baseline (partial-face augmentation) and the
    holistic-only ``resnet50`` ("no finetune": augmentation off), each with the ``cpu`` preset for the
@@ -213,7 +213,7 @@ def synthesise(out: Path, opts: Any, workers: int, progress: bool) -> None:
 def align_split(src: Path, dst: Path, workers: int, progress: bool) -> None:
     """Stage 2: align ``src`` (a synth split with its landmarks.tsv) into ``dst``."""
     from partialface.data.synth import LANDMARKS_FILE
-    from partialface.jobs.align import align_dataset
+    from partialface.detect.dataset import align_dataset
 
     landmarks = src / LANDMARKS_FILE
     if _done(dst):

@@ -32,9 +32,9 @@ from partialface.data.synth import (
     SynthOptions,
     write_dataset,
 )
+from partialface.detect.dataset import read_landmarks
 from partialface.errors import PartialFaceError
 from partialface.geometry.align import align_face
-from partialface.jobs.align import read_landmarks
 from partialface.metrics import cosine_scores, tenfold_accuracy
 
 
