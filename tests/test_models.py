@@ -322,7 +322,7 @@ def test_config_presets_and_round_trip() -> None:
 
 # ------------------------------------------------------------------------------ summary / CLI
 def test_summary_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    from partialface.models import cli
+    from partialface.jobs import models as cli
 
     row = summarize(ModelConfig.preset("cpu"))
     assert (row.maps, row.channels, row.input_size) == (20, 128, 160)

@@ -1,4 +1,4 @@
-"""``partialface benchmark``: score models on the PartialLFW protocols (spec §3) with the spec's convention (§4).
+"""The benchmark: score models on the PartialLFW protocols (spec §3) with the spec's convention (§4).
 
 Steps: read the pairs; find the images (``--drop-missing`` leaves out pairs whose images are missing and
 says how many); align the data once into ``OUT/aligned`` (cached, resumable) unless it is already aligned;
@@ -9,7 +9,6 @@ resumable); score every benchmark; write ``results.json``, ``results.md``, ``per
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -26,7 +25,7 @@ from partialface.data.lfw import PairsFile, read_pairs, resolve_images
 from partialface.devices import resolve_device
 from partialface.errors import PartialFaceError
 from partialface.evaluation.embed import EmbedStats, cache_name, decode_aligned, embed_dataset, load_embedder, save_npz
-from partialface.evaluation.embedders import AMP_MODES, Embedder
+from partialface.evaluation.embedders import Embedder
 from partialface.evaluation.protocols import (
     DEFAULT_COMBOS,
     HOLISTIC,
@@ -39,7 +38,6 @@ from partialface.evaluation.protocols import (
     required_variants,
 )
 from partialface.geometry.template import FACTORS, IMAGE_SIZE, visible_fraction
-from partialface.inference.runners import CHOICES as INFER_CHOICES
 from partialface.metrics import cosine_scores, score_benchmark
 
 CONVENTION = (
@@ -53,72 +51,6 @@ CONVENTION = (
 METRICS = ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e3", "tar_far_1e2")
 
 
-# ---------------------------------------------------------------------------------------------- options
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 0.3,0.5") from None
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated fold numbers, e.g. 1,2,3") from None
-
-
-def _names(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the benchmark's options."""
-    parser.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
-                        help="model to score (repeatable): a run folder, step folder or model.safetensors of "
-                        "`partialface train`; or dlib's face ResNet: 'dlib' (the PyTorch port, 150x150 resize of the "
-                        "aligned face), 'dlib-chip' (the port on dlib's own face framing) or 'dlib-bin' (dlib "
-                        "itself; slow); NAME=PATH names it in the report")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="LFW-layout image folder (NAME/NAME_000N.jpg), raw or already aligned")
-    parser.add_argument("--pairs", required=True, type=Path, help="pairs file (LFW's pairs.txt format)")
-    parser.add_argument("--out", required=True, type=Path, help="output folder (caches and results)")
-    parser.add_argument("--aligned", action="store_true",
-                        help="--data holds aligned 160x160 faces already (auto-detected for a PNG tree)")
-    parser.add_argument("--landmarks", type=Path, default=None,
-                        help="landmarks TSV for aligning raw --data (path + 5 points, as `partialface align "
-                        "--landmarks`); images without a row are detected with MTCNN")
-    parser.add_argument("--settings", type=_names, default=list(SETTINGS),
-                        help=f"comma-separated settings of the partial protocols (default {','.join(SETTINGS)})")
-    parser.add_argument("--factors", type=_floats, default=list(FACTORS),
-                        help="comma-separated size factors (default all 9)")
-    parser.add_argument("--protocols", type=_names, default=list(PROTOCOLS),
-                        help=f"comma-separated protocols (default {','.join(PROTOCOLS)})")
-    parser.add_argument("--combos", type=_names, default=None,
-                        help="comma-separated part combinations to keep, e.g. lEye-holistic,Nose-Nose,lEye-Nose "
-                        "(default all of each protocol)")
-    parser.add_argument("--folds", type=_ints, default=None,
-                        help="comma-separated folds to use, numbered from 1 (at least 2; default all)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
-    parser.add_argument("--infer", choices=INFER_CHOICES, default=None,
-                        help="inference path: auto (default: the fastest exact float32 path here, ONNX Runtime "
-                        "when installed, else PyTorch), eager (PyTorch float32), onnx (ONNX Runtime float32), "
-                        "bf16 (bf16 autocast), fp16 (CUDA autocast), int8 (ONNX Runtime static int8, calibrated "
-                        "on the first 256 faces); reduced precision only when asked (see docs/benchmarks.md)")
-    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
-                        help="older spelling of --infer: auto, bf16 (= --infer bf16), none (= --infer eager)")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="image decoding threads (default min(4, cores))")
-    parser.add_argument("--flip", action="store_true",
-                        help="embed normalise(f(x) + f(mirror(x))); mirroring swaps left and right, so a "
-                        "left-eye face is also seen as a right eye at the mirrored place")
-    parser.add_argument("--drop-missing", action="store_true",
-                        help="leave out pairs whose images are missing or failed to align (reports how many)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-# ---------------------------------------------------------------------------------------------- helpers
 def _combo_name(protocol: str, pair: tuple[str, str]) -> str:
     """A part pair as --combos names it (as ``Benchmark.combo``): 'holistic', 'lEye-holistic', 'lEye-Nose'."""
     if protocol == "holistic":
@@ -259,16 +191,7 @@ def run_benchmark(
     any image is aligned or embedded.
     ``stats``: if given, filled with each model's :class:`EmbedStats` (images decoded, embeddings computed).
     """
-    from tqdm import tqdm
-
-    if batch_size < 1:
-        raise PartialFaceError(f"--batch-size must be >= 1, got {batch_size}")
-    if workers < 0:
-        raise PartialFaceError(f"--workers must be >= 0, got {workers}")
-    bad = [f for f in factors if not 0 < f <= max(FACTORS)]
-    if bad:
-        raise PartialFaceError(f"--factors {bad[0]:g}: size factors must be in (0, {max(FACTORS):g}] (PartialLFW's: "
-                               f"{','.join(f'{f:g}' for f in FACTORS)}); a larger part leaves the 160x160 face")
+    _check_options(batch_size, workers, factors)
     out_p, data_p = Path(out), Path(data)
     pairs = _select_folds(read_pairs(pairs_file), folds)
     benchmarks = build_benchmarks(pairs, settings, factors, protocols, _combo_overrides(combos, list(protocols)))
@@ -282,21 +205,13 @@ def run_benchmark(
     names = [e.name for e in embedders]
     if len(set(names)) != len(names):
         raise PartialFaceError(f"--model: two models are named the same ({', '.join(names)}); use NAME=PATH")
-    if not aligned:
-        aligned = _looks_aligned([found[k] for k in pairs.images()[:1]]) and all(
-            p.suffix.lower() == ".png" for p in found.values())
-    if not aligned:
-        from partialface.detect.dataset import align_dataset
-
-        dst = out_p / "aligned"
-        src = _link_needed(found, data_p, out_p / "raw")
-        align_dataset(src, dst, landmarks=landmarks, batch_size=32, workers=workers, device=device,
-                      progress=progress)
-        found = resolve_images(pairs, dst, suffixes=(".png",), drop_missing=drop_missing)
+    data_used = data_p
+    if not (aligned or (_looks_aligned([found[k] for k in pairs.images()[:1]])
+                        and all(p.suffix.lower() == ".png" for p in found.values()))):
+        data_used = out_p / "aligned"  # aligned once, cached and resumable
+        _align(found, data_p, out_p, landmarks, workers, device, progress)
+        found = resolve_images(pairs, data_used, suffixes=(".png",), drop_missing=drop_missing)
         pairs = pairs.keep_only(found)
-        data_used = dst
-    else:
-        data_used = data_p
     if pairs.dropped:
         print(f"note: dropped {pairs.dropped} of {pairs.dropped + len(pairs)} pairs with missing or unaligned "
               "images (--drop-missing); folds are kept", file=sys.stderr)
@@ -304,7 +219,6 @@ def run_benchmark(
         raise PartialFaceError(f"{pairs_file}: no pairs left to score")
     benchmarks = [Benchmark(b.protocol, b.setting, b.parts, b.factor, pairs) for b in benchmarks]
     keys = pairs.images()
-    index = pairs.image_index()
     paths = [found[k] for k in keys]
     variants = required_variants(benchmarks)
     bench_rows: list[dict[str, Any]] = []
@@ -320,23 +234,9 @@ def run_benchmark(
         model_rows.append({"name": emb.name, "source": emb.source, "embedding_dim": emb.embedding_dim, "flip": flip,
                            "autocast": str(precision).removeprefix("torch.") if precision is not None else "none",
                            "infer": getattr(emb, "path", "")})
-        per_model: list[tuple[Benchmark, dict[str, float]]] = []
-        score_arrays: dict[str, np.ndarray] = {}
-        for b in tqdm(benchmarks, desc=f"score {emb.name}", disable=not progress, dynamic_ncols=True):
-            sp = b.scored_pairs(index)
-            s = cosine_scores(E[str(sp.left)][sp.left_index], E[str(sp.right)][sp.right_index])
-            m = score_benchmark(s, sp.same, sp.fold).as_dict()
-            metrics = {k: m[k] for k in METRICS}
-            per_model.append((b, metrics))
-            score_arrays[f"{b.name}|scores"] = s
-            score_arrays[f"{b.name}|same"] = sp.same
-            score_arrays[f"{b.name}|fold"] = sp.fold
-            bench_rows.append({"model": emb.name, "name": b.name, "protocol": b.protocol, "setting": b.setting,
-                               "combo": b.combo, "parts": list(b.parts), "factor": b.factor,
-                               "visible_fraction": _visible(b), "pairs": len(b), **metrics})
-        save_npz(out_p / "scores" / f"{cache_name(emb.name)}.npz", score_arrays)
-        for row in aggregate(per_model, by=("protocol", "setting")):
-            proto_rows.append({"model": emb.name, **row})
+        rows, per_protocol = _score_model(emb.name, E, benchmarks, pairs.image_index(), out_p, progress)
+        bench_rows += rows
+        proto_rows += per_protocol
     results: dict[str, Any] = {
         "convention": CONVENTION,
         "pairs_file": str(pairs_file),
@@ -356,6 +256,57 @@ def run_benchmark(
     return results
 
 
+def _align(
+    found: dict[str, Path], data: Path, out: Path, landmarks: str | os.PathLike[str] | None, workers: int,
+    device: str, progress: bool,
+) -> None:
+    """Align the raw images the pairs need into ``out/aligned`` (through links in ``out/raw`` if ``data``
+    holds more than they need)."""
+    from partialface.detect.dataset import align_dataset
+
+    src = _link_needed(found, data, out / "raw")
+    align_dataset(src, out / "aligned", landmarks=landmarks, batch_size=32, workers=workers, device=device,
+                  progress=progress)
+
+
+def _check_options(batch_size: int, workers: int, factors: Sequence[float]) -> None:
+    if batch_size < 1:
+        raise PartialFaceError(f"--batch-size must be >= 1, got {batch_size}")
+    if workers < 0:
+        raise PartialFaceError(f"--workers must be >= 0, got {workers}")
+    bad = [f for f in factors if not 0 < f <= max(FACTORS)]
+    if bad:
+        raise PartialFaceError(f"--factors {bad[0]:g}: size factors must be in (0, {max(FACTORS):g}] (PartialLFW's: "
+                               f"{','.join(f'{f:g}' for f in FACTORS)}); a larger part leaves the 160x160 face")
+
+
+def _score_model(
+    name: str, E: dict[str, np.ndarray], benchmarks: Sequence[Benchmark], index: dict[str, int], out: Path,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Score every benchmark on one model's embeddings ``E`` (variant name -> (N, D)); writes its
+    ``scores/<model>.npz``; returns (a row per benchmark, a row per protocol and setting)."""
+    from tqdm import tqdm
+
+    bench_rows: list[dict[str, Any]] = []
+    per_model: list[tuple[Benchmark, dict[str, float]]] = []
+    score_arrays: dict[str, np.ndarray] = {}
+    for b in tqdm(benchmarks, desc=f"score {name}", disable=not progress, dynamic_ncols=True):
+        sp = b.scored_pairs(index)
+        s = cosine_scores(E[str(sp.left)][sp.left_index], E[str(sp.right)][sp.right_index])
+        m = score_benchmark(s, sp.same, sp.fold).as_dict()
+        metrics = {k: m[k] for k in METRICS}
+        per_model.append((b, metrics))
+        score_arrays[f"{b.name}|scores"] = s
+        score_arrays[f"{b.name}|same"] = sp.same
+        score_arrays[f"{b.name}|fold"] = sp.fold
+        bench_rows.append({"model": name, "name": b.name, "protocol": b.protocol, "setting": b.setting,
+                           "combo": b.combo, "parts": list(b.parts), "factor": b.factor,
+                           "visible_fraction": _visible(b), "pairs": len(b), **metrics})
+    save_npz(out / "scores" / f"{cache_name(name)}.npz", score_arrays)
+    return bench_rows, [{"model": name, **row} for row in aggregate(per_model, by=("protocol", "setting"))]
+
+
 def _report(out: Path, embedders: Sequence[Embedder], paths: Sequence[Path]) -> None:
     try:
         from partialface.evaluation.report import write_report  # type: ignore[import-not-found,unused-ignore]
@@ -370,19 +321,3 @@ def _report(out: Path, embedders: Sequence[Embedder], paths: Sequence[Path]) -> 
     sample = np.stack([decode_aligned(p) for p in chosen]) if chosen else np.zeros((0, 160, 160, 3), np.uint8)
     path = write_report(out, {e.name: e.module for e in embedders}, sample)
     print(f"report: {path}", file=sys.stderr)
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``partialface benchmark`` command."""
-    res = run_benchmark(
-        args.model, args.data, args.pairs, args.out, aligned=args.aligned, settings=args.settings,
-        landmarks=args.landmarks, factors=args.factors, protocols=args.protocols, combos=args.combos,
-        folds=args.folds, device=args.device, amp=args.amp, infer=args.infer,
-        batch_size=args.batch_size, workers=args.workers, flip=args.flip, drop_missing=args.drop_missing,
-        progress=not args.no_progress,
-    )
-    print(results_markdown([m["name"] for m in res["models"]], res["protocols"], CONVENTION))
-    if res["dropped_pairs"]:
-        print(f"dropped pairs (missing images): {res['dropped_pairs']}")
-    print(f"results: {Path(args.out) / 'results.json'}")
-    return 0

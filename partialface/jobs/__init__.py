@@ -1,5 +1,6 @@
-"""Dataset jobs behind the command line: ``align`` (faces -> 160x160), ``export-partial`` (PartialLFW tree).
-
-Each job module provides ``configure(parser)`` and ``run(args) -> int`` for :mod:`partialface.cli`, plus a
-plain Python function doing the work (``align_dataset``, ``export_partial``).
+"""The commands of the ``partialface`` CLI, one module each: ``configure(parser)`` adds the options,
+``run(args) -> int`` runs it and prints. The work lives in the layers below (``align`` ->
+``detect.dataset``, ``train`` -> ``training``, ``benchmark`` -> ``evaluation``); the jobs that are workflows
+of their own (``demo``, ``export-partial``, ``split``, ``synth``, ``weights``) keep a plain Python function
+beside their options.
 """
