@@ -344,6 +344,24 @@ def render(idn: Identity, var: Variation, size: int = DEFAULT_SIZE) -> tuple[np.
     # draw on the background as seen from the face's upright frame, so anti-aliased edges blend with it
     layer = cv2.warpAffine(bg, cv2.invertAffineTransform(m), (size, size), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REFLECT)
+    lm = np.zeros((5, 2))  # landmarks on the canvas: eyes, nose tip, mouth corners
+    for draw in (_draw_head, _draw_eyes, _draw_nose, _draw_mouth):
+        draw(layer, lm, idn, var, cx, cy, u, size)
+    out = bg.copy()
+    cv2.warpAffine(layer, m, (size, size), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+    out = cv2.multiply(out.astype(np.float32), _light_map(size, var))
+    if var.blur > 0.3:
+        out = cv2.GaussianBlur(out, (0, 0), var.blur)
+    out = out + _noise(size, var.background_seed) * np.float32(var.noise)
+    points = np.c_[lm, np.ones(5)] @ m.T
+    lut = np.round(255 * (np.arange(256) / 255) ** var.gamma).astype(np.uint8)
+    return cv2.LUT(np.clip(out + 0.5, 0, 255).astype(np.uint8), lut), points
+
+
+def _draw_head(
+    layer: np.ndarray, lm: np.ndarray, idn: Identity, var: Variation, cx: float, cy: float, u: float, size: int
+) -> None:
+    """Hair behind the head, neck, shoulders, ears, the textured face and the hairline (on the upright canvas)."""
     skin, hair = idn.skin, idn.hair
     # hair behind the head, neck, ears
     top = cy - (idn.hairline + 0.35) * u
@@ -385,10 +403,15 @@ def render(idn: Identity, var: Variation, size: int = DEFAULT_SIZE) -> tuple[np.
         ys = line_y + 0.25 * u * ((xs - part_x) / u) ** 2 - 0.12 * u * np.exp(-(((xs - part_x) / (0.2 * u)) ** 2))
         _poly(layer, np.r_[np.c_[xs, ys], [[cx + idn.face_w * u * 1.1, top - 0.2 * u],
                                           [cx - idn.face_w * u * 1.1, top - 0.2 * u]]], _colour(hair))
-    # eyes and brows
+
+
+def _draw_eyes(
+    layer: np.ndarray, lm: np.ndarray, idn: Identity, var: Variation, cx: float, cy: float, u: float, size: int
+) -> None:
+    """Eyes (landmarks 0 and 1), brows and glasses."""
+    skin = idn.skin
     eye_open = var.eye_open
     fx = cx + var.yaw * 0.07 * u  # yaw: inner features move sideways, the nose most
-    lm = np.zeros((5, 2))
     for k, s in enumerate((-1, 1)):
         ex, ey = fx + s * 0.5 * u, cy
         lm[k] = (ex, ey)
@@ -414,7 +437,13 @@ def render(idn: Identity, var: Variation, size: int = DEFAULT_SIZE) -> tuple[np.
     if idn.glasses:
         _polyline(layer, np.array([[fx - 0.2 * u, cy - 0.05 * u], [fx + 0.2 * u, cy - 0.05 * u]]),
                   _colour(idn.glasses_colour), 0.035 * u)
-    # nose: bridge shadow, tip, nostrils
+
+
+def _draw_nose(
+    layer: np.ndarray, lm: np.ndarray, idn: Identity, var: Variation, cx: float, cy: float, u: float, size: int
+) -> None:
+    """Nose: bridge shadow, tip (landmark 2), nostrils."""
+    skin = idn.skin
     nx, ny = cx + var.yaw * 0.14 * u, cy + idn.nose_len * u
     shade = _colour(skin * (1 - 0.3 * idn.bridge))
     _polyline(layer, np.array([[nx - 0.09 * u, cy + 0.05 * u], [nx - 0.1 * u, ny - 0.1 * u],
@@ -424,6 +453,13 @@ def render(idn: Identity, var: Variation, size: int = DEFAULT_SIZE) -> tuple[np.
         _ellipse(layer, (nx + s * idn.nose_w * 0.55 * u, ny + 0.07 * u), (idn.nostril * 1.4 * u, idn.nostril * u),
                  s * 20, _colour(skin * 0.3))
     lm[2] = (nx, ny)
+
+
+def _draw_mouth(
+    layer: np.ndarray, lm: np.ndarray, idn: Identity, var: Variation, cx: float, cy: float, u: float, size: int
+) -> None:
+    """Mouth: lips, opening, smile (landmarks 3 and 4), dimple."""
+    skin = idn.skin
     cx_mouth = cx + var.yaw * 0.08 * u
     # mouth: lips, opening, smile
     my = cy + idn.mouth_dy * u
@@ -445,15 +481,6 @@ def render(idn: Identity, var: Variation, size: int = DEFAULT_SIZE) -> tuple[np.
     lm[4] = (cx_mouth + half, my - lift)
     if idn.dimple:
         _ellipse(layer, (cx, cy + (idn.chin - 0.22) * u), (0.06 * u, 0.03 * u), 0, _colour(skin * 0.7))
-    out = bg.copy()
-    cv2.warpAffine(layer, m, (size, size), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
-    out = cv2.multiply(out.astype(np.float32), _light_map(size, var))
-    if var.blur > 0.3:
-        out = cv2.GaussianBlur(out, (0, 0), var.blur)
-    out = out + _noise(size, var.background_seed) * np.float32(var.noise)
-    points = np.c_[lm, np.ones(5)] @ m.T
-    lut = np.round(255 * (np.arange(256) / 255) ** var.gamma).astype(np.uint8)
-    return cv2.LUT(np.clip(out + 0.5, 0, 255).astype(np.uint8), lut), points
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
