@@ -1,4 +1,4 @@
-"""Read any image a user has into RGB uint8; write images atomically.
+"""Read any image a user has into RGB uint8; write images atomically; read a user's text file.
 
 Conversions (documented, never silent crashes):
 - grayscale / bilevel / CMYK / YCbCr / palette -> RGB (palette transparency dropped);
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from partialface.errors import ImageReadError
+from partialface.errors import ImageReadError, PartialFaceError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -79,6 +79,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_text_file(
+    path: Path, *, missing: str, not_text: str, error: type[PartialFaceError] = PartialFaceError,
+    encoding: str = "utf-8",
+) -> str:
+    """The text of a file a user named; ``error("PATH: missing")`` when it is not a file, ``error("PATH:
+    not_text")`` when it does not decode as ``encoding``."""
+    if not path.is_file():
+        raise error(f"{path}: {missing}")
+    try:
+        return path.read_text(encoding=encoding)
+    except UnicodeDecodeError:
+        raise error(f"{path}: {not_text}") from None
 
 
 def encode_image(image: np.ndarray, suffix: str = ".png") -> bytes:

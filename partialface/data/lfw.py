@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from partialface.data.images import read_text_file
 from partialface.errors import PairsFormatError
 
 #: Image suffixes tried, in order, when resolving a pair's image (raw release, aligned export).
@@ -116,12 +117,9 @@ def _parse_header(path: Path, line: str) -> tuple[int, int]:
 def read_pairs(path: str | os.PathLike[str]) -> PairsFile:
     """Parse a pairs file (see the module docstring). Raises PairsFormatError naming file, line and fix."""
     p = Path(path)
-    if not p.is_file():
-        raise PairsFormatError(f"{p}: no such pairs file (pass the path of LFW's pairs.txt)")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise PairsFormatError(f"{p}: not a text file (expected LFW's pairs.txt format)") from None
+    text = read_text_file(p, missing="no such pairs file (pass the path of LFW's pairs.txt)",
+                          not_text="not a text file (expected LFW's pairs.txt format)", error=PairsFormatError,
+                          encoding="utf-8-sig")
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from partialface.data.folders import is_inside, list_images
-from partialface.data.images import IMAGE_SUFFIXES, atomic_write_bytes, read_image, write_image
+from partialface.data.images import IMAGE_SUFFIXES, atomic_write_bytes, read_image, read_text_file, write_image
 from partialface.devices import resolve_device
 from partialface.errors import ImageReadError, PartialFaceError
 from partialface.geometry.template import IMAGE_SIZE, LANDMARK_NAMES
@@ -91,12 +91,8 @@ def read_landmarks(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     Raises PartialFaceError naming ``FILE:LINE`` for any malformed line.
     """
     p = Path(path)
-    if not p.is_file():
-        raise PartialFaceError(f"{p}: no such landmarks file (pass a TSV of path + x1 y1 ... x5 y5)")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise PartialFaceError(f"{p}: not a UTF-8 text file (expected a TSV of path + x1 y1 ... x5 y5)") from None
+    text = read_text_file(p, missing="no such landmarks file (pass a TSV of path + x1 y1 ... x5 y5)",
+                          not_text="not a UTF-8 text file (expected a TSV of path + x1 y1 ... x5 y5)")
     out: dict[str, np.ndarray] = {}
     first_line: dict[str, int] = {}
     for lineno, line in enumerate(text.splitlines(), start=1):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,6 +243,22 @@ class PNet(nn.Module):
         _conv_from_onnx(self.conv4_2, *heads[4])
 
 
+def _load_convs_dense(
+    w: OnnxWeights, convs: Sequence[nn.Conv2d], prelus: Sequence[nn.PReLU], dense: nn.Linear, dense_prelu: nn.PReLU,
+    fmap: tuple[int, int, int], heads: dict[int, nn.Linear],
+) -> None:
+    """R-Net / O-Net weights: the conv + PReLU stack, the first dense layer (input ``fmap`` (C, H, W)) and its
+    PReLU, then the output heads by their width."""
+    for conv, prelu, (k, b), s in zip(convs, prelus, w.convs, w.prelus[: len(convs)], strict=True):
+        _conv_from_onnx(conv, k, b)
+        _prelu_from_onnx(prelu, s)
+    _linear_from_onnx(dense, *w.dense[0], fmap=fmap)
+    _prelu_from_onnx(dense_prelu, w.prelus[len(convs)])
+    by_width = _heads_by_width(w.dense[1:])
+    for width, layer in heads.items():
+        _linear_from_onnx(layer, *by_width[width], fmap=None)
+
+
 class RNet(nn.Module):
     """Refine net. x: (N, 3, 24, 24) normalised -> (prob (N,), reg (N, 4))."""
 
@@ -264,20 +281,8 @@ class RNet(nn.Module):
     def load_onnx(self, w: OnnxWeights) -> None:
         if len(w.convs) != 3 or len(w.prelus) != 4 or len(w.dense) != 3:
             raise PartialFaceError("MTCNN weights: rnet.onnx does not have the R-Net layout (3 conv, 4 PReLU, 3 dense)")
-        for conv, prelu, (k, b), s in zip(
-            (self.conv1, self.conv2, self.conv3),
-            (self.prelu1, self.prelu2, self.prelu3),
-            w.convs,
-            w.prelus[:3],
-            strict=True,
-        ):
-            _conv_from_onnx(conv, k, b)
-            _prelu_from_onnx(prelu, s)
-        _linear_from_onnx(self.dense4, *w.dense[0], fmap=(64, 3, 3))
-        _prelu_from_onnx(self.prelu4, w.prelus[3])
-        heads = _heads_by_width(w.dense[1:])
-        _linear_from_onnx(self.dense5_1, *heads[2], fmap=None)
-        _linear_from_onnx(self.dense5_2, *heads[4], fmap=None)
+        _load_convs_dense(w, (self.conv1, self.conv2, self.conv3), (self.prelu1, self.prelu2, self.prelu3),
+                          self.dense4, self.prelu4, (64, 3, 3), {2: self.dense5_1, 4: self.dense5_2})
 
 
 class ONet(nn.Module):
@@ -306,21 +311,9 @@ class ONet(nn.Module):
     def load_onnx(self, w: OnnxWeights) -> None:
         if len(w.convs) != 4 or len(w.prelus) != 5 or len(w.dense) != 4:
             raise PartialFaceError("MTCNN weights: onet.onnx does not have the O-Net layout (4 conv, 5 PReLU, 4 dense)")
-        for conv, prelu, (k, b), s in zip(
-            (self.conv1, self.conv2, self.conv3, self.conv4),
-            (self.prelu1, self.prelu2, self.prelu3, self.prelu4),
-            w.convs,
-            w.prelus[:4],
-            strict=True,
-        ):
-            _conv_from_onnx(conv, k, b)
-            _prelu_from_onnx(prelu, s)
-        _linear_from_onnx(self.dense5, *w.dense[0], fmap=(128, 3, 3))
-        _prelu_from_onnx(self.prelu5, w.prelus[4])
-        heads = _heads_by_width(w.dense[1:])
-        _linear_from_onnx(self.dense6_1, *heads[2], fmap=None)
-        _linear_from_onnx(self.dense6_2, *heads[4], fmap=None)
-        _linear_from_onnx(self.dense6_3, *heads[10], fmap=None)
+        _load_convs_dense(w, (self.conv1, self.conv2, self.conv3, self.conv4),
+                          (self.prelu1, self.prelu2, self.prelu3, self.prelu4), self.dense5, self.prelu5, (128, 3, 3),
+                          {2: self.dense6_1, 4: self.dense6_2, 10: self.dense6_3})
 
 
 def load_nets(weights_dir: str | Path | None = None) -> tuple[PNet, RNet, ONet]:
