@@ -17,7 +17,7 @@ shape predictor and ``get_face_chip(size=150, padding=0.25)``. They are cached i
 (d) ``--chip-box ALIGNED``: where dlib's chip lies in the benchmark's 160x160 aligned faces (folder of
     ``partialface align``): dlib's HOG detector + 5-point model + ``get_face_chip_details(150, 0.25)`` on every
     ``--chip-step``-th aligned face; the median box (centre, side = right - left, angle) and its quartiles
-    (``partialface.evaluation.dlib_model.DLIB_CHIP_BOX_160`` holds the median measured this way).
+    (``partialface.models.framing.DLIB_CHIP_BOX_160`` holds the median measured this way).
 
     nice -n 5 .venv/bin/python benchmarks/bench_dlib.py --data ../shared/data/lfw --work WORK
     nice -n 5 .venv/bin/python benchmarks/bench_dlib.py --data ../shared/data/lfw --work WORK --lfw

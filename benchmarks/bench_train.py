@@ -30,8 +30,9 @@ import torch
 
 from partialface.losses import build_criterion
 from partialface.models import create_model
+from partialface.models.framing import framing_of, to_model_input
 from partialface.models.summary import summarize
-from partialface.training.augment import augment_batch, sample_params, to_model_input
+from partialface.training.augment import augment_batch, sample_params
 from partialface.training.config import TrainConfig
 from partialface.training.loop import TrainModule
 from partialface.training.optim import build_optimizer
@@ -86,7 +87,7 @@ def bench_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def augment() -> torch.Tensor:
         x, _ = augment_batch(faces, params, cfg.augment.centring)
-        return to_model_input(x, cfg.model.input_size, cl)
+        return to_model_input(x, cfg.model.input_size, cl, framing_of(cfg.model))
 
     def train_step() -> None:
         x = augment()
@@ -96,7 +97,7 @@ def bench_preset(preset: str, args: argparse.Namespace) -> dict[str, Any]:
         loss.backward()
         opt.step()
 
-    holistic = to_model_input(faces, cfg.model.input_size, cl)
+    holistic = to_model_input(faces, cfg.model.input_size, cl, framing_of(cfg.model))
 
     def infer_step() -> None:
         with torch.no_grad(), autocast():

@@ -343,7 +343,7 @@ def test_options_are_checked(setup: dict[str, object], tmp_path: Path) -> None:
 def test_native_size_input_is_training_normalisation_bit_for_bit() -> None:
     from partialface.geometry.partial import PartialFaceBatcher
     from partialface.models import create_model
-    from partialface.training.augment import to_model_input
+    from partialface.models.framing import to_model_input
 
     model = create_model("ours", preset="tiny", input_size=160)
     emb = TorchEmbedder("t", model, torch.device("cpu"))

@@ -290,7 +290,8 @@ def test_embedders_agree_on_resized_faces(lfw_root: Path, port: DlibResNet, monk
 
 
 def test_chip_from_aligned_matches_dlib_extract_image_chip() -> None:
-    from partialface.evaluation.dlib_model import DLIB_CHIP_BOX_160, chip_from_aligned, to_dlib_chips
+    from partialface.evaluation.dlib_model import to_dlib_chips
+    from partialface.models.framing import DLIB_CHIP_BOX_160, chip_from_aligned
 
     dlib = _dlib()
     yy, xx = np.mgrid[0:160, 0:160]

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from partialface.errors import PartialFaceError
 from partialface.evaluation.embedders import Embedder, ModelEmbedder, file_digest, path_fingerprint
@@ -35,13 +34,10 @@ from partialface.models.dlib_resnet import (
     load_dlib_resnet,
     resolve_weights,
 )
+from partialface.models.framing import DLIB_CHIP_BOX_160, chip_from_aligned
 
 #: changes whenever the preprocessing changes (part of the embedding cache's fingerprint)
 PREPROCESS_VERSION = "resize=dlib-bilinear-trunc-v2-integer"
-#: dlib's face chip inside the benchmark's 160x160 aligned face: (centre x, centre y, side) in pixels, where
-#: side = right - left of dlib's chip rectangle (its corners map to the chip's corner pixels); the median
-#: over 502 aligned LFW faces (see the module docstring; ``benchmarks/bench_dlib.py --chip-box`` measures it)
-DLIB_CHIP_BOX_160 = (80.15, 90.86, 137.69)
 GEOMETRIES = ("resize", "chip")
 
 
@@ -85,24 +81,6 @@ def resize_to_dlib(images: torch.Tensor, size: int = DLIB_INPUT_SIZE) -> torch.T
         return images
     ry, rxt = corner_weights(h, size).to(images.device), corner_weights(w, size).T.to(images.device)
     return resize_pixels(images.to(torch.float32), ry, rxt).to(torch.uint8)
-
-
-def chip_from_aligned(
-    images: torch.Tensor, box: tuple[float, float, float] = DLIB_CHIP_BOX_160, size: int = DLIB_INPUT_SIZE
-) -> torch.Tensor:
-    """uint8 (B, 3, H, W) aligned faces -> uint8 (B, 3, size, size): the square ``box`` (centre x, centre y,
-    side, in pixels of a 160x160 face; scaled to H, W) sampled like dlib's ``extract_image_chip`` (box
-    corners on the chip's corner pixels, bilinear, truncated to uint8). Points beyond the image's edge pixels
-    take the edge's value (dlib would write 0 there: with the default box, part of the last row)."""
-    b, _, h, w = images.shape
-    cx, cy, side = box
-    sx, sy = w / 160, h / 160
-    t = torch.linspace(-0.5, 0.5, size, device=images.device, dtype=torch.float32)
-    xs = (cx * sx + t * side * sx) / (w - 1) * 2 - 1  # pixel -> grid_sample's align_corners=True coords
-    ys = (cy * sy + t * side * sy) / (h - 1) * 2 - 1
-    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).expand(b, size, size, 2)
-    x = F.grid_sample(images.to(torch.float32), grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return x.clamp_(0, 255).floor_().to(torch.uint8)
 
 
 def to_dlib_chips(images: torch.Tensor, geometry: str = "resize") -> torch.Tensor:

@@ -2,8 +2,8 @@
 
 Pipeline per model: a background thread decodes batches of aligned 160x160 faces (a thread pool of
 ``workers`` decoders; OpenCV releases the GIL) while the main thread makes each needed variant of the
-batch with :class:`PartialFaceBatcher` (one reused buffer, on the model's device), normalises it exactly
-as training does (:func:`partialface.training.augment.to_model_input`) and runs the model. Every image
+batch with :class:`PartialFaceBatcher` (one reused buffer, on the model's device), frames and normalises it
+exactly as training does (:func:`partialface.models.framing.to_model_input`) and runs the model. Every image
 is decoded once and embedded once per variant.
 
 Cache: ``OUT/embeddings/<model>.npz`` holds ``keys`` (image keys, sorted) and one (N, D) float32 array of

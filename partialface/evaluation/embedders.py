@@ -14,6 +14,8 @@ from torch import nn
 
 from partialface.errors import PartialFaceError
 from partialface.geometry.template import IMAGE_SIZE
+from partialface.models.config import FRAMINGS, LEGACY_FRAMING, ModelConfig
+from partialface.models.framing import framing_of, to_model_input
 
 #: ``--amp`` of the benchmark, the older spelling of ``--infer`` (see :data:`AMP_TO_PATH`)
 AMP_MODES = ("auto", "bf16", "none")
@@ -71,11 +73,13 @@ class ModelEmbedder(Embedder):
     faces by training's ``to_model_input`` (or an equivalent ``to_input``).
 
     ``path``: the inference path; ``autocast``: its reduced float dtype (None for float32 and int8);
-    ``needs_calibration``: True until :meth:`calibrate` has built an int8 runner.
+    ``needs_calibration``: True until :meth:`calibrate` has built an int8 runner; ``framing``: how the model's
+    input is cut from the aligned face (``partialface.models.framing``; resolved, never "auto").
     """
 
     runner: Any = None
     path: str = "eager"
+    framing: str = "resize"
     autocast: torch.dtype | None = None
     input_size: int = IMAGE_SIZE
     needs_calibration: bool = False
@@ -86,15 +90,13 @@ class ModelEmbedder(Embedder):
         return bool(getattr(self.runner, "channels_last", False))
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Model input of (B, 3, 160, 160) uint8 faces: training's ``to_model_input``, bit for bit.
+        """Model input of (B, 3, 160, 160) uint8 faces: training's ``to_model_input`` (framed), bit for bit.
 
         At the model's native size the normalisation ``(x - 127.5) / 128`` is done in one reused float buffer
         (no fresh 40 MB tensors per batch: their page faults would cost as much as the work).
         """
-        from partialface.training.augment import to_model_input
-
-        if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
-            return to_model_input(images, self.input_size, channels_last=self.channels_last)
+        if self.framing != "resize" or images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
+            return to_model_input(images, self.input_size, self.channels_last, self.framing)
         shape = tuple(images.shape)
         buf = self._buf
         if buf is None or tuple(buf.shape) != shape or buf.device != images.device:
@@ -145,6 +147,7 @@ class TorchEmbedder(ModelEmbedder):
         self.name, self.source, self.device = name, source, device
         cfg = getattr(model, "config", None)
         self.embedding_dim = int(getattr(model, "embedding_dim", 0) or getattr(cfg, "embedding_dim", 0))
+        self.framing = framing_of(cfg) if isinstance(cfg, ModelConfig) else "resize"
         self._init_runner(EmbeddingOf(model.eval()), resolve_infer(infer, amp, device),
                           int(getattr(cfg, "input_size", IMAGE_SIZE)))
         self.module = model  # (moved by the runner to where it runs: the report's attention figures use it)
@@ -194,6 +197,9 @@ class OnnxFileEmbedder(ModelEmbedder):
                                    f"(needs input_size and normalisation {NORMALISATION!r} in its metadata)")
         self.name, self.source, self.device, self.path = name, str(file), device, "onnx"
         self.input_size = int(meta["input_size"])
+        self.framing = meta.get("framing", LEGACY_FRAMING)
+        if self.framing not in FRAMINGS or self.framing == "auto":
+            raise PartialFaceError(f"--model {file}: unknown framing {self.framing!r} in its metadata")
         self.runner = OnnxRunner(file, device)
         out = self.runner.session.get_outputs()[0]
         self.embedding_dim = int(meta.get("embedding_dim") or out.shape[-1])

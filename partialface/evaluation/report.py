@@ -251,7 +251,8 @@ def attention_outputs(
     import torch.nn.functional as F
 
     from partialface.geometry.partial import PartialFaceBatcher, Variant
-    from partialface.training.augment import to_model_input
+    from partialface.models import ModelConfig
+    from partialface.models.framing import framing_of, to_model_input
 
     batch = torch.from_numpy(np.ascontiguousarray(faces))
     batcher = PartialFaceBatcher(batch)
@@ -265,11 +266,12 @@ def attention_outputs(
     device = param.device if param is not None else torch.device("cpu")
     cfg = getattr(model, "config", None)
     input_size = int(getattr(cfg, "input_size", images.shape[1]))
+    framing = framing_of(cfg) if isinstance(cfg, ModelConfig) else "resize"
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            out = model(to_model_input(images.to(device), input_size))
+            out = model(to_model_input(images.to(device), input_size, framing=framing))
     finally:
         model.train(was_training)
     a_tilde, s = getattr(out, "A_tilde", None), getattr(out, "s", None)

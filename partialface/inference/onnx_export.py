@@ -5,7 +5,7 @@ The graph's input ``x`` is (B, 3, S, S) float32 normalised as the models expect 
 of the model's ``ModelOutput`` in the order of :data:`OUTPUTS` (``f`` (B, D) always; the attention models add
 ``fk`` (B, K, D), ``s`` (B, K), ``A`` and ``A_tilde`` (B, K, h, w)). Written by PyTorch's TorchScript-based
 exporter at opset :data:`OPSET`; the file's metadata (``metadata_props``) records the model config, input
-size and normalisation, so that a loader needs nothing else.
+size, framing and normalisation, so that a loader needs nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from partialface.models.config import LEGACY_FRAMING, ModelConfig
+from partialface.models.framing import framing_of
 
 #: the ONNX opset of every export (ONNX Runtime >= 1.12 runs it on CPU and CUDA)
 OPSET = 17
@@ -88,6 +91,7 @@ def export_model_onnx(
     input_size = int(input_size or getattr(cfg, "input_size", None) or 160)
     names = output_names(model, input_size)
     meta = {"model_config": json.dumps(cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else {}),
+            "framing": framing_of(cfg) if isinstance(cfg, ModelConfig) else LEGACY_FRAMING,
             "model_name": str(getattr(cfg, "name", "")), "embedding_dim": str(getattr(model, "embedding_dim", 0)),
             "producer": "partialface", **(metadata or {})}
     data = export_bytes(NamedOutputs(model, names), input_size, names, meta, opset)

@@ -27,6 +27,10 @@ from typing import Any
 from partialface.errors import PartialFaceError
 
 POOLINGS = ("sum", "mean")
+#: ``framing`` values (partialface.models.framing)
+FRAMINGS = ("auto", "resize", "dlib-chip")
+#: the framing of checkpoints written before ``framing`` existed (what they were trained and scored on)
+LEGACY_FRAMING = "resize"
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,9 @@ class ModelConfig:
     K: number of attention maps; embedding_dim: size of f; pooling: attentional pooling "sum" (spec
     default) or "mean" (divide by the sum of the recalibrated map); pretrained: weights a new training run
     starts from ("" = random init; "dlib" = dlib's face ResNet from the installed extra, or a path to its
-    converted .safetensors / .dat) for the models built on dlib's network (``dlib_resnet``, ``ours_dlib``).
+    converted .safetensors / .dat) for the models built on dlib's network (``dlib_resnet``, ``ours_dlib``);
+    framing: how the input is cut from the aligned 160x160 face ("resize", "dlib-chip", or "auto": the
+    registered model's own; see partialface.models.framing).
     """
 
     name: str = "ours"
@@ -57,6 +63,7 @@ class ModelConfig:
     embedding_dim: int = 256
     pooling: str = "sum"
     pretrained: str = ""
+    framing: str = "auto"
     #: free-form note (e.g. which preset this came from); ignored by the builders
     preset_name: str = field(default="", compare=False)
 
@@ -85,6 +92,8 @@ class ModelConfig:
                 raise bad(option, "must be a positive integer")
         if self.conv4_stride not in (1, 2):
             raise bad("conv4_stride", f"must be 1 or 2, got {self.conv4_stride}")
+        if self.framing not in FRAMINGS:
+            raise bad("framing", f"must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
         if self.pooling not in POOLINGS:
             raise bad("pooling", f"must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 

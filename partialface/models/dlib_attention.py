@@ -153,7 +153,7 @@ class DlibAttentionModel(AttentionModel):
             self.aggregate.bias.zero_()
 
 
-@register_model("ours_dlib")
+@register_model("ours_dlib", framing="dlib-chip")
 def build_ours_dlib(cfg: ModelConfig) -> DlibAttentionModel:
     """The attention model on dlib's ResNet (random init; ``model.pretrained: dlib`` starts from dlib's weights)."""
     return DlibAttentionModel(cfg)

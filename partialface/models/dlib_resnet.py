@@ -228,7 +228,7 @@ class DlibResNet(FaceModel):
         self.load_state_dict(source.state_dict())
 
 
-@register_model("dlib_resnet")
+@register_model("dlib_resnet", framing="dlib-chip")
 def build_dlib_resnet(cfg: ModelConfig) -> DlibResNet:
     """dlib's face ResNet (randomly initialised; :func:`load_dlib_resnet` gives the pretrained one).
 

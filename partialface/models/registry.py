@@ -18,6 +18,7 @@ Builder = Callable[[ModelConfig], FaceModel]
 B = TypeVar("B", bound=Builder)
 
 _REGISTRY: dict[str, Builder] = {}
+_FRAMING: dict[str, str] = {}
 _BUILTIN_MODULES = (
     "partialface.models.attention",
     "partialface.models.baselines",
@@ -26,13 +27,15 @@ _BUILTIN_MODULES = (
 )
 
 
-def register_model(name: str) -> Callable[[B], B]:
-    """Decorator: register ``fn(cfg: ModelConfig) -> FaceModel`` under ``name`` (names are unique)."""
+def register_model(name: str, framing: str = "resize") -> Callable[[B], B]:
+    """Decorator: register ``fn(cfg: ModelConfig) -> FaceModel`` under ``name`` (names are unique), with the
+    model's own framing (what ``ModelConfig.framing = "auto"`` means for it; partialface.models.framing)."""
 
     def deco(fn: B) -> B:
         if name in _REGISTRY and _REGISTRY[name] is not fn:
             raise ValueError(f"model {name!r} is already registered")
         _REGISTRY[name] = fn
+        _FRAMING[name] = framing
         return fn
 
     return deco
@@ -47,6 +50,12 @@ def list_models() -> list[str]:
     """Registered model names, sorted."""
     _load_builtin()
     return sorted(_REGISTRY)
+
+
+def registered_framing(name: str) -> str:
+    """The registered model's own framing ("resize" for a name not registered: it fails when built)."""
+    _load_builtin()
+    return _FRAMING.get(name, "resize")
 
 
 def create_model(cfg_or_name: ModelConfig | str, *, preset: str | None = None, **overrides: Any) -> FaceModel:

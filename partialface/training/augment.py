@@ -249,14 +249,3 @@ def _augment_gather(images: Tensor, P: Tensor, p: np.ndarray, centring: str) -> 
         dy = torch.where(centred, IMAGE_SIZE / 2 - cy, zero)
         x = _translate_gather(x, dx, dy, centring)  # a zero shift leaves a sample unchanged (weights 32/0)
     return x
-
-
-def to_model_input(images: Tensor, input_size: int, channels_last: bool = False) -> Tensor:
-    """uint8 (B, S, S, 3) -> normalised float (B, 3, input_size, input_size) for the models
-    (``partialface.models.preprocess``), resized (bilinear, antialiased) when input_size != S."""
-    from partialface.models import preprocess
-
-    x = preprocess(images)
-    if x.shape[-1] != input_size or x.shape[-2] != input_size:
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
-    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -211,12 +211,15 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     latest checkpoint). Returns the model (a FaceModel) in eval mode on ``device``. No pickle involved.
     """
     from partialface.models import ModelConfig, create_model
+    from partialface.models.config import LEGACY_FRAMING
 
     file = _weights_file(Path(path))
     tensors, meta = load_weights(file)
     if "model_config" not in meta:
         raise PartialFaceError(f"{file}: no model_config in its metadata (not written by `partialface train`)")
-    cfg = ModelConfig.from_dict(json.loads(meta["model_config"]))
+    saved = json.loads(meta["model_config"])
+    saved.setdefault("framing", LEGACY_FRAMING)  # written before the option: trained and scored on the resize
+    cfg = ModelConfig.from_dict(saved)
     model = create_model(cfg)
     own = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     missing, unexpected = model.load_state_dict(own, strict=False)

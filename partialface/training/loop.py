@@ -1,8 +1,8 @@
 """The training loop: data -> on-device partial-face augmentation -> model + criterion -> SGD/AdamW.
 
 One step: a DataLoader batch of uint8 faces (B, 160, 160, 3) + labels + augmentation rows moves to the
-device, ``augment_batch`` cuts the partial faces there, ``to_model_input`` normalises (and resizes to the
-model's input size), then the model and the criterion (which holds the shared classifier) run under
+device, ``augment_batch`` cuts the partial faces there, ``to_model_input`` frames them as the model's config
+says and normalises, then the model and the criterion (which holds the shared classifier) run under
 optional bf16 autocast, wrapped together in DDP when WORLD_SIZE > 1. The learning rate is set per step
 from the schedule (optim.py). Only rank 0 writes logs, TensorBoard scalars and checkpoints (runlog.py,
 resume.py); metrics are all-reduced.
@@ -28,10 +28,11 @@ from partialface.data.images import atomic_write_bytes
 from partialface.devices import autocast
 from partialface.losses import build_criterion
 from partialface.models import create_model
+from partialface.models.framing import framing_of, to_model_input
 from partialface.models.pretrained import check_model, init_pretrained
 from partialface.training import checkpoint as ckpt
 from partialface.training import resume as rs
-from partialface.training.augment import augment_batch, to_model_input
+from partialface.training.augment import augment_batch
 from partialface.training.config import TrainConfig
 from partialface.training.data import (
     EpochSampler,
@@ -177,7 +178,7 @@ class _Trainer:
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         x, _ = augment_batch(images, params, cfg.augment.centring)
-        x = to_model_input(x, cfg.model.input_size, cfg.run.channels_last)
+        x = to_model_input(x, cfg.model.input_size, cfg.run.channels_last, self.framing)
         progress = self.clock.progress(self.step, cfg.optim.warmup_steps, self.elapsed)
         self.lr = lr_at(self.step, cfg.optim, self.total, self.spe, progress)
         for group in self.optimizer.param_groups:
@@ -246,6 +247,7 @@ class _Trainer:
                                     cfg.run.seed)
         self.spe = self.sampler.steps_per_epoch
         self.total = cfg.optim.max_steps or cfg.optim.epochs * self.spe
+        self.framing = framing_of(cfg.model)
 
         self._model(fresh=latest is None)
         if latest is None and cfg.loss.init_head == "imprint":

@@ -13,8 +13,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from partialface.devices import autocast
-from partialface.models import FaceModel
-from partialface.training.augment import augment_batch, to_model_input
+from partialface.models import FaceModel, ModelConfig
+from partialface.models.framing import framing_of, to_model_input
+from partialface.training.augment import augment_batch
 from partialface.training.data import Split, VerifyPairs
 
 
@@ -32,13 +33,16 @@ def embed(
 ) -> Tensor:
     """L2-normalised embeddings f of uint8 faces (N, 160, 160, 3) (optionally augmented with fixed
     rows ``params`` (N, N_PARAMS) first) -> (N, D) float32 on the CPU. The model must be in eval mode.
-    ``runner``: model input (B, 3, S, S) -> f (B, D) in place of ``model`` (see :func:`fast_runner`)."""
+    ``runner``: model input (B, 3, S, S) -> f (B, D) in place of ``model`` (see :func:`fast_runner`). Faces are
+    framed as the model's config says (``partialface.models.framing``)."""
+    cfg = getattr(model, "config", None)
+    framing = framing_of(cfg) if isinstance(cfg, ModelConfig) else "resize"
     out = []
     for i in range(0, len(images), batch):
         x = images[i : i + batch].to(device)
         if params is not None:
             x, _ = augment_batch(x, params[i : i + batch])
-        x = to_model_input(x, input_size, channels_last)
+        x = to_model_input(x, input_size, channels_last, framing)
         if runner is not None:
             f = runner(x)
         else:
