@@ -153,6 +153,18 @@ def test_sample_params_follow_the_options() -> None:
     assert a[FACTOR] == b[FACTOR] and a[JX] == b[JX] and a[PART] == b[PART]
 
 
+@pytest.mark.parametrize("preset", [None, "paper", "cpu", "dlib"])
+def test_the_papers_augmentation_trains_on_non_centred_partial_faces_only(preset: str | None) -> None:
+    # spec (method.md): the parts are NOT centred in training; centring is an ablation option
+    from partialface.training.config import TrainConfig
+
+    cfg = AugmentConfig() if preset is None else TrainConfig.from_yaml(preset).augment
+    assert cfg.p_centred == 0.0
+    p = np.stack([sample_params(cfg, np.random.default_rng([7, i])) for i in range(2000)])
+    partial = p[:, PART] != WHOLE
+    assert partial.mean() > 0.5 and not p[partial, CENTRED].any()
+
+
 def test_backends_agree_on_random_jittered_batches(faces: np.ndarray) -> None:
     cfg = AugmentConfig(p_whole=0.1, p_centred=0.6, jitter=4.0, hflip=0.5, p_lowres=0.3)
     rng = np.random.default_rng(5)
