@@ -17,10 +17,10 @@ from partialface.evaluation.protocols import TABLE_COLUMNS
 from partialface.jobs.demo import MODELS, margins_line, weights_digest
 
 # 8 training identities x 4 faces (batch 16: 2 steps per epoch), 20 test identities x 2 faces, 2 pairs of
-# each kind per fold, one size factor, a few seconds of training per model.
+# each kind per fold, one size factor, 5 training steps per model.
 TINY = [
     "--train-identities", "8", "--train-per-identity", "4", "--test-identities", "20", "--test-per-identity", "2",
-    "--pairs-per-fold", "2", "--factors", "0.5", "--workers", "1", "--no-progress", "--minutes", "0.04",
+    "--pairs-per-fold", "2", "--factors", "0.5", "--workers", "1", "--no-progress", "--steps", "5",
     "--set", "optim.batch_size=16", "--set", "optim.warmup_steps=2", "--threads", "1",
 ]
 
@@ -65,11 +65,13 @@ def test_demo_writes_every_output_and_the_table(demo: tuple[Path, str, str]) -> 
     # the holistic-only baseline was trained without augmentation, the others with it
     for name, (_, augment) in MODELS.items():
         cfg = (out / "runs" / name / "config.yaml").read_text()
-        assert f"enabled: {'true' if augment else 'false'}" in cfg and "max_minutes: 0.04" in cfg
+        assert f"enabled: {'true' if augment else 'false'}" in cfg
+        assert "max_steps: 5" in cfg and "max_minutes: 0.0" in cfg
     timings = json.loads((out / "timings.json").read_text())["seconds"]
     assert set(timings) == {"synth", "align", "train ours", "train resnet41", "train resnet50-nofinetune",
                             "benchmark", "total"}
-    assert "[demo 0:" in stderr and "time budget reached" in stderr
+    assert "[demo 0:" in stderr and all(f"{name}: 5 steps in" in stderr for name in MODELS)
+    assert "trained for 5 steps each" in stdout
 
 
 def test_demo_rerun_skips_finished_stages(demo: tuple[Path, str, str]) -> None:
@@ -79,12 +81,30 @@ def test_demo_rerun_skips_finished_stages(demo: tuple[Path, str, str]) -> None:
     stdout, stderr = _run(["demo", "--out", str(out), *TINY])
     assert f"{out / 'synth'}: already written (skipped)" in stderr
     assert stderr.count("already aligned (skipped)") == 2
-    assert "resnet41: resuming" in stderr and "(nothing left to do)" in stderr
+    assert "resnet41: resuming" in stderr and "resnet41: 5 steps in" in stderr
     # the resumed run rewrote the same weights, so the benchmark's results still hold
     assert "benchmark of these weights already done (skipped)" in stderr
     assert all(f"{name}: finished run found" in stderr for name in MODELS if name != "resnet41")
     table = [line for line in first.splitlines() if line.startswith("| ")]
     assert table and table == [line for line in stdout.splitlines() if line.startswith("| ")]
+
+
+def test_demo_gives_the_same_table_on_a_second_run(demo: tuple[Path, str, str], tmp_path: Path) -> None:
+    # a step budget is equal work: the same seed and steps give the same weights, so the same table
+    _, first, _ = demo
+    again, _ = _run(["demo", "--out", str(tmp_path / "again"), *TINY])
+    table = [line for line in first.splitlines() if line.startswith(("| ", "ours - "))]
+    assert len(table) == 1 + len(MODELS) + 1  # header, a row per model, the margins
+    assert table == [line for line in again.splitlines() if line.startswith(("| ", "ours - "))]
+
+
+def test_demo_time_budget_is_an_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [a for a in TINY if a not in ("--steps", "5")]
+    stdout, stderr = _run(["demo", "--out", str(tmp_path / "timed"), *argv, "--models", "ours", "--minutes", "0.02",
+                           "--slices", "2"])
+    assert "time budget reached" in stderr and "trained for 0.02 min each" in stdout
+    assert main(["demo", "--out", str(tmp_path / "both"), *TINY, "--minutes", "1"]) == 2
+    assert "--steps and --minutes are two budgets: give one" in capsys.readouterr().err
 
 
 def test_demo_refuses_other_data_options_in_the_same_folder(

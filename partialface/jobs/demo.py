@@ -9,8 +9,9 @@ Stages (each resumable: a rerun with the same options skips what is finished):
    ``OUT/aligned/{train,test}``; the training faces are then packed (``OUT/train-pack``, memory-mapped);
 3. ``train``: the attention model ``ours``, the ``resnet41`` baseline (partial-face augmentation) and the
    holistic-only ``resnet50`` ("no finetune": augmentation off), each with the ``cpu`` preset for the
-   same wall-clock budget (``--minutes`` per model, ``optim.max_minutes``), into ``OUT/runs/<model>``;
-   an interrupted run resumes from its last checkpoint;
+   same number of steps (``--steps`` per model: equal work, so the same seed gives the same table on any
+   machine of a kind; ``--minutes`` is a wall-clock budget instead, whose results depend on the machine's
+   speed), into ``OUT/runs/<model>``; an interrupted run resumes from its last checkpoint;
 4. ``benchmark``: every PartialLFW protocol, both settings, on the test set
    (:func:`partialface.evaluation.benchmark.run_benchmark`, embedding caches resumable) into
    ``OUT/benchmark``: results.json / results.md / per_factor.csv, figures and report.html;
@@ -48,6 +49,8 @@ MODELS: dict[str, tuple[str, bool]] = {
 }
 #: The model the attention model is compared with in the margins line.
 HOLISTIC_BASELINE = "resnet50-nofinetune"
+#: Training steps per model by default (``--steps``): see docs/benchmarks.md for the time on each machine.
+DEMO_STEPS = 200
 #: Size factors scored by default (a subset of the benchmark's nine, for time).
 DEMO_FACTORS: tuple[float, ...] = (0.2, 0.35, 0.5)
 #: Overrides of the training preset for every demo run (then the model's own, then --set). The recipe for
@@ -60,7 +63,7 @@ TRAIN_OVERRIDES: tuple[str, ...] = (
     "data.holdout_identities=0",  # the benchmark's test set is the held-out check
     "run.verify_every=0",
     "run.tensorboard=false",
-    "optim.epochs=100000",  # the time budget ends the runs
+    "optim.epochs=100000",  # the budget (--steps or --minutes) ends the runs
     "optim.optimizer=adamw",
     "optim.lr=0.003",
     "optim.weight_decay=0.05",
@@ -99,12 +102,15 @@ def _names(text: str) -> tuple[str, ...]:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the demo's options (the process's OpenMP waits: ``partialface.cli.OMP_ENV``)."""
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
-    parser.add_argument("--minutes", type=float, default=3.5,
-                        help="wall-clock training budget PER MODEL in minutes (default 3.5; the whole demo takes "
-                        "about 3 x this + 2 min on 2 CPU cores)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"training steps PER MODEL (default {DEMO_STEPS}: equal work for every model, the same "
+                        "table on every run; see docs/benchmarks.md for the time it takes)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="a wall-clock training budget PER MODEL instead of --steps (the table then depends on "
+                        "the machine's speed and load)")
     parser.add_argument("--slices", type=int, default=3,
-                        help="the models train in turns, each budget in this many slices (default 3), so that "
-                        "a change of the machine's load falls on every model alike")
+                        help="with --minutes: the models train in turns, each budget in this many slices (default "
+                        "3), so that a change of the machine's load falls on every model alike")
     parser.add_argument("--models", type=_names, default=tuple(MODELS),
                         help=f"comma-separated models to train and score (default {','.join(MODELS)})")
     parser.add_argument("--preset", default="cpu",
@@ -241,7 +247,8 @@ def train_config(name: str, args: argparse.Namespace, root: Path, pack: Path | N
         f"data.workers={0 if pack else min(2, args.workers)}",
         f"model.name={model}",
         f"augment.enabled={'true' if augment else 'false'}",
-        f"optim.max_minutes={args.minutes}",
+        *((f"optim.max_minutes={args.minutes}",) if args.minutes is not None
+          else (f"optim.max_steps={args.steps}", "optim.max_minutes=0")),
         f"run.device={args.device}",
         f"run.progress={'false' if args.no_progress else 'true'}",
         f"run.amp={args.amp_used}",
@@ -353,8 +360,19 @@ def _pairs_file(args: argparse.Namespace) -> Path:
     raise PartialFaceError(f"--pairs: no pairs.txt in {args.data} or its parent; give --pairs FILE")
 
 
+def budget(args: argparse.Namespace) -> str:
+    """Each model's training budget, in words."""
+    return f"{args.steps} steps" if args.minutes is None else f"{args.minutes:g} min"
+
+
 def _check(args: argparse.Namespace) -> None:
-    if not (args.minutes > 0 and math.isfinite(args.minutes)):
+    if args.steps is not None and args.minutes is not None:
+        raise PartialFaceError("--steps and --minutes are two budgets: give one (steps: the same table on every run)")
+    if args.minutes is None:
+        args.steps = DEMO_STEPS if args.steps is None else args.steps
+    if args.minutes is None and args.steps < 1:
+        raise PartialFaceError(f"--steps must be at least 1, got {args.steps}")
+    if args.minutes is not None and not (args.minutes > 0 and math.isfinite(args.minutes)):
         raise PartialFaceError(f"--minutes must be > 0, got {args.minutes}")
     if args.workers < 1:
         raise PartialFaceError(f"--workers must be at least 1, got {args.workers}")
@@ -409,7 +427,7 @@ def run(args: argparse.Namespace) -> int:
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
-    st.say(f"plan: {len(args.models)} models x {args.minutes:g} min of training ({args.preset} preset, "
+    st.say(f"plan: {len(args.models)} models x {budget(args)} of training ({args.preset} preset, "
            f"{'bf16' if args.amp_used == 'bf16' else 'float32'}, torch threads: {torch.get_num_threads()}); "
            f"output in {out}")
     try:
@@ -441,24 +459,29 @@ def _stages(args: argparse.Namespace, opts: Any, configs: dict[str, Any], st: St
 
                 pack_dataset(train_root, pack, threads=args.workers, progress=progress)
                 _mark_done(pack)
-    # the models take turns in --slices slices of their budgets, so that a change in the machine's load
-    # during the demo falls on all of them alike
+    # with --minutes the models take turns in --slices slices of their budgets, so that a change in the
+    # machine's load during the demo falls on all of them alike; a step budget needs no turns
+    slices = args.slices if args.minutes is not None else 1
     trained: dict[str, Any] = {}
     for name in args.models:
         steps = finished_run(configs[name])
         if steps is not None:
             st.say(f"{name}: finished run found in {configs[name].run.out} ({steps} steps; skipped)")
             trained[name] = {"steps": steps, "skipped": True, "done": True}
-    for k in range(1, args.slices + 1):
+    for k in range(1, slices + 1):
         for i, name in enumerate(args.models, 1):
             if trained.get(name, {}).get("done"):
                 continue
             model, augment = MODELS[name]
             how = "partial-face augmentation" if augment else "holistic faces only"
-            until = args.minutes * k / args.slices
-            what = f"model {i}/{n_models} ({model}, {how}), slice {k}/{args.slices}: to {until:.3g} min"
+            if args.minutes is None:
+                what, pause = f"model {i}/{n_models} ({model}, {how}): {args.steps} steps", None
+            else:
+                until = args.minutes * k / slices
+                what = f"model {i}/{n_models} ({model}, {how}), slice {k}/{slices}: to {until:.3g} min"
+                pause = None if k == slices else until * 60
             with st.stage(f"train {name}", what):
-                trained[name] = train_slice(name, configs[name], None if k == args.slices else until * 60, st.say)
+                trained[name] = train_slice(name, configs[name], pause, st.say)
 
     if args.data is not None:
         data, pairs, aligned = Path(args.data), _pairs_file(args), False
@@ -477,7 +500,7 @@ def _stages(args: argparse.Namespace, opts: Any, configs: dict[str, Any], st: St
     subset = "" if tuple(args.factors) == FACTORS else " (a subset of the nine, for time; --factors all for every one)"
     print(f"Test set: {data} ({len(results['benchmarks']) // max(1, n_models)} benchmarks per model); "
           f"size factors {', '.join(map(str, args.factors))}{subset}.")
-    print(f"Models: the {args.preset} preset, trained for {args.minutes:g} min each; " + "; ".join(
+    print(f"Models: the {args.preset} preset, trained for {budget(args)} each; " + "; ".join(
         f"{n}: {trained[n]['steps']} steps" for n in args.models) + ".")
     line = margins_line(results)
     if line:
