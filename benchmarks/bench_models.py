@@ -10,6 +10,8 @@ next to parameters and FLOPs per image (2 x multiply-adds, torch.utils.flop_coun
     .venv/bin/python benchmarks/bench_models.py --presets cpu tiny --batch 64 --steps 10 --threads 2
     .venv/bin/python benchmarks/bench_models.py --presets paper --batch 8 --warmup 1 --steps 2 --channels-last
     .venv/bin/python benchmarks/bench_models.py --presets paper --device cuda --amp bf16 --channels-last
+    .venv/bin/python benchmarks/bench_models.py --presets paper --models dlib_resnet ours_dlib ours_dlib_light \
+        --input-size 150 --embedding-dim 128 --amp bf16 --channels-last   # dlib's chip: the light model's step cost
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
     ap.add_argument("--num-classes", type=int, default=1000, help="identities of the classifier")
+    ap.add_argument("--input-size", type=int, default=0, help="input side (default: the preset's)")
+    ap.add_argument("--embedding-dim", type=int, default=0, help="embedding size (default: the preset's)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -105,18 +109,19 @@ def main() -> None:
         f"channels_last={args.channels_last} classes={args.num_classes}"
     )
     header = (
-        f"{'model':<9} {'preset':<6} {'input':>7} {'params':>9} {'GFLOPs':>7} "
+        f"{'model':<15} {'preset':<6} {'input':>7} {'params':>9} {'GFLOPs':>7} "
         f"{'train img/s (median/best)':>26} {'infer img/s (median/best)':>26} {'train TFLOP/s':>13}"
     )
     print(header)
     print("-" * len(header))
     for preset in args.presets:
         for name in models:
-            cfg = ModelConfig.preset(preset, name=name)
+            sizes = {k: v for k, v in (("input_size", args.input_size), ("embedding_dim", args.embedding_dim)) if v}
+            cfg = ModelConfig.preset(preset, name=name, **sizes)
             s = summarize(cfg)
             train, infer = bench(cfg, args)
             print(
-                f"{name:<9} {preset:<6} {cfg.input_size:>7} {s.params / 1e6:>8.3f}M {s.flops / 1e9:>7.3f} "
+                f"{name:<15} {preset:<6} {cfg.input_size:>7} {s.params / 1e6:>8.3f}M {s.flops / 1e9:>7.3f} "
                 f"{f'{train[0]:.1f} / {train[1]:.1f}':>26} {f'{infer[0]:.1f} / {infer[1]:.1f}':>26} "
                 f"{train[0] * 3 * s.flops / 1e12:>13.3f}",  # a training step ~ 3 forwards (forward + backward)
                 flush=True,

@@ -101,6 +101,39 @@ def test_pretrained_start_copies_dlib(dlib_weights: DlibResNet) -> None:
         init_pretrained(create_model("ours_dlib", preset="paper", embedding_dim=256), "dlib")
 
 
+def test_light_model_on_dlibs_own_grid_costs_little_more_than_dlib() -> None:
+    """ours_dlib_light on dlib's 150 px chip: 7x7/2 -> 72, pool -> 35, 64-ch -> 17, 128-ch -> 8, first
+    256-ch stage -> 4: the trunk ends there, the last 256-ch stage runs densely at 4x4. FLOPs against
+    dlib_resnet's, counted on the same input: within 1.1x (ours_dlib: 2.6x)."""
+    from partialface.models.summary import summarize
+
+    torch.manual_seed(0)
+    m = create_model("ours_dlib_light", preset="paper", K=5, embedding_dim=48, input_size=150)
+    x = torch.randn(2, 3, 150, 150)
+    out = m(x)
+    assert out.A is not None and out.A.shape == (2, 5, 4, 4) and m.forward_features(x).shape == (2, 256, 4, 4)
+    assert out.f.shape == (2, 48)
+    flops = {n: summarize(ModelConfig.preset("paper", name=n, input_size=150, embedding_dim=128)).flops
+             for n in ("dlib_resnet", "ours_dlib", "ours_dlib_light")}
+    assert flops["ours_dlib_light"] < 1.1 * flops["dlib_resnet"] < flops["ours_dlib"] / 2
+    new = {id(p) for mod in m.new_modules() for p in mod.parameters()}
+    assert new == {id(p) for p in [*m.extract.attention_branch.parameters(), *m.extract.attention_conv.parameters()]}
+
+
+def test_light_model_starts_from_dlib(dlib_weights: DlibResNet) -> None:
+    m = create_model("ours_dlib_light", preset="paper", K=3, embedding_dim=128, pooling="mean", input_size=150)
+    init_pretrained(m, "dlib")
+    x = torch.randn(2, 3, 150, 150)
+    with torch.no_grad():
+        trunk = m.extract.trunk(m.extract.input_adapter(x))
+        torch.testing.assert_close(trunk, dlib_weights.forward_features(x, upto=4), rtol=0, atol=0)
+        # flat maps: f is dlib's fc of the mean of the dense last stage
+        m.extract.attention_conv.weight.zero_()
+        m.extract.attention_conv.bias.zero_()  # type: ignore[union-attr]
+        want = dlib_weights.fc(m.forward_features(x).mean(dim=(2, 3)))
+        torch.testing.assert_close(m(x).f, want, rtol=1e-5, atol=1e-5)
+
+
 def test_pretrained_errors(tmp_path: Path) -> None:
     with pytest.raises(PartialFaceError, match=r"model\.pretrained: model .ours. cannot start"):
         init_pretrained(create_model("ours", preset="tiny"), "dlib")

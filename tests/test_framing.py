@@ -22,6 +22,7 @@ from partialface.training import checkpoint as ckpt
 def test_each_model_frames_as_registered_and_an_explicit_framing_wins() -> None:
     assert framing_of(ModelConfig(name="dlib_resnet")) == "dlib-chip"
     assert framing_of(ModelConfig(name="ours_dlib")) == "dlib-chip"
+    assert framing_of(ModelConfig(name="ours_dlib_light")) == "dlib-chip"
     for name in ("ours", "resnet50", "resnet41"):
         assert framing_of(ModelConfig(name=name)) == "resize"
     assert framing_of(ModelConfig(name="dlib_resnet", framing="resize")) == "resize"

@@ -1,4 +1,4 @@
-"""``ours_dlib``: the paper's attention model on dlib's pretrained face ResNet.
+"""``ours_dlib`` and ``ours_dlib_light``: the paper's attention model on dlib's pretrained face ResNet.
 
 Where the attention acts: on the benchmark's 160x160 aligned faces dlib's network gives 38x38 maps after
 its 32-channel stage, 19x19 after the 64-channel stage, 9x9 after the 128-channel stage and 4x4 / 2x2
@@ -15,6 +15,12 @@ Why this grid: on the 300 held-out CelebA identities (never LFW), with uniform p
 no training, the dense 256-channel features at 9x9 verify as well as dlib itself (84.5 vs 84.1 %), the
 same made dense from the 128-channel stage on (19x19) lose 3.5 points, and the 128-channel features at
 19x19 (a first design) held too little identity for the new layers to learn from in a short fine-tune.
+
+``ours_dlib_light`` (issue #13: an attention model that costs about what dlib's network costs): the trunk is
+dlib's network up to its first 256-channel stage at dlib's own strides (4x4 maps for a 150 px chip), the
+feature branch only the last 256-channel stage, run densely at 4x4 (F is dlib's final features on that
+grid), and the attention branch one 3x3 convolution to 64 channels + ReLU on the trunk's output, then the
+1x1 convolution to K: 1.08x dlib_resnet's FLOPs at 150 px, where ``ours_dlib`` costs 2.6x.
 
 Shapes (160x160 input, K maps, D = ``cfg.embedding_dim``):
 ``Extract``: trunk (stem, stages 0-2) -> (B, 128, 9, 9); feature branch -> F (B, 256, 9, 9); attention
@@ -39,6 +45,8 @@ from partialface.models.registry import register_model
 
 #: the trunk ends after stages[TRUNK_STAGES - 1] (the 128-channel stage); the feature branch is the rest
 TRUNK_STAGES = 3
+#: channels of ``ours_dlib_light``'s attention branch (one 3x3 convolution on the trunk's 256 channels)
+LIGHT_WIDTH = 64
 #: stages[:FROZEN_STAGES] (and the stem) are frozen during ``optim.freeze_trunk_epochs``: as for dlib_resnet
 FROZEN_STAGES = 2
 
@@ -91,20 +99,34 @@ def dilated_stages(stages: Iterable[nn.Module]) -> nn.Sequential:
 
 class DlibExtract(nn.Module):
     """dlib trunk + dense feature branch + attention branch. x: (B, 3, H, W) (registry input) ->
-    F: (B, 256, h, w), A: (B, K, h, w) >= 0, with h = w = 9 for a 160 input."""
+    F: (B, 256, h, w), A: (B, K, h, w) >= 0.
 
-    def __init__(self, K: int) -> None:
+    ``trunk_stages``: the shared trunk ends after that many of dlib's stages: 3 (``ours_dlib``) = the
+    128-channel stage, h = w = 9 for a 160 input (8 for 150); 4 (``ours_dlib_light``) = the first 256-channel
+    stage, h = w = 4. The feature branch is dlib's remaining stages run densely on that grid. The attention
+    branch is a dense copy of the first 256-channel stage (``light`` False), or ``light``: a 3x3 convolution
+    to :data:`LIGHT_WIDTH` channels + ReLU on the trunk's output; then the 1x1 convolution to K and a ReLU.
+    """
+
+    def __init__(self, K: int, trunk_stages: int = TRUNK_STAGES, light: bool = False) -> None:
         super().__init__()
         base = DlibResNet(ModelConfig(name="dlib_resnet", embedding_dim=128))
         stages = list(base.stages)
+        self.trunk_stages, self.light = trunk_stages, light
         self.input_adapter = base.input_adapter
-        self.trunk = nn.Sequential(base.stem, *stages[:TRUNK_STAGES])
-        self.feature_branch = dilated_stages(stages[TRUNK_STAGES:])
-        self.attention_branch = dilated_stages(stages[TRUNK_STAGES : TRUNK_STAGES + 1])
-        self.attention_conv = nn.Conv2d(STAGE_CHANNELS[-1], K, 1, bias=True)
+        self.trunk = nn.Sequential(base.stem, *stages[:trunk_stages])
+        self.feature_branch = dilated_stages(stages[trunk_stages:])
+        width = STAGE_CHANNELS[-1]
+        if light:
+            conv = nn.Conv2d(STAGE_CHANNELS[trunk_stages], LIGHT_WIDTH, 3, padding=1, bias=True)
+            _init_relu_conv(conv)
+            self.attention_branch: nn.Module = nn.Sequential(conv, nn.ReLU(inplace=False))
+            width = LIGHT_WIDTH
+        else:
+            self.attention_branch = dilated_stages(stages[trunk_stages : trunk_stages + 1])
+        self.attention_conv = nn.Conv2d(width, K, 1, bias=True)
         self.attention_relu = nn.ReLU(inplace=False)
-        nn.init.kaiming_normal_(self.attention_conv.weight, mode="fan_in", nonlinearity="relu")
-        nn.init.zeros_(self.attention_conv.bias)  # type: ignore[arg-type]
+        _init_relu_conv(self.attention_conv)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         shared = self.trunk(self.input_adapter(x))
@@ -113,26 +135,32 @@ class DlibExtract(nn.Module):
         return F, A
 
 
+def _init_relu_conv(conv: nn.Conv2d) -> None:
+    nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+    nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
+
+
 class DlibAttentionModel(AttentionModel):
     """``ours_dlib``: Extract on dlib's network, then the paper's Attend and Aggregate. x: (B, 3, H, W) ->
     ModelOutput(f (B, D), fk (B, K, D), s (B, K), A and A_tilde (B, K, h, w))."""
 
     extract: DlibExtract
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg, DlibExtract(cfg.K), STAGE_CHANNELS[-1])
+    def __init__(self, cfg: ModelConfig, trunk_stages: int = TRUNK_STAGES, light: bool = False) -> None:
+        super().__init__(cfg, DlibExtract(cfg.K, trunk_stages, light), STAGE_CHANNELS[-1])
 
     def trunk_modules(self) -> list[nn.Module]:
         """dlib's stem and 32- and 64-channel stages: the layers dlib_resnet freezes too."""
         return list(self.extract.trunk)[: FROZEN_STAGES + 1]
 
     def new_modules(self) -> list[nn.Module]:
-        """The 1x1 attention convolution: dlib has nothing to start it from."""
-        return [self.extract.attention_conv]
+        """The attention convolutions dlib has nothing to start from: the 1x1 one (and the light branch)."""
+        light = [self.extract.attention_branch] if self.extract.light else []
+        return [*light, self.extract.attention_conv]
 
     def load_pretrained(self, source: DlibResNet) -> None:
-        """Trunk from dlib's stem and first three stages, the feature branch from the two 256-channel
-        stages, the attention branch from the first of them, each aggregation layer from dlib's fc."""
+        """Trunk from dlib's stem and first stages, the feature branch from the remaining stages, the (dense)
+        attention branch from the first stage after the trunk, each aggregation layer from dlib's fc."""
         if source.fc.out_features != self.embedding_dim:
             raise PartialFaceError(
                 f"model.embedding_dim: ours_dlib's aggregation starts from dlib's fc 256 -> "
@@ -142,11 +170,13 @@ class DlibAttentionModel(AttentionModel):
         ex = self.extract
         ex.input_adapter.load_state_dict(source.input_adapter.state_dict())
         ex.trunk[0].load_state_dict(source.stem.state_dict())
-        for i in range(TRUNK_STAGES):
+        t = ex.trunk_stages
+        for i in range(t):
             ex.trunk[i + 1].load_state_dict(source.stages[i].state_dict())
-        for branch, n in ((ex.feature_branch, len(source.stages)), (ex.attention_branch, TRUNK_STAGES + 1)):
-            blocks = [b for s in list(source.stages)[TRUNK_STAGES:n] for b in s.children()]
-            for dense, block in zip(branch, blocks, strict=True):
+        branches = [(ex.feature_branch, len(source.stages))] + ([] if ex.light else [(ex.attention_branch, t + 1)])
+        for branch, n in branches:
+            blocks = [b for s in list(source.stages)[t:n] for b in s.children()]
+            for dense, block in zip(branch.children(), blocks, strict=True):
                 dense.load_state_dict(block.state_dict())
         with torch.no_grad():
             self.aggregate.weight.copy_(source.fc.weight.expand_as(self.aggregate.weight))
@@ -157,3 +187,11 @@ class DlibAttentionModel(AttentionModel):
 def build_ours_dlib(cfg: ModelConfig) -> DlibAttentionModel:
     """The attention model on dlib's ResNet (random init; ``model.pretrained: dlib`` starts from dlib's weights)."""
     return DlibAttentionModel(cfg)
+
+
+@register_model("ours_dlib_light", framing="dlib-chip")
+def build_ours_dlib_light(cfg: ModelConfig) -> DlibAttentionModel:
+    """The attention model on dlib's ResNet at its own 4x4 grid (after the first 256-channel stage), with a light
+    attention branch: about 1.07x dlib_resnet's FLOPs where ours_dlib costs 2.6x (150 px)."""
+    return DlibAttentionModel(cfg, trunk_stages=4, light=True)
+
