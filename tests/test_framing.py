@@ -107,3 +107,20 @@ def test_a_checkpoint_from_before_the_option_loads_as_resize(tmp_path: Path) -> 
     assert framing_of(old.config) == "resize"  # what it was trained and scored on
     assert framing_of(new.config) == "dlib-chip"  # the dlib network's own framing
     assert load_embedder(str(tmp_path / "old.safetensors"), torch.device("cpu"), infer="eager").framing == "resize"
+
+
+def test_checkpoints_and_exports_record_the_resolved_framing(tmp_path: Path) -> None:
+    # "auto" is resolved when weights are written, so a file says what its model was trained on
+    from partialface.jobs.weights import export_model
+    from partialface.training import resume
+    from partialface.training.config import TrainConfig
+
+    cfg = TrainConfig.from_yaml("tiny", ["model.name=dlib_resnet"])
+    assert cfg.model.framing == "auto"
+    model = create_model(cfg.model)
+    _, meta = resume.run_weights(cfg, torch.nn.ModuleDict({"model": model}), 3)
+    assert json.loads(meta["model_config"])["framing"] == "dlib-chip"
+    auto = _save(model, tmp_path / "run" / "model.safetensors", cfg.model.to_dict())  # an older run's "auto"
+    export_model(auto.parent, tmp_path / "out.safetensors", fp16=True)
+    _, meta = ckpt.load_weights(tmp_path / "out.safetensors")
+    assert json.loads(meta["model_config"])["framing"] == "dlib-chip"

@@ -21,6 +21,7 @@ models add ``fk``, ``s``, ``A``, ``A_tilde``) — checked against PyTorch on ran
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from partialface.errors import PartialFaceError
@@ -62,6 +63,8 @@ def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
     Returns (tensors, bytes written)."""
     import torch
 
+    from partialface.models import ModelConfig
+    from partialface.models.framing import framing_of
     from partialface.training.checkpoint import _weights_file, load_weights, save_weights
 
     if out.suffix != ".safetensors":
@@ -75,7 +78,11 @@ def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
              if k.startswith("model.")}
     if fp16 and any(torch.isinf(v).any() for v in model.values() if v.dtype == torch.float16):
         raise PartialFaceError(f"{src}: weights overflow float16; export without --fp16")
-    save_weights(out, model, {**meta, "exported_from": str(src), "dtype": "float16" if fp16 else "float32"})
+    config = json.loads(meta["model_config"])
+    if config.get("framing") == "auto":  # what the run trained on, whatever "auto" comes to mean later
+        config["framing"] = framing_of(ModelConfig.from_dict(config))
+    save_weights(out, model, {**meta, "model_config": json.dumps(config), "exported_from": str(src),
+                              "dtype": "float16" if fp16 else "float32"})
     return len(model), out.stat().st_size
 
 

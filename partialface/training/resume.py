@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from partialface.errors import PartialFaceError
+from partialface.models.framing import framing_of
 from partialface.training import checkpoint as ckpt
 from partialface.training.config import TrainConfig
 from partialface.training.data import EpochSampler
@@ -74,9 +75,10 @@ def resume_mismatch(saved: TrainConfig, now: TrainConfig) -> list[str]:
 
 
 def run_weights(cfg: TrainConfig, module: nn.Module, num_classes: int) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """The module's tensors (model.* and criterion.*) and the metadata that rebuilds the model."""
+    """The module's tensors (model.* and criterion.*) and the metadata that rebuilds the model (its framing
+    resolved: a checkpoint says what it was trained on, whatever "auto" comes to mean later)."""
     meta = {
-        "model_config": json.dumps(cfg.model.to_dict()),
+        "model_config": json.dumps(cfg.model.replace(framing=framing_of(cfg.model)).to_dict()),
         "loss_config": json.dumps(cfg.loss.to_dict()),
         "num_classes": str(num_classes),
     }
