@@ -362,6 +362,10 @@ def test_model_names_and_missing_dlib(tmp_path: Path) -> None:
     assert parse_model_spec("runs/a") == ("a", "runs/a")
     assert parse_model_spec("runs/a/checkpoints/step_00000020") == ("a-step_00000020",
                                                                      "runs/a/checkpoints/step_00000020")
+    # shared files are named after themselves: two files of one folder are two names (was "-celeba-cpu-...")
+    assert parse_model_spec("checkpoints/celeba-cpu-2026-11-27/ours.safetensors")[0] == "ours"
+    assert parse_model_spec("checkpoints/celeba-cpu-2026-11-27/resnet41.safetensors")[0] == "resnet41"
+    assert parse_model_spec("runs/a/checkpoints/step_00000020/model.safetensors")[0] == "a-step_00000020"
     if importlib.util.find_spec("dlib") is None:
         with pytest.raises(PartialFaceError, match="dlib"):
             load_embedder("dlib", torch.device("cpu"))

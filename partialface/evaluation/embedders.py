@@ -167,7 +167,9 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
         return spec, spec
     if p.suffix == ".onnx":
         return p.stem, spec
-    if p.name == "model.safetensors" or p.suffix == ".safetensors":
+    if p.suffix == ".safetensors" and p.name != "model.safetensors":  # a shared file: named after itself
+        return p.stem, spec
+    if p.name == "model.safetensors":
         p = p.parent
     if p.parent.name == "checkpoints":  # RUN/checkpoints/step_N -> RUN-step_N
         return f"{p.parent.parent.name}-{p.name}", spec
