@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("partialface.jobs.models", "list registered models and presets (parameters, FLOPs)"),
     "weights": ("partialface.jobs.weights",
                 "import dlib's face ResNet; export a trained model (safetensors, fp16, ONNX)"),
+    "calibrate": ("partialface.jobs.calibrate",
+                  "measure a model's operating points (thresholds at FAR 1e-2..1e-4) on held-out faces"),
     "demo": ("partialface.jobs.demo", "run the main job end to end on an embedded default"),
 }
 
