@@ -1,6 +1,22 @@
 """partialface — partial face recognition (Hörmann et al., ICIP 2021) and the PartialLFW benchmark.
 
-Importing the package does nothing but define names: no process group, no downloads, no weights.
+    import partialface
+    partialface.verify("a.jpg", "b.jpg")   # same person? (partialface.api)
+    partialface.embed("photo.jpg")         # every face, embedded
+
+Importing the package does nothing but define names: no process group, no downloads, no weights; the facade
+(and torch behind it) loads on first use.
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["Face", "Verification", "__version__", "embed", "verify"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Face", "Verification", "embed", "verify"):
+        from partialface import api
+
+        return getattr(api, name)
+    raise AttributeError(name)

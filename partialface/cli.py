@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "import dlib's face ResNet; export a trained model (safetensors, fp16, ONNX)"),
     "calibrate": ("partialface.jobs.calibrate",
                   "measure a model's operating points (thresholds at FAR 1e-2..1e-4) on held-out faces"),
+    "verify": ("partialface.jobs.verify", "same person? two photos, a verdict at a calibrated false-accept rate"),
     "demo": ("partialface.jobs.demo", "run the main job end to end on an embedded default"),
 }
 

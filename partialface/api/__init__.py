@@ -1,5 +1,7 @@
-"""The user facade: photos in, decisions out (``partialface.verify / embed / Gallery``, issue #14).
+"""The user facade: photos in, decisions out (issue #14). ``partialface.embed`` / ``partialface.verify``
+(:mod:`partialface.api.facade`); this layer sits above ``evaluation`` and below ``jobs`` and the CLI, which
+stay thin shells over it."""
 
-This layer sits above ``evaluation`` (it will use its embedders) and below ``jobs`` and the CLI, which are to
-stay thin shells over it. It holds nothing yet.
-"""
+from partialface.api.facade import Face, Verification, embed, load, to_rgb, verify
+
+__all__ = ["Face", "Verification", "embed", "load", "to_rgb", "verify"]

@@ -53,6 +53,7 @@ from partialface.evaluation.embedders import (
 )
 from partialface.geometry.partial import PartialFaceBatcher, Variant
 from partialface.geometry.template import IMAGE_SIZE
+from partialface.models.catalogue import CATALOGUE, shipped_model
 
 #: Images per resumable chunk (one parts file each).
 CHUNK = 1024
@@ -60,9 +61,10 @@ CHUNK = 1024
 
 # ---------------------------------------------------------------------------------------------- models
 def load_embedder(spec: str, device: torch.device, amp: str = "auto", infer: str | None = None) -> Embedder:
-    """Build the embedder of one ``--model`` value: a project run/step folder or safetensors file, an exported
-    ``.onnx`` file, or ``dlib`` (the PyTorch port of dlib's face ResNet), ``dlib-bin`` (dlib itself) or
-    ``dlib-chip`` (the port on dlib's chip geometry); these need the extra (see
+    """Build the embedder of one ``--model`` value: a shipped model's name (``partialface.models.catalogue``), a
+    project run/step folder or safetensors file, an exported ``.onnx`` file, or ``dlib`` (the PyTorch port of
+    dlib's face ResNet), ``dlib-bin`` (dlib itself) or ``dlib-chip`` (the port on dlib's chip geometry); these
+    need the extra (see
     ``partialface.evaluation.dlib_model``). ``infer``: the inference path (``partialface.inference.runners``;
     default from ``amp``, see ``embedders.AMP_MODES``); dlib-bin and .onnx files have one path each."""
     name, path = parse_model_spec(spec)
@@ -77,10 +79,13 @@ def load_embedder(spec: str, device: torch.device, amp: str = "auto", infer: str
         return emb
     from partialface.training.checkpoint import _weights_file, load_model
 
+    if path in CATALOGUE and not Path(path).exists():
+        path = str(shipped_model(path))
     p = Path(path)
     if not p.exists():
         raise PartialFaceError(
-            f"--model {spec}: no such file or folder (give a run folder, step folder, .safetensors or .onnx file)"
+            f"--model {spec}: no such file or folder (give a run folder, step folder, .safetensors or .onnx file, "
+            "or a shipped model's name: `partialface models`)"
         )
     if p.suffix == ".onnx":
         return OnnxFileEmbedder(name, p, device)

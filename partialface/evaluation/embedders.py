@@ -14,6 +14,7 @@ from torch import nn
 
 from partialface.errors import PartialFaceError
 from partialface.geometry.template import IMAGE_SIZE
+from partialface.models.catalogue import CATALOGUE
 from partialface.models.config import FRAMINGS, LEGACY_FRAMING, ModelConfig
 from partialface.models.framing import framing_of, to_model_input
 
@@ -163,6 +164,8 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
             raise PartialFaceError(f"--model {spec!r}: give PATH or NAME=PATH")
         return name, path
     p = Path(spec)
+    if spec in CATALOGUE and not p.exists():  # a shipped model by name
+        return spec, spec
     if spec in DLIB_MODELS:  # dlib's face ResNet: the PyTorch port / dlib itself / the port on dlib's chip box
         return spec, spec
     if p.suffix == ".onnx":

@@ -32,4 +32,25 @@ def run(args: argparse.Namespace) -> int:
     rows = [summarize(ModelConfig.preset(p, name=m)) for p in presets for m in models]
     print(format_table(rows))
     print("FLOPs: 2 x multiply-adds of convolutions and matrix products (torch.utils.flop_counter).")
+    print()
+    print(shipped_table())
     return 0
+
+
+def shipped_table() -> str:
+    """The shipped models (``--model NAME``): file, whether it is here, whether it has operating points."""
+    from partialface.evaluation.calibrate import METADATA_KEY
+    from partialface.models.catalogue import CATALOGUE, DEFAULT_MODEL, shipped_model
+    from partialface.training.checkpoint import load_weights
+
+    lines = ["Shipped models (--model NAME; * = the default of `partialface verify`):"]
+    for name, rel in CATALOGUE.items():
+        try:
+            path = shipped_model(name)
+        except PartialFaceError:
+            lines.append(f"  {name:<28} checkpoints/{rel} (missing)")
+            continue
+        points = "operating points" if METADATA_KEY in load_weights(path)[1] else "no operating points"
+        mark = "*" if name == DEFAULT_MODEL else " "
+        lines.append(f"{mark} {name:<28} checkpoints/{rel} ({points})")
+    return "\n".join(lines)

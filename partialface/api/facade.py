@@ -1,0 +1,182 @@
+"""``partialface.embed`` and ``partialface.verify``: faces found in ordinary photos, embedded, compared at a
+threshold that means something (a false-accept rate measured on held-out identities, issue #14).
+
+    import partialface
+    result = partialface.verify("a.jpg", "b.jpg")            # the default model, FAR 1e-3
+    result.same, result.score, result.threshold, result.far
+    faces = partialface.embed("group.jpg")                    # every face, best first
+
+An image is a path, a numpy array (H, W, 3) RGB uint8 (or (H, W) grey, (H, W, 4) RGBA) or a PIL image.
+Faces are found by MTCNN and aligned to the benchmark's 160x160 template; ``aligned=True`` takes an already
+aligned 160x160 face as it is. Several faces: ``embed`` returns them all, best first (the spec's rule);
+``verify`` compares the best face of each image and says so in ``notes``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partialface.errors import PartialFaceError
+from partialface.geometry.template import IMAGE_SIZE
+
+Image = Any  # str | os.PathLike | np.ndarray | PIL.Image.Image
+
+
+@dataclass
+class Face:
+    """One face: ``box`` (x1, y1, x2, y2) and ``score`` of the detector (None for an aligned input),
+    ``landmarks`` (5, 2) in the photo, ``aligned`` (160, 160, 3) uint8, ``embedding`` (D,) float32, L2-normalised;
+    attention models also give ``importance`` (K,) (the paper's s) and ``maps`` (K, h, w) (Ã)."""
+
+    aligned: np.ndarray
+    embedding: np.ndarray
+    box: tuple[float, float, float, float] | None = None
+    score: float | None = None
+    landmarks: np.ndarray | None = None
+    importance: np.ndarray | None = None
+    maps: np.ndarray | None = None
+
+
+@dataclass
+class Verification:
+    """``same``: score >= threshold; ``score``: cosine of the two embeddings; ``threshold``: the model's operating
+    point at ``far`` for pairs of ``kind`` ("holistic" or "partial"); ``faces``: the two compared faces."""
+
+    same: bool
+    score: float
+    threshold: float
+    far: float
+    kind: str
+    model: str
+    faces: tuple[Face, Face]
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The documented JSON fields (no arrays)."""
+        return {"same": self.same, "score": self.score, "threshold": self.threshold, "far": self.far,
+                "kind": self.kind, "model": self.model, "notes": list(self.notes),
+                "faces": [{"box": f.box, "score": f.score} for f in self.faces]}
+
+
+def to_rgb(image: Image, what: str = "image") -> np.ndarray:
+    """(H, W, 3) uint8 RGB of a path, numpy array or PIL image; PartialFaceError naming ``what`` otherwise."""
+    from partialface.data.images import read_image
+
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(Path(image))
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise PartialFaceError(f"{what}: a numpy image must be uint8 (got {image.dtype}); convert it first")
+        if image.ndim == 2:
+            return np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim == 3 and image.shape[2] in (3, 4):
+            return np.ascontiguousarray(image[:, :, :3])
+        raise PartialFaceError(f"{what}: a numpy image must be (H, W), (H, W, 3) or (H, W, 4), got {image.shape}")
+    raise PartialFaceError(f"{what}: give a path, a numpy array or a PIL image (got {type(image).__name__})")
+
+
+class _Model:
+    """A loaded model for the facade: its embedder, its attention module (if any) and operating points."""
+
+    def __init__(self, spec: str, device: str) -> None:
+        from partialface.devices import resolve_device
+        from partialface.evaluation.calibrate import read_operating_points
+        from partialface.evaluation.embed import load_embedder
+        from partialface.training.checkpoint import load_weights
+
+        self.embedder = load_embedder(spec, resolve_device(device))
+        self.name = self.embedder.name
+        source = Path(self.embedder.source)
+        self.points = read_operating_points(load_weights(source)[1]) if source.suffix == ".safetensors" else None
+
+    def embed(self, aligned: np.ndarray) -> tuple[np.ndarray, Any]:
+        """(N, 160, 160, 3) uint8 -> (L2-normalised (N, D) float32, the attention outputs (s, Ã) or None)."""
+        import torch
+
+        from partialface.models.base import FaceModel
+
+        x = torch.from_numpy(np.ascontiguousarray(aligned)).permute(0, 3, 1, 2).to(self.embedder.device)
+        with torch.inference_mode():
+            f = torch.nn.functional.normalize(self.embedder(x).float(), dim=1).cpu().numpy()
+            attention = None
+            module, prepare = self.embedder.module, getattr(self.embedder, "prepare", None)
+            if isinstance(module, FaceModel) and prepare is not None:
+                out = module.eval()(prepare(x).to(next(module.parameters()).device))
+                if out.s is not None and out.A_tilde is not None:
+                    attention = (out.s.float().cpu().numpy(), out.A_tilde.float().cpu().numpy())
+        return f, attention
+
+
+@lru_cache(maxsize=4)
+def load(model: str | None = None, device: str = "cpu") -> _Model:
+    """The facade's model (cached): a shipped model's name, a run folder, .safetensors or .onnx file;
+    None = :data:`partialface.models.catalogue.DEFAULT_MODEL`."""
+    from partialface.models.catalogue import DEFAULT_MODEL
+
+    return _Model(model or DEFAULT_MODEL, device)
+
+
+def find_faces(image: Image, aligned: bool = False, what: str = "image") -> list[dict[str, Any]]:
+    """The faces of a photo, best first: dicts of box, score, landmarks (5, 2) and aligned (160, 160, 3)."""
+    from partialface.detect import detect_faces, selection_scores
+    from partialface.geometry.align import align_face
+
+    rgb = to_rgb(image, what)
+    if aligned:
+        if rgb.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            raise PartialFaceError(f"{what}: aligned=True needs a 160x160 face, got {rgb.shape[1]}x{rgb.shape[0]}")
+        return [{"aligned": rgb, "box": None, "score": None, "landmarks": None}]
+    faces = detect_faces(rgb, device="cpu")
+    crit = selection_scores(np.array([f.box for f in faces]), rgb.shape) if faces else np.zeros(0)
+    order = np.argsort(-crit, kind="stable")  # the spec's rule; ties keep the detector's order
+    out = []
+    for i in order:
+        pts = np.asarray(faces[i].landmarks, dtype=np.float64).reshape(5, 2)
+        out.append({"aligned": align_face(rgb, pts), "box": tuple(float(v) for v in faces[i].box),
+                    "score": float(faces[i].score), "landmarks": pts})
+    return out
+
+
+def embed(image: Image, model: str | None = None, *, aligned: bool = False, device: str = "cpu") -> list[Face]:
+    """Every face of ``image``, best first, embedded by ``model`` (see :func:`load`); [] when none is found."""
+    found = find_faces(image, aligned)
+    if not found:
+        return []
+    m = load(model, device)
+    f, attention = m.embed(np.stack([d["aligned"] for d in found]))
+    faces = []
+    for i, d in enumerate(found):
+        s, maps = (attention[0][i], attention[1][i]) if attention is not None else (None, None)
+        faces.append(Face(embedding=f[i], importance=s, maps=maps, **d))
+    return faces
+
+
+def verify(image1: Image, image2: Image, model: str | None = None, *, far: float = 1e-3, kind: str = "holistic",
+           aligned: bool = False, device: str = "cpu") -> Verification:
+    """Same person? The best face of each image, compared at the model's threshold for ``far`` and ``kind``
+    ("holistic", or "partial" when a face is partly hidden: partial pairs have their own threshold)."""
+    m = load(model, device)
+    if m.points is None:
+        raise PartialFaceError(f"--model {m.name}: it has no operating points (thresholds); measure them with "
+                               "`partialface calibrate MODEL --data HELD_OUT_FACES --out FILE`")
+    threshold = m.points.at(far, kind)  # a bad --far or kind fails before any detection
+    pair, notes = [], []
+    for image, what in ((image1, "first image"), (image2, "second image")):
+        faces = embed(image, model, aligned=aligned, device=device)
+        name = str(image) if isinstance(image, (str, os.PathLike)) else what
+        if not faces:
+            raise PartialFaceError(f"{name}: no face found (give another photo, or an aligned 160x160 face with "
+                                   "--aligned)")
+        if len(faces) > 1:
+            notes.append(f"{name}: {len(faces)} faces; compared the best (the largest, most central)")
+        pair.append(faces[0])
+    score = float(pair[0].embedding @ pair[1].embedding)
+    return Verification(score >= threshold, score, threshold, far, kind, m.name, (pair[0], pair[1]), notes)

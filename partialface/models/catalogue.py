@@ -1,0 +1,45 @@
+"""The shipped models by name: ``--model NAME`` (and ``partialface.verify(..., model=NAME)``) for the float16
+checkpoints in the repository's ``checkpoints/`` folder (each folder's README says how they were trained).
+
+:data:`DEFAULT_MODEL` is what the facade uses when no model is given: the best shipped model that runs on a
+fresh install with nothing downloaded. It is ``dlib_resnet-chip-400``, for three reasons:
+- it is dlib's network fine-tuned on dlib's own framing, 98.5 % on LFW holistic (docs/results.md), the
+  project's best;
+- it carries calibrated operating points;
+- its weights are in the file, so it needs neither the dlib extra nor a download.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from partialface.errors import PartialFaceError
+
+#: the repository's checkpoints folder (``$PARTIALFACE_CHECKPOINTS`` points to another copy of it)
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+#: name -> file under :data:`CHECKPOINTS`
+CATALOGUE: dict[str, str] = {
+    "dlib_resnet-chip-400": "celeba-cpu-2026-12-01/dlib_resnet-chip-400.safetensors",
+    "ours-celeba": "celeba-cpu-2026-11-27/ours.safetensors",
+    "resnet41-celeba": "celeba-cpu-2026-11-27/resnet41.safetensors",
+    "resnet50-celeba": "celeba-cpu-2026-11-27/resnet50.safetensors",
+    "resnet50-nofinetune-celeba": "celeba-cpu-2026-11-27/resnet50-nofinetune.safetensors",
+    "ours_dlib-ft": "celeba-cpu-2026-11-27/ours_dlib.safetensors",
+    "dlib_resnet-ft": "celeba-cpu-2026-11-27/dlib_resnet.safetensors",
+}
+DEFAULT_MODEL = "dlib_resnet-chip-400"
+
+
+def shipped_model(name: str) -> Path:
+    """The file of a shipped model; PartialFaceError when the name is unknown or the file is not here."""
+    import os
+
+    if name not in CATALOGUE:
+        raise PartialFaceError(f"--model {name}: not a shipped model; known: {', '.join(CATALOGUE)} "
+                               "(or give a run folder, .safetensors or .onnx file)")
+    root = Path(os.environ.get("PARTIALFACE_CHECKPOINTS", CHECKPOINTS))
+    path = root / CATALOGUE[name]
+    if not path.is_file():
+        raise PartialFaceError(f"--model {name}: {path} is missing (the shipped models live in the repository's "
+                               "checkpoints/ folder; set PARTIALFACE_CHECKPOINTS to a copy of it)")
+    return path

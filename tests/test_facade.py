@@ -1,0 +1,114 @@
+"""The user facade (partialface.api) and ``partialface verify``: inputs of every kind, aligned faces, real
+photos (LFW, where present), the shipped models by name, and every user error as one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_training import make_identities
+
+import partialface
+from partialface.api import to_rgb
+from partialface.cli import main
+from partialface.data.images import read_image
+from partialface.errors import PartialFaceError
+from partialface.models.catalogue import CATALOGUE, DEFAULT_MODEL, shipped_model
+
+
+def test_every_image_kind_becomes_rgb_uint8(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    for given in (tmp_path / "a.png", str(tmp_path / "a.png"), Image.fromarray(rgb), rgb,
+                  np.dstack([rgb, np.full((20, 30), 255, np.uint8)])):
+        assert np.array_equal(to_rgb(given), rgb)
+    grey = rgb[:, :, 0]
+    assert np.array_equal(to_rgb(grey), np.dstack([grey] * 3))
+    for bad, message in ((rgb.astype(np.float32), "must be uint8"), (rgb[:, :, :2], r"\(H, W, 3\)"),
+                         (42, "give a path, a numpy array or a PIL image")):
+        with pytest.raises(PartialFaceError, match=message):
+            to_rgb(bad)
+
+
+def test_the_shipped_models_are_addressable_by_name() -> None:
+    assert DEFAULT_MODEL in CATALOGUE
+    for name in CATALOGUE:
+        assert shipped_model(name).is_file(), name
+    with pytest.raises(PartialFaceError, match="not a shipped model"):
+        shipped_model("nope")
+
+
+def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
+    root = make_identities(tmp_path / "faces", 2, 2)
+    a, b = read_image(root / "id00" / "000.png"), read_image(root / "id01" / "000.png")
+    res = partialface.verify(a, a, aligned=True)
+    assert res.same and res.score == pytest.approx(1.0, abs=1e-5) and res.model == DEFAULT_MODEL
+    points = partialface.api.load().points
+    assert points is not None and res.threshold == points.at(1e-3) and res.far == 1e-3 and res.kind == "holistic"
+    other = partialface.verify(a, b, aligned=True, far=1e-2, kind="partial")
+    assert other.threshold == points.at(1e-2, "partial") and other.same == (other.score >= other.threshold)
+    assert set(other.as_dict()) == {"same", "score", "threshold", "far", "kind", "model", "notes", "faces"}
+    faces = partialface.embed(a, aligned=True)
+    assert len(faces) == 1 and faces[0].embedding.shape == (128,)
+    assert np.linalg.norm(faces[0].embedding) == pytest.approx(1.0, abs=1e-5) and faces[0].box is None
+    assert faces[0].importance is None  # dlib_resnet has no attention
+    with pytest.raises(PartialFaceError, match="aligned=True needs a 160x160 face"):
+        partialface.verify(a[:100], a, aligned=True)
+
+
+def test_an_attention_model_gives_importance_and_maps(tmp_path: Path) -> None:
+    face = read_image(make_identities(tmp_path / "faces", 1, 1) / "id00" / "000.png")
+    (got,) = partialface.embed(face, "ours-celeba", aligned=True)
+    assert got.importance is not None and got.maps is not None
+    assert got.importance.shape == (12,) and got.importance.sum() == pytest.approx(1.0, abs=1e-5)
+    assert got.maps.shape == (12, 20, 20) and (got.maps >= 0).all()
+    with pytest.raises(PartialFaceError, match="no operating points"):
+        partialface.verify(face, face, "ours-celeba", aligned=True)
+
+
+def test_verify_real_photos(lfw_root: Path, tmp_path: Path) -> None:
+    lfw = lfw_root / "lfw-deepfunneled"
+    same = partialface.verify(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg",
+                              lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0003.jpg")
+    other = partialface.verify(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg",
+                               lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg")
+    assert same.same and not other.same and same.score > other.score + 0.3
+    assert same.faces[0].box is not None and same.faces[0].landmarks is not None
+    assert same.faces[0].aligned.shape == (160, 160, 3)
+    # two people in one photo: the best face is compared, and the result says so
+    two = np.concatenate([read_image(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg"),
+                          read_image(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")], axis=1)
+    assert len(partialface.embed(two)) >= 2
+    res = partialface.verify(two, lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0003.jpg")
+    assert any("faces; compared the best" in n for n in res.notes)
+
+
+def test_verify_command_and_its_errors(lfw_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = lfw_root / "lfw-deepfunneled" / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"
+    b = lfw_root / "lfw-deepfunneled" / "Aaron_Peirsol" / "Aaron_Peirsol_0003.jpg"
+    proc = subprocess.run([sys.executable, "-m", "partialface.cli", "verify", str(a), str(b), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["same"] is True and got["model"] == DEFAULT_MODEL and got["far"] == 1e-3 and len(got["faces"]) == 2
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    (tmp_path / "trunc.jpg").write_bytes(a.read_bytes()[:200])
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(tmp_path / "grey.png")
+    for argv, message in (
+        ([str(a), str(tmp_path / "nope.jpg")], "no such file"),
+        ([str(a), str(tmp_path / "empty.jpg")], "file is empty"),
+        ([str(a), str(tmp_path / "text.jpg")], "not a readable image"),
+        ([str(a), str(tmp_path / "trunc.jpg")], "corrupt or truncated"),
+        ([str(a), str(tmp_path / "grey.png")], "no face found"),
+        ([str(a), str(b), "--far", "0.5"], "no holistic operating point"),
+        ([str(a), str(b), "--model", "nope"], "shipped model"),
+    ):
+        assert main(["verify", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
