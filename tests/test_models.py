@@ -337,7 +337,14 @@ def test_summary_and_cli(capsys: pytest.CaptureFixture[str]) -> None:
     header = next(i for i, line in enumerate(lines) if line.startswith("model"))
     # every column starts where the header's does, however long a model's name ("dlib_resnet")
     preset_col = lines[header].index("preset")
-    rows = [line for line in lines[header + 2:] if line.strip() and not line.startswith("FLOPs")]
+    end = next(i for i, line in enumerate(lines) if line.startswith("FLOPs"))
+    rows = [line for line in lines[header + 2 : end] if line.strip()]
     assert rows and all(line[preset_col:].startswith("tiny") for line in rows), rows
+    # then the shipped models by name, the facade's default marked
+    from partialface.models.catalogue import CATALOGUE, DEFAULT_MODEL
+
+    shipped = lines[end + 1 :]
+    assert any(line.startswith(f"* {DEFAULT_MODEL} ") and "(operating points)" in line for line in shipped)
+    assert all(any(f" {name} " in line for line in shipped) for name in CATALOGUE)
     with pytest.raises(PartialFaceError, match="registered models"):
         cli.run(parser.parse_args(["--models", "vgg"]))
