@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import signal
@@ -31,6 +32,7 @@ from partialface.training.data import (
     FolderSource,
     PackSource,
     TrainDataset,
+    all_held_out,
     make_verify_pairs,
     open_source,
     pack_dataset,
@@ -309,6 +311,38 @@ def test_load_model_rebuilds_the_trained_model(tiny_run: tuple[TrainConfig, Path
     with torch.no_grad():
         assert torch.equal(ckpt.load_model(step)(x).f, model(x).f)
         assert torch.equal(ckpt.load_model(out / "model.safetensors")(x).f, model(x).f)
+
+
+def test_check_on_a_separate_held_out_folder_logs_the_spread_of_s(ds48: Path, tmp_path: Path) -> None:
+    held = make_identities(tmp_path / "held", 3, 6, seed=7)  # identities the run never trains on
+    cfg = tiny_config(ds48, tmp_path / "run", "optim.max_steps=6", f"data.verify_root={held}", "run.verify_every=1",
+                      "data.verify_pairs=20")
+    assert cfg.model.name == "ours"
+    train(cfg)
+    classes = json.loads((tmp_path / "run" / "classes.json").read_text())
+    assert len(classes["classes"]) == 6 and classes["holdout"] == []  # all of ds48 trained on
+    rows = read_log(tmp_path / "run" / "verify.csv")
+    assert len(rows) == 2 and all(int(r["pairs"]) == 20 for r in rows)
+    # s over the held-out faces, recomputed by hand from the saved model: min_k / max_k, averaged over faces
+    model = ckpt.load_model(tmp_path / "run")
+    faces = torch.from_numpy(np.stack([read_image(p) for p in sorted(held.rglob("*.png"))]))
+    pairs = make_verify_pairs(all_held_out(FolderSource(held)), 20, cfg.run.seed)
+    assert pairs is not None and set(map(tuple, pairs.images.flatten(1).tolist())) <= set(
+        map(tuple, faces.flatten(1).tolist()))
+    x = (pairs.images.permute(0, 3, 1, 2).float() - 127.5) / 128  # the project's normalisation, then the resize
+    x = torch.nn.functional.interpolate(x, size=cfg.model.input_size, mode="bilinear", antialias=True,
+                                        align_corners=False)
+    with torch.no_grad():
+        s = model(x).s
+    assert s is not None
+    k = s.shape[1]
+    s_min, s_max = float(rows[-1]["s_min"]), float(rows[-1]["s_max"])
+    assert s_min <= 1 / k <= s_max
+    assert s_min == pytest.approx(float(s.min(1).values.mean()), abs=1e-4)
+    assert s_max == pytest.approx(float(s.max(1).values.mean()), abs=1e-4)
+    with pytest.raises(PartialFaceError, match="nowhere"):
+        train(tiny_config(ds48, tmp_path / "run2", f"data.verify_root={tmp_path / 'nowhere'}", "run.verify_every=1"))
+    assert not (tmp_path / "run2").exists()  # refused before anything was written
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_a_changed_config(tiny_run: tuple[TrainConfig, Path]) -> None:

@@ -49,7 +49,9 @@ class DataConfig:
       per DataLoader worker.
     min_images: drop identities with fewer images.
     holdout_identities: identities (chosen with the seed) kept out of training for the end-of-epoch
-      verification check; 0 = no check.
+      verification check; 0 = no check (unless verify_root is given).
+    verify_root: identity folders of aligned faces for the check in place of held-out identities of root
+      (e.g. the test/ folder of ``partialface split``: the identities models are chosen on); "" = none.
     verify_pairs: pairs (half same, half different) of the check; each pair is scored holistic and with
       its second image partial (random part lEye/Nose/Mouth, benchmark factor, non-centred).
     workers: DataLoader worker processes (0 = decode in the main process).
@@ -61,6 +63,7 @@ class DataConfig:
     align_cache: str = ""
     min_images: int = 2
     holdout_identities: int = 0
+    verify_root: str = ""
     verify_pairs: int = 400
     workers: int = 2
     prefetch_factor: int = 2

@@ -354,6 +354,12 @@ class VerifyPairs:
     partial: np.ndarray
 
 
+def all_held_out(source: ImageSource) -> Split:
+    """Every identity of ``source`` held out (none to train on): the check's faces from their own folder."""
+    empty = np.zeros(0, dtype=np.int64)
+    return Split(source, empty, empty, [], np.arange(len(source.labels)), source.labels.copy(), list(source.classes))
+
+
 def make_verify_pairs(split: Split, n_pairs: int, seed: int) -> VerifyPairs | None:
     """Half same / half different pairs from the held-out identities (None when there are none or no
     identity has two images). The partial variant keeps one of lEye / Nose / Mouth at a benchmark factor,

@@ -36,8 +36,10 @@ from partialface.training.augment import augment_batch
 from partialface.training.config import TrainConfig
 from partialface.training.data import (
     EpochSampler,
+    FolderSource,
     Split,
     TrainDataset,
+    all_held_out,
     make_loader,
     make_verify_pairs,
     open_source,
@@ -241,6 +243,7 @@ class _Trainer:
         latest = Path(found) if found is not None else None
         if latest is None:
             check_model(cfg.model)  # fail before the data are packed or read
+        checked = FolderSource(cfg.data.verify_root) if cfg.data.verify_root and info.is_main else None
         split = self._data()
         self.num_classes = len(split.classes)
         self.sampler = EpochSampler(len(split.train_index), cfg.optim.batch_size, info.world_size, info.rank,
@@ -278,8 +281,8 @@ class _Trainer:
         self.frozen = self.step < self.freeze_until
         set_trunk_frozen(self.model, self.frozen)
         self.forward = self._make_forward()
-        self.pairs = make_verify_pairs(split, cfg.data.verify_pairs, cfg.run.seed) \
-            if cfg.run.verify_every and info.is_main else None
+        self.pairs = make_verify_pairs(all_held_out(checked) if checked else split, cfg.data.verify_pairs,
+                                       cfg.run.seed) if cfg.run.verify_every and info.is_main else None
         dataset = TrainDataset(split, cfg.augment, cfg.run.seed)
         self.loader = make_loader(dataset, self.sampler, cfg.data.workers, device.type == "cuda",
                                   cfg.data.prefetch_factor)

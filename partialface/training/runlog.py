@@ -21,7 +21,7 @@ from partialface.training.config import TrainConfig
 from partialface.training.distributed import all_reduce_sum
 
 LOG_FIELDS = ("step", "epoch", "lr", "loss", "ce", "div", "acc", "grad_norm", "images_per_s", "elapsed_s")
-VERIFY_FIELDS = ("step", "epoch", "pairs", "holistic_acc", "partial_acc", "method")
+VERIFY_FIELDS = ("step", "epoch", "pairs", "holistic_acc", "partial_acc", "method", "s_min", "s_max")
 
 
 class RunLog:

@@ -115,5 +115,25 @@ def verify(
         h = best_threshold(hol, pairs.same)[1] * 100
         p = best_threshold(par, pairs.same)[1] * 100
         method = "best-threshold"
-    return {"pairs": len(pairs.same), "holistic_acc": float(h), "partial_acc": float(p), "method": method}
+    out: dict[str, Any] = {"pairs": len(pairs.same), "holistic_acc": float(h), "partial_acc": float(p),
+                           "method": method}
+    return out | importance_range(model, pairs.images[:256], input_size, device, amp, channels_last)
+
+
+@torch.no_grad()
+def importance_range(
+    model: nn.Module, images: Tensor, input_size: int, device: torch.device, amp: str, channels_last: bool = False,
+) -> dict[str, float]:
+    """How far the importance weights s (B, K) are from uniform on whole faces (N, 160, 160, 3) uint8:
+    {"s_min", "s_max"} = the means over faces of min_k s and max_k s (both 1/K when uniform); {} for models
+    without s. The model must be in eval mode."""
+    cfg = getattr(model, "config", None)
+    framing = framing_of(cfg) if isinstance(cfg, ModelConfig) else "resize"
+    x = to_model_input(images.to(device), input_size, channels_last, framing)
+    with autocast(device, amp):
+        s = model(x).s
+    if s is None:
+        return {}
+    s = s.float()
+    return {"s_min": float(s.min(1).values.mean()), "s_max": float(s.max(1).values.mean())}
 
