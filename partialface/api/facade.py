@@ -32,7 +32,9 @@ Image = Any  # str | os.PathLike | np.ndarray | PIL.Image.Image
 class Face:
     """One face: ``box`` (x1, y1, x2, y2) and ``score`` of the detector (None for an aligned input),
     ``landmarks`` (5, 2) in the photo, ``aligned`` (160, 160, 3) uint8, ``embedding`` (D,) float32, L2-normalised;
-    attention models also give ``importance`` (K,) (the paper's s) and ``maps`` (K, h, w) (Ã)."""
+    attention models also give ``importance`` (K,) (the paper's s) and ``maps`` (K, h, w) (Ã); ``regions``:
+    the share of the embedding each region of :data:`partialface.geometry.regions.REGIONS` accounts for
+    (sums to 1; see :meth:`_Model.regions`), None where it was not asked for."""
 
     aligned: np.ndarray
     embedding: np.ndarray
@@ -41,12 +43,14 @@ class Face:
     landmarks: np.ndarray | None = None
     importance: np.ndarray | None = None
     maps: np.ndarray | None = None
+    regions: dict[str, float] | None = None
 
 
 @dataclass
 class Verification:
     """``same``: score >= threshold; ``score``: cosine of the two embeddings; ``threshold``: the model's operating
-    point at ``far`` for pairs of ``kind`` ("holistic" or "partial"); ``faces``: the two compared faces."""
+    point at ``far`` for pairs of ``kind`` ("holistic" or "partial"); ``faces``: the two compared faces;
+    ``regions``: what the decision rested on, per region (sums to 1; :meth:`_Model.pair_regions`)."""
 
     same: bool
     score: float
@@ -56,12 +60,13 @@ class Verification:
     model: str
     faces: tuple[Face, Face]
     notes: list[str] = field(default_factory=list)
+    regions: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The documented JSON fields (no arrays)."""
         return {"same": self.same, "score": self.score, "threshold": self.threshold, "far": self.far,
-                "kind": self.kind, "model": self.model, "notes": list(self.notes),
-                "faces": [{"box": f.box, "score": f.score} for f in self.faces]}
+                "kind": self.kind, "model": self.model, "notes": list(self.notes), "regions": self.regions,
+                "faces": [{"box": f.box, "score": f.score, "regions": f.regions} for f in self.faces]}
 
 
 def to_rgb(image: Image, what: str = "image") -> np.ndarray:
@@ -92,10 +97,16 @@ class _Model:
         from partialface.evaluation.embed import load_embedder
         from partialface.training.checkpoint import load_weights
 
+        self.spec = spec
         self.embedder = load_embedder(spec, resolve_device(device))
         self.name = self.embedder.name
         source = Path(self.embedder.source)
         self.points = read_operating_points(load_weights(source)[1]) if source.suffix == ".safetensors" else None
+
+    @property
+    def weights(self) -> str:
+        """What identifies the embedding space: the weights' digest (the fingerprint before any inference path)."""
+        return self.embedder.fingerprint.split("|")[0] or self.embedder.source
 
     def embed(self, aligned: np.ndarray) -> tuple[np.ndarray, Any]:
         """(N, 160, 160, 3) uint8 -> (L2-normalised (N, D) float32, the attention outputs (s, Ã) or None)."""
@@ -113,6 +124,64 @@ class _Model:
                 if out.s is not None and out.A_tilde is not None:
                     attention = (out.s.float().cpu().numpy(), out.A_tilde.float().cpu().numpy())
         return f, attention
+
+    def regions(self, aligned: np.ndarray, f: np.ndarray, attention: Any) -> np.ndarray:
+        """(N, R) shares over REGIONS of N faces (N, 160, 160, 3) uint8 with embeddings f (N, D).
+
+        Attention models: sum_k s_k * (the mass of map Ã_k in the region / its whole mass), the maps laid on
+        the aligned face through the model's framing. Other models, occlusion sensitivity: the drop
+        1 - cos(f, f_r) of the embedding when region r is greyed out, clipped at 0, normalised to sum to 1."""
+        from partialface.geometry.regions import REGIONS, cell_regions
+
+        if attention is not None:
+            s, maps = attention
+            n, k, h, w = maps.shape
+            cells = cell_regions(h, w, self.frame)
+            mass = maps.reshape(n, k, h * w).astype(np.float64)
+            per_map = mass @ cells / np.maximum(mass.sum(-1, keepdims=True), 1e-12)  # (N, K, R)
+            shares = (s[:, :, None] * per_map).sum(1)
+        else:
+            greyed = self._greyed(aligned)  # (N, R, 160, 160, 3)
+            fr, _ = self.embed(greyed.reshape(-1, *aligned.shape[1:]))
+            shares = np.maximum(0.0, 1.0 - np.einsum("nrd,nd->nr", fr.reshape(len(f), len(REGIONS), -1), f))
+        return _normalised(shares)
+
+    def pair_regions(self, a: Face, b: Face) -> np.ndarray:
+        """(R,) what a pair's score rests on: attention models, the mean of the two faces' shares; other models,
+        the drop of the pair's cosine when region r is greyed out in both faces (clipped at 0, normalised)."""
+        from partialface.geometry.regions import REGIONS
+
+        if a.importance is not None and a.regions is not None and b.regions is not None:
+            return _normalised(np.array([[(a.regions[r] + b.regions[r]) / 2 for r in REGIONS]]))[0]
+        greyed = self._greyed(np.stack([a.aligned, b.aligned]))
+        fr, _ = self.embed(greyed.reshape(-1, *a.aligned.shape))
+        fa, fb = fr[: len(REGIONS)], fr[len(REGIONS) :]
+        drop = float(a.embedding @ b.embedding) - (fa * fb).sum(1)
+        return _normalised(np.maximum(0.0, drop)[None])[0]
+
+    @staticmethod
+    def _greyed(aligned: np.ndarray) -> np.ndarray:
+        from partialface.geometry.regions import REGIONS, grey_out
+
+        return np.stack([grey_out(aligned, r) for r in range(len(REGIONS))], axis=1)
+
+    @property
+    def frame(self) -> tuple[float, float, float, float]:
+        """The part of the aligned face the model's input (and so its maps) covers:
+        :func:`partialface.models.framing.input_box` of the model's framing."""
+        from partialface.models.base import FaceModel
+        from partialface.models.framing import framing_of, input_box
+
+        module = self.embedder.module
+        if isinstance(module, FaceModel):
+            return input_box(framing_of(module.config), module.config.input_size)
+        return input_box("resize")
+
+
+def _normalised(shares: np.ndarray) -> np.ndarray:
+    """Rows scaled to sum to 1 (a row of zeros becomes uniform)."""
+    total = shares.sum(-1, keepdims=True)
+    return np.where(total > 0, shares / np.where(total > 0, total, 1.0), 1.0 / shares.shape[-1])
 
 
 @lru_cache(maxsize=4)
@@ -145,24 +214,32 @@ def find_faces(image: Image, aligned: bool = False, what: str = "image") -> list
     return out
 
 
-def embed(image: Image, model: str | None = None, *, aligned: bool = False, device: str = "cpu") -> list[Face]:
-    """Every face of ``image``, best first, embedded by ``model`` (see :func:`load`); [] when none is found."""
+def embed(image: Image, model: str | None = None, *, aligned: bool = False, regions: bool = True,
+          device: str = "cpu") -> list[Face]:
+    """Every face of ``image``, best first, embedded by ``model`` (see :func:`load`); [] when none is found.
+    ``regions``: give each face its per-region account (for models without attention: 5 more embeddings)."""
+    from partialface.geometry.regions import REGIONS
+
     found = find_faces(image, aligned)
     if not found:
         return []
     m = load(model, device)
-    f, attention = m.embed(np.stack([d["aligned"] for d in found]))
+    stack = np.stack([d["aligned"] for d in found])
+    f, attention = m.embed(stack)
+    shares = m.regions(stack, f, attention) if regions else None
     faces = []
     for i, d in enumerate(found):
         s, maps = (attention[0][i], attention[1][i]) if attention is not None else (None, None)
-        faces.append(Face(embedding=f[i], importance=s, maps=maps, **d))
+        account = dict(zip(REGIONS, map(float, shares[i]), strict=True)) if shares is not None else None
+        faces.append(Face(embedding=f[i], importance=s, maps=maps, regions=account, **d))
     return faces
 
 
 def verify(image1: Image, image2: Image, model: str | None = None, *, far: float = 1e-3, kind: str = "holistic",
-           aligned: bool = False, device: str = "cpu") -> Verification:
+           aligned: bool = False, regions: bool = True, device: str = "cpu") -> Verification:
     """Same person? The best face of each image, compared at the model's threshold for ``far`` and ``kind``
-    ("holistic", or "partial" when a face is partly hidden: partial pairs have their own threshold)."""
+    ("holistic", or "partial" when a face is partly hidden: partial pairs have their own threshold);
+    ``regions``: the per-region account of the faces and of the pair."""
     m = load(model, device)
     if m.points is None:
         raise PartialFaceError(f"--model {m.name}: it has no operating points (thresholds); measure them with "
@@ -170,7 +247,7 @@ def verify(image1: Image, image2: Image, model: str | None = None, *, far: float
     threshold = m.points.at(far, kind)  # a bad --far or kind fails before any detection
     pair, notes = [], []
     for image, what in ((image1, "first image"), (image2, "second image")):
-        faces = embed(image, model, aligned=aligned, device=device)
+        faces = embed(image, model, aligned=aligned, regions=regions, device=device)
         name = str(image) if isinstance(image, (str, os.PathLike)) else what
         if not faces:
             raise PartialFaceError(f"{name}: no face found (give another photo, or an aligned 160x160 face with "
@@ -179,4 +256,9 @@ def verify(image1: Image, image2: Image, model: str | None = None, *, far: float
             notes.append(f"{name}: {len(faces)} faces; compared the best (the largest, most central)")
         pair.append(faces[0])
     score = float(pair[0].embedding @ pair[1].embedding)
-    return Verification(score >= threshold, score, threshold, far, kind, m.name, (pair[0], pair[1]), notes)
+    account = None
+    if regions:
+        from partialface.geometry.regions import REGIONS
+
+        account = dict(zip(REGIONS, map(float, m.pair_regions(pair[0], pair[1])), strict=True))
+    return Verification(score >= threshold, score, threshold, far, kind, m.name, (pair[0], pair[1]), notes, account)

@@ -1,4 +1,5 @@
-"""``partialface verify A B [--far F] [--kind holistic|partial] [--model M] [--aligned] [--json]``: same person?
+"""``partialface verify A B [--far F] [--kind holistic|partial] [--model M] [--aligned] [--json] [--explain OUT.png]``:
+same person?
 A thin shell over :func:`partialface.api.verify`."""
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aligned", action="store_true", help="A and B are aligned 160x160 faces already")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     parser.add_argument("--json", action="store_true", help="print one JSON object (the documented fields)")
+    parser.add_argument("--explain", metavar="OUT.png", default=None,
+                        help="draw the two faces, what the decision rested on and the per-region shares into OUT.png")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,10 +45,16 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.image1, args.image2):
         if not os.path.exists(path):
             raise PartialFaceError(f"{path}: no such file")
+    if args.explain is not None and not args.explain.lower().endswith(".png"):
+        raise PartialFaceError(f"--explain {args.explain}: give a .png file name")
     res = verify(args.image1, args.image2, args.model, far=args.far, kind=args.kind, aligned=args.aligned,
                  device=args.device)
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
+    if args.explain is not None:
+        from partialface.api.explain import explain
+
+        print(f"explained in {explain(res, args.explain, args.model)}", file=sys.stderr)
     if args.json:
         print(json.dumps(res.as_dict()))
     else:

@@ -30,6 +30,19 @@ from partialface.models.registry import registered_framing
 DLIB_CHIP_BOX_160 = (80.15, 90.86, 137.69)
 
 
+def input_box(framing: str, input_size: int = 150) -> tuple[float, float, float, float]:
+    """The outer edges (x0, y0, x1, y1) of a model's input under ``framing`` (resolved) in the aligned 160x160
+    face's pixel coordinates (pixel j's centre at j): the whole face for resize; for dlib-chip the chip box,
+    whose corner pixels' centres lie on the box corners, plus half a chip pixel."""
+    if framing == "resize":
+        return -0.5, -0.5, 159.5, 159.5
+    if framing == "dlib-chip":
+        cx, cy, side = DLIB_CHIP_BOX_160
+        half = side / 2 + side / (2 * (input_size - 1))
+        return cx - half, cy - half, cx + half, cy + half
+    raise ValueError(f"framing must be resize or dlib-chip here, got {framing!r} (resolve 'auto' first)")
+
+
 def chip_from_aligned(images: Tensor, box: tuple[float, float, float] = DLIB_CHIP_BOX_160, size: int = 150) -> Tensor:
     """uint8 (B, 3, H, W) aligned faces -> uint8 (B, 3, size, size): the square ``box`` (centre x, centre y,
     side, in pixels of a 160x160 face; scaled to H, W) sampled like dlib's ``extract_image_chip`` (box

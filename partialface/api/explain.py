@@ -1,0 +1,85 @@
+"""``--explain OUT.png``: a verification as a picture a person reads at a glance — the two aligned faces with what
+the embedding rests on laid over them, the per-region shares, and the verdict (issue #14).
+
+Attention models: the recalibrated maps sum_k Ã_k, laid on the aligned face through the model's framing.
+Other models: each region painted with its occlusion-sensitivity share per pixel (``_Model.regions``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from partialface.api.facade import Face, Verification, load
+
+
+def heat_map(face: Face, frame: tuple[float, float, float, float]) -> np.ndarray:
+    """(160, 160) float in [0, 1]: where ``face``'s embedding rests (module docstring); ``frame``: the part of the
+    aligned face the maps cover (``_Model.frame``)."""
+    from partialface.geometry.regions import REGIONS, region_labels
+
+    if face.maps is not None:
+        maps = face.maps.sum(0)  # (h, w): Ã already carries s
+        h, w = maps.shape
+        x0, y0, x1, y1 = frame
+        c = np.arange(160, dtype=np.float64)  # pixel centres
+        u, v = (c - x0) / (x1 - x0), (c - y0) / (y1 - y0)
+        ju, iv = np.floor(u * w).astype(int), np.floor(v * h).astype(int)
+        okx, oky = (ju >= 0) & (ju < w), (iv >= 0) & (iv < h)
+        heat = np.zeros((160, 160))
+        heat[np.ix_(oky, okx)] = maps[np.ix_(iv[oky], ju[okx])]
+    elif face.regions is not None:
+        labels = region_labels()
+        area = np.bincount(labels.ravel(), minlength=len(REGIONS))
+        density = np.array([face.regions[r] for r in REGIONS]) / np.maximum(area, 1)
+        heat = density[labels]
+    else:
+        raise ValueError("the face has neither attention maps nor a region account (embed with regions=True)")
+    top = heat.max()
+    return heat / top if top > 0 else heat
+
+
+def explain(result: Verification, out: str | os.PathLike[str], model: str | None = None) -> Path:
+    """Draw ``result`` (a :func:`partialface.verify` result with regions) into the PNG ``out`` (atomic write)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from partialface.data.images import atomic_write_bytes
+    from partialface.geometry.regions import REGIONS
+
+    frame = load(model).frame
+    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.8), gridspec_kw={"width_ratios": [1, 1, 1.25]})
+    for ax, face, title in zip(axes[:2], result.faces, ("A", "B"), strict=True):
+        ax.imshow(face.aligned)
+        ax.imshow(heat_map(face, frame), cmap="inferno", alpha=0.5, vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.axis("off")
+    ax = axes[2]
+    labels = [r.replace("_", " ") for r in REGIONS]
+    y = np.arange(len(REGIONS))
+    series = [("pair", result.regions, 0.0, "tab:blue")]
+    series += [(t, f.regions, o, c) for t, f, o, c in zip(("A", "B"), result.faces, (0.27, -0.27),
+                                                          ("tab:gray", "silver"), strict=True)]
+    for name, shares, offset, colour in series:
+        if shares is not None:
+            ax.barh(y + offset, [shares[r] * 100 for r in REGIONS], height=0.25, color=colour, label=name)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of what the embedding rests on (%)")
+    ax.legend(loc="lower right", fontsize=8)
+    verdict = "same person" if result.same else "different people"
+    fig.suptitle(f"{verdict}: score {result.score:.3f} {'>=' if result.same else '<'} threshold "
+                 f"{result.threshold:.3f} (FAR {result.far:g}, {result.kind}; {result.model})", fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    path = Path(out)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
