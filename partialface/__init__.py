@@ -3,6 +3,7 @@
     import partialface
     partialface.verify("a.jpg", "b.jpg")   # same person? (partialface.api)
     partialface.embed("photo.jpg")         # every face, embedded
+    partialface.Gallery("people.db")       # enrol identities, identify faces (open-set)
 
 Importing the package does nothing but define names: no process group, no downloads, no weights; the facade
 (and torch behind it) loads on first use.
@@ -11,11 +12,11 @@ Importing the package does nothing but define names: no process group, no downlo
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Face", "Verification", "__version__", "embed", "verify"]
+__all__ = ["Face", "Gallery", "Identification", "Verification", "__version__", "embed", "verify"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Face", "Verification", "embed", "verify"):
+    if name in ("Face", "Gallery", "Identification", "Verification", "embed", "verify"):
         from partialface import api
 
         return getattr(api, name)

@@ -26,12 +26,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("partialface.jobs.split", "hold out identities of a training set as an LFW-layout test set (+ pairs)"),
     "train": ("partialface.jobs.train", "train a model from a YAML config"),
     "benchmark": ("partialface.jobs.benchmark", "score models on PartialLFW protocols (LFW-layout data + pairs)"),
+    "benchmark-identify": ("partialface.jobs.benchmark_identify",
+                           "open-set 1:N identification (rank-1, CMC, DIR@FPIR) on an LFW-layout folder"),
     "models": ("partialface.jobs.models", "list registered models and presets (parameters, FLOPs)"),
     "weights": ("partialface.jobs.weights",
                 "import dlib's face ResNet; export a trained model (safetensors, fp16, ONNX)"),
     "calibrate": ("partialface.jobs.calibrate",
                   "measure a model's operating points (thresholds at FAR 1e-2..1e-4) on held-out faces"),
     "verify": ("partialface.jobs.verify", "same person? two photos, a verdict at a calibrated false-accept rate"),
+    "embed": ("partialface.jobs.embed", "embed the faces of photos (folders, files, lists) into an .npz file"),
+    "enroll": ("partialface.jobs.enroll", "add identities to a gallery (NAME IMAGES... or --folders DIR)"),
+    "identify": ("partialface.jobs.identify", "who is it? photos against a gallery, unknown faces said so"),
     "demo": ("partialface.jobs.demo", "run the main job end to end on an embedded default"),
 }
 

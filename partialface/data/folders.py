@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from partialface.data.images import IMAGE_SUFFIXES
+from partialface.data.images import IMAGE_SUFFIXES, read_text_file
 from partialface.errors import PartialFaceError
 
 
@@ -109,3 +109,37 @@ def identity_folders(
     index = {c: i for i, c in enumerate(classes)}
     samples = tuple(sorted((p, index[c]) for c in classes for p in by_class[c]))
     return IdentityFolders(r, classes, samples)
+
+
+#: suffixes of a text file that lists images (one path per line; relative paths are from the list's folder)
+LIST_SUFFIXES = (".txt", ".lst")
+
+
+def image_inputs(sources: Iterable[str | os.PathLike[str]], suffixes: Iterable[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The images a user named: each source is an image file, a folder (every image below it, sorted) or a
+    text file listing images (:data:`LIST_SUFFIXES`; blank lines and ``#`` comments skipped). PartialFaceError
+    for a missing path, a list naming a missing file, or a folder without images."""
+    wanted = tuple(suffixes)
+    out: list[Path] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            found = list_images(p, wanted, what="folder of images")
+            if not found:
+                raise PartialFaceError(f"{p}: no images in this folder (suffixes {', '.join(wanted)})")
+            out.extend(p / rel for rel in found)
+        elif p.is_file() and p.suffix.lower() in LIST_SUFFIXES:
+            text = read_text_file(p, missing="no such file", not_text="not a UTF-8 text list of image paths")
+            for lineno, line in enumerate(text.splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                item = Path(line) if Path(line).is_absolute() else p.parent / line
+                if not item.is_file():
+                    raise PartialFaceError(f"{p}:{lineno}: {line}: no such image file")
+                out.append(item)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise PartialFaceError(f"{p}: no such file or folder")
+    return out

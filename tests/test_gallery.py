@@ -1,0 +1,250 @@
+"""partialface.Gallery and the enroll / identify / embed commands: search against brute force for both fusion
+rules, the SQLite store (reopen, remove, save, format and model checks), a SIGKILL during an enroll, the
+open-set decision, real photos (where LFW is present) and the broken-input corpus through the CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_training import make_identities
+
+from partialface.api import Gallery
+from partialface.api.facade import load
+from partialface.cli import main
+from partialface.data.images import read_image
+from partialface.errors import PartialFaceError
+from partialface.models.catalogue import DEFAULT_MODEL
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _random_gallery(fusion: str, rng: np.random.Generator, path: Path | None = None) -> tuple[Gallery, dict]:
+    g = Gallery(path, fusion=fusion)
+    people = {f"p{i:02d}": _unit(rng.normal(size=(int(rng.integers(1, 5)), 128))) for i in range(30)}
+    for name, t in people.items():
+        assert g.enroll_embeddings(name, t) == len(t)
+    return g, people
+
+
+@pytest.mark.parametrize("fusion", ["max", "mean"])
+def test_search_matches_brute_force(fusion: str) -> None:
+    rng = np.random.default_rng(0)
+    g, people = _random_gallery(fusion, rng)
+    probes = _unit(rng.normal(size=(25, 128)))
+    for top_k in (1, 3, 7):
+        got = g.search(probes, top_k)
+        for q, cands in zip(probes, got, strict=True):
+            ref = {n: float((t @ q).max()) if fusion == "max" else float(_unit(t.sum(0)) @ q)
+                   for n, t in people.items()}
+            want = sorted(ref.items(), key=lambda kv: -kv[1])[:top_k]
+            assert [n for n, _ in cands] == [n for n, _ in want]
+            assert np.allclose([s for _, s in cands], [s for _, s in want], atol=1e-5)
+
+
+def test_store_reopens_removes_saves_and_refuses(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    path = tmp_path / "g.db"
+    g, people = _random_gallery("mean", rng, path)
+    assert len(g) == 30 and g.names == sorted(people) and g.meta["model"] == DEFAULT_MODEL
+    g.close()
+    again = Gallery.open(path)
+    assert again.fusion == "mean" and len(again) == 30
+    assert np.allclose(again.templates("p03"), people["p03"], atol=1e-6)
+    q = people["p07"][0]
+    assert again.search(q[None], 1)[0][0][0] == "p07"
+    assert again.remove("p07") == len(people["p07"]) and "p07" not in again and again.remove("p07") == 0
+    assert again.search(q[None], 1)[0][0][0] != "p07"  # the index follows the change
+    again.close()
+    memory, _ = _random_gallery("max", np.random.default_rng(2))
+    memory.save(tmp_path / "saved.db")
+    saved = Gallery.open(tmp_path / "saved.db")
+    assert saved.names == memory.names and saved.fusion == "max"
+    with pytest.raises(PartialFaceError, match="made with fusion mean"):
+        Gallery(path, fusion="max")
+    with pytest.raises(PartialFaceError, match=r"a gallery of model .* not of ours-celeba"):
+        Gallery(path, "ours-celeba")
+    with pytest.raises(PartialFaceError, match="no such gallery"):
+        Gallery.open(tmp_path / "nope.db")
+    with pytest.raises(PartialFaceError, match=r"embeddings must be \(T, 128\)"):
+        saved.enroll_embeddings("x", np.ones((2, 64)))
+    with pytest.raises(PartialFaceError, match="finite and non-zero"):
+        saved.enroll_embeddings("x", np.zeros((1, 128)))
+    conn = sqlite3.connect(str(path))
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'format'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(PartialFaceError, match="gallery format 99"):
+        Gallery.open(path)
+
+
+def test_hnsw_index_finds_the_exact_answers_on_a_small_gallery() -> None:
+    rng = np.random.default_rng(4)
+    exact, people = _random_gallery("max", rng)
+    approx = Gallery(fusion="max", index="hnsw")
+    for name, t in people.items():
+        approx.enroll_embeddings(name, t)
+    probes = _unit(rng.normal(size=(50, 128)))
+    assert [c[0][0] for c in approx.search(probes, 1)] == [c[0][0] for c in exact.search(probes, 1)]
+
+
+_KILLED_ENROLL = """
+import sys, numpy as np
+from partialface.api import Gallery
+g = Gallery(sys.argv[1])
+rng = np.random.default_rng(0)
+items = [(f"new{i}", rng.normal(size=(50, 128)).astype(np.float32), None) for i in range(4000)]
+print("writing", flush=True)
+g.enroll_many(items)
+print("done", flush=True)
+"""
+
+
+def test_a_killed_enroll_leaves_the_gallery_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    g, people = _random_gallery("max", np.random.default_rng(5), path)
+    before = {n: g.templates(n) for n in g.names}
+    g.close()
+    journal = path.with_name(path.name + "-journal")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_ENROLL, str(path)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    deadline = time.monotonic() + 60
+    while not journal.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert journal.exists(), "the enroll finished before its transaction could be caught"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    after = Gallery.open(path)
+    assert after.names == sorted(people)
+    assert all(np.array_equal(after.templates(n), before[n]) for n in before)
+    ok = sqlite3.connect(str(path)).execute("PRAGMA integrity_check").fetchone()[0]
+    assert ok == "ok"
+
+
+def test_enroll_and_identify_aligned_faces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    faces = make_identities(tmp_path / "faces", 3, 3)
+    path = tmp_path / "g.db"
+    assert main(["enroll", str(path), "--folders", str(faces), "--aligned", "--no-progress"]) == 0
+    assert "enrolled 9 image(s) of 3 identities" in capsys.readouterr().out
+    g = Gallery.open(path)
+    assert g.names == ["id00", "id01", "id02"] and len(g.templates("id01")) == 3
+    probe = read_image(faces / "id01" / "001.png")
+    res = g.identify(probe, aligned=True)
+    assert res.name == "id01" and res.score == pytest.approx(1.0, abs=1e-5)  # an enrolled image itself
+    assert res.threshold == load().points.at(1e-3)
+    # open set: a face of nobody enrolled, under the threshold, is unknown, not the nearest name
+    grey = np.full((160, 160, 3), 90, np.uint8)
+    unknown = g.decide(load().embed(grey[None])[0][0], 3, threshold=0.99, far=1e-3)
+    assert unknown.name is None and unknown.candidates and unknown.score < 0.99
+    assert main(["identify", str(path), str(faces / "id02" / "000.png"), "--aligned", "--json", "--top-k", "2"]) == 0
+    import json
+
+    got = json.loads(capsys.readouterr().out)
+    assert got["name"] == "id02" and len(got["candidates"]) == 2 and got["far"] == 1e-3
+    assert {"name", "score", "threshold", "far", "kind", "candidates", "probe", "notes", "face"} == set(got)
+
+
+def test_embed_command_resumes_after_a_bad_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import partialface.api.facade as facade
+
+    faces = make_identities(tmp_path / "faces", 2, 3)
+    bad = faces / "id00" / "002.png"
+    good = bad.read_bytes()
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "e.npz"
+    args = ["embed", str(faces), "--out", str(out), "--aligned", "--save-every", "1", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "002.png" in err and "run the command again" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and out.with_name("e.npz.partial.npz").is_file()
+    bad.write_bytes(good)
+    calls: list[str] = []
+    real = facade.find_faces
+    monkeypatch.setattr(facade, "find_faces", lambda image, *a, **k: calls.append(str(image)) or real(image, *a, **k))
+    assert main(args) == 0
+    assert len(calls) == 4  # the two photos done before the bad one were not read again
+    z = np.load(out)
+    assert len(z["paths"]) == 6 and z["found"].all() and str(z["model"]) == DEFAULT_MODEL
+    ref = load().embed(np.stack([read_image(p) for p in z["paths"]]))[0]
+    assert np.allclose(z["embeddings"], ref, atol=1e-5)
+    assert not out.with_name("e.npz.partial.npz").exists()
+    bad.write_bytes(b"")
+    assert main([*args, "--skip-bad"]) == 0
+    z = np.load(out)
+    assert z["found"].sum() == 5 and "file is empty" in str(z["errors"][2])
+
+
+def test_real_photos_and_the_broken_input_corpus(lfw_root: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    lfw = lfw_root / "lfw-deepfunneled"
+    path = tmp_path / "g.db"
+    assert main(["enroll", str(path), "Aaron", str(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg"),
+                 str(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0004.jpg")]) == 0
+    assert main(["enroll", str(path), "Abdullah", str(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg")]) == 0
+    capsys.readouterr()
+    assert main(["identify", str(path), str(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0003.jpg"),
+                 str(lfw / "Abdullah_Gul" / "Abdullah_Gul_0006.jpg"), str(lfw / "AJ_Lamas" / "AJ_Lamas_0001.jpg")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert ": Aaron (score" in lines[0] and ": Abdullah (score" in lines[1] and ": unknown (best" in lines[2]
+    # two people in one photo: the best face is used, and the output says so
+    two = np.concatenate([read_image(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg"),
+                          read_image(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg")], axis=1)
+    Image.fromarray(two).save(tmp_path / "two.png")
+    assert main(["identify", str(path), str(tmp_path / "two.png")]) == 0
+    assert "2 faces; identified the best" in capsys.readouterr().err
+    assert main(["identify", str(path), str(tmp_path / "two.png"), "--all-faces"]) == 0
+    out = capsys.readouterr().out
+    assert "two.png#1: " in out and "two.png#2: " in out
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    (tmp_path / "trunc.jpg").write_bytes((lfw / "AJ_Lamas" / "AJ_Lamas_0001.jpg").read_bytes()[:300])
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(tmp_path / "grey.png")
+    (tmp_path / "corrupt.db").write_bytes(os.urandom(4096))
+    half = path.read_bytes()
+    (tmp_path / "half.db").write_bytes(half[: len(half) // 2])
+    Gallery(tmp_path / "other.db", "ours-celeba").close()
+    before = path.read_bytes()
+    probe = str(lfw / "AJ_Lamas" / "AJ_Lamas_0001.jpg")
+    for argv, message in (
+        (["identify", str(path), str(tmp_path / "nope.jpg")], "no such file"),
+        (["identify", str(path), str(tmp_path / "empty.jpg")], "file is empty"),
+        (["identify", str(path), str(tmp_path / "text.jpg")], "not a readable image"),
+        (["identify", str(path), str(tmp_path / "trunc.jpg")], "corrupt or truncated"),
+        (["identify", str(path), str(tmp_path / "grey.png")], "no face found"),
+        (["identify", str(tmp_path / "corrupt.db"), probe], "not a readable partialface gallery"),
+        (["identify", str(tmp_path / "half.db"), probe], "not a readable partialface gallery"),
+        (["identify", str(tmp_path / "nope.db"), probe], "no such gallery"),
+        (["identify", str(tmp_path / "other.db"), probe, "--model", DEFAULT_MODEL], "a gallery of model ours-celeba"),
+        (["identify", str(path), probe, "--far", "0.5"], "no holistic operating point"),
+        (["identify", str(path), probe, "--top-k", "0"], "--top-k 0"),
+        (["enroll", str(path), "Bob", str(tmp_path / "grey.png")], "no face found"),
+        (["enroll", str(path), "Bob", str(tmp_path / "trunc.jpg")], "corrupt or truncated"),
+        (["enroll", str(path), "Bob"], "give a NAME and at least one image"),
+        (["enroll", str(tmp_path / "new.db"), "Bob", probe, "--model", "nope"], "--model nope"),
+        (["enroll", str(tmp_path / "new.db"), "Bob", str(tmp_path / "grey.png")], "no face found"),
+        (["enroll", str(path), "Bob", probe, "--model", "ours-celeba"], "a gallery of model"),
+        (["enroll", str(path), "--folders", str(tmp_path / "nowhere")], "no such folder"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+    assert path.read_bytes() == before  # no failed enroll touched the gallery
+    assert not (tmp_path / "new.db").exists()
+    proc = subprocess.run([sys.executable, "-m", "partialface.cli", "identify", str(tmp_path / "corrupt.db"), probe],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
