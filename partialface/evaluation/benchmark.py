@@ -191,7 +191,7 @@ def run_benchmark(
     any image is aligned or embedded.
     ``stats``: if given, filled with each model's :class:`EmbedStats` (images decoded, embeddings computed).
     """
-    _check_options(batch_size, workers, factors)
+    check_options(batch_size, workers, factors)
     out_p, data_p = Path(out), Path(data)
     pairs = _select_folds(read_pairs(pairs_file), folds)
     benchmarks = build_benchmarks(pairs, settings, factors, protocols, _combo_overrides(combos, list(protocols)))
@@ -269,7 +269,7 @@ def _align(
                   progress=progress)
 
 
-def _check_options(batch_size: int, workers: int, factors: Sequence[float]) -> None:
+def check_options(batch_size: int, workers: int, factors: Sequence[float]) -> None:
     if batch_size < 1:
         raise PartialFaceError(f"--batch-size must be >= 1, got {batch_size}")
     if workers < 0:

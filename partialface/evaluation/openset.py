@@ -1,0 +1,169 @@
+"""Open-set 1:N identification on any LFW-layout folder (issue #14): ``partialface benchmark-identify``.
+
+The convention (tested against a brute-force reference in tests/test_openset.py):
+
+- **Split.** Identities with >= 2 images enrol their first image (sorted file order) in the gallery; their
+  other images are *known* probes. Every image of an identity with one image is an *unknown* probe. On
+  the 7,701 LFW images of the standard pairs: 1,559 enrolled, 3,420 known and 2,722 unknown probes.
+- **Scores.** Cosine similarity of L2-normalised embeddings, one template per identity, exact search.
+  Gallery faces are whole; a probe is whole (``holistic``) or a PartialLFW variant (a part kept at a factor,
+  the rest grey; non-centred unless asked).
+- **Closed set (known probes only).** CMC(r): the fraction whose identity is among the r best-scoring
+  gallery identities (ties count against the probe: an impostor scoring equal to the mate ranks first);
+  rank-1 = CMC(1).
+- **Open set.** FPIR(t): the fraction of unknown probes whose best score is >= t. DIR(t): the fraction of
+  known probes whose mate ranks first and scores >= t. DIR@FPIR=x is DIR at the smallest threshold whose
+  FPIR <= x: with the unknown probes' best scores sorted high to low u_1 >= u_2 >= ..., m = floor(x * U),
+  t is just above u_{m+1} (a score counts when it is > u_{m+1}); t is -inf-like (every known probe counts)
+  when m >= U.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partialface.errors import PartialFaceError
+
+FPIRS: tuple[float, ...] = (1e-2, 1e-1)
+RANKS: tuple[int, ...] = (1, 5, 10, 20)
+
+
+@dataclass(frozen=True)
+class OpenSetSplit:
+    """Rows into a dataset's images: ``gallery`` (G,) with ``gallery_labels``; ``known`` (P,) probes with
+    ``known_labels``; ``unknown`` (U,) probes (identities not in the gallery). Labels are identity indices."""
+
+    gallery: np.ndarray
+    gallery_labels: np.ndarray
+    known: np.ndarray
+    known_labels: np.ndarray
+    unknown: np.ndarray
+
+
+def openset_split(labels: np.ndarray) -> OpenSetSplit:
+    """The convention's split of images with identity ``labels`` (N,) (in the dataset's sorted order)."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, np.int64)
+    first: dict[int, int] = {}
+    for i, c in enumerate(labels.tolist()):
+        first.setdefault(c, i)
+    multi = counts[labels] >= 2
+    is_gallery = np.zeros(len(labels), dtype=bool)
+    is_gallery[[i for c, i in first.items() if counts[c] >= 2]] = True
+    gallery = np.flatnonzero(is_gallery)
+    known = np.flatnonzero(multi & ~is_gallery)
+    unknown = np.flatnonzero(~multi)
+    return OpenSetSplit(gallery, labels[gallery], known, labels[known], unknown)
+
+
+def dir_at_fpir(known_best: np.ndarray, known_correct: np.ndarray, unknown_best: np.ndarray, fpir: float) -> float:
+    """DIR (in [0, 1]) at false-positive identification rate ``fpir`` (module docstring):
+    known_best / known_correct (P,): each known probe's best score and whether its mate ranks first;
+    unknown_best (U,): each unknown probe's best score."""
+    if not len(unknown_best):
+        raise PartialFaceError("DIR@FPIR needs unknown probes (identities with one image)")
+    m = math.floor(fpir * len(unknown_best) + 1e-9)
+    if m >= len(unknown_best):
+        return float(np.mean(known_correct))
+    t = np.sort(unknown_best)[::-1][m]
+    return float(np.mean(known_correct & (known_best > t)))
+
+
+def identification_metrics(
+    gallery: np.ndarray, gallery_labels: np.ndarray, known: np.ndarray, known_labels: np.ndarray,
+    unknown: np.ndarray, fpirs: Sequence[float] = FPIRS, ranks: Sequence[int] = RANKS,
+) -> dict[str, float]:
+    """rank-1, CMC at ``ranks`` and DIR at ``fpirs`` (all in %) of probe embeddings ``known`` (P, D) with
+    their identities and ``unknown`` (U, D) against ``gallery`` (G, D) (one template per identity);
+    embeddings L2-normalised."""
+    if len(set(gallery_labels.tolist())) != len(gallery_labels):
+        raise ValueError("one gallery template per identity")
+    s_known = known @ gallery.T  # (P, G)
+    col = {int(c): j for j, c in enumerate(gallery_labels.tolist())}
+    mate_col = np.array([col[int(c)] for c in known_labels], dtype=np.int64)
+    mate_score = s_known[np.arange(len(known)), mate_col]
+    others = s_known.copy()
+    others[np.arange(len(known)), mate_col] = -np.inf
+    rank = 1 + (others >= mate_score[:, None]).sum(1)  # ties count against the probe
+    best_known = s_known.max(1)
+    best_unknown = (unknown @ gallery.T).max(1) if len(unknown) else np.zeros(0)
+    out: dict[str, float] = {"rank1": float(np.mean(rank == 1) * 100)}
+    for r in ranks:
+        out[f"cmc{r}"] = float(np.mean(rank <= r) * 100)
+    for x in fpirs:
+        out[f"dir@{x:g}"] = dir_at_fpir(best_known, rank == 1, best_unknown, x) * 100
+    return out
+
+
+def run_identify_benchmark(
+    model: str, data: str | os.PathLike[str], out: str | os.PathLike[str], *, factors: Sequence[float] = (0.3,),
+    parts: Sequence[str] = ("lEye", "rEye", "Nose", "Mouth"), centred: bool = False, device: str = "auto",
+    batch_size: int = 128, workers: int = 2, progress: bool = True,
+) -> dict[str, Any]:
+    """Open-set identification of ``model`` on the aligned LFW-layout folder ``data`` (160x160 PNGs): a row per
+    probe variant (holistic, then each part at each factor) with the split's sizes and the metrics; written to
+    ``out``/identify.json and identify.md. Embeddings are cached in ``out``/embeddings (resumable)."""
+    from partialface.data.folders import identity_folders
+    from partialface.data.images import atomic_write_bytes
+    from partialface.devices import resolve_device
+    from partialface.evaluation.embed import cache_name, embed_dataset, load_embedder
+    from partialface.geometry.partial import Variant
+    from partialface.geometry.template import PARTS
+
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise PartialFaceError(f"--parts {bad[0]}: choose from {', '.join(PARTS)}")
+    embedder = load_embedder(model, resolve_device(device))  # a bad --model fails before the long work
+    listing = identity_folders(data)
+    if any(Path(rel).suffix.lower() != ".png" for rel, _ in listing.samples[:1]):
+        from partialface.detect.dataset import align_dataset
+
+        aligned = Path(out) / "aligned"  # raw photos: aligned once (resumable), then scored
+        align_dataset(data, aligned, batch_size=32, workers=workers, device=device, progress=progress)
+        listing = identity_folders(aligned)
+        data = aligned
+    split = openset_split(np.array([c for _, c in listing.samples]))
+    if not len(split.gallery) or not len(split.unknown):
+        raise PartialFaceError(f"{data}: needs identities with >= 2 images and identities with one image")
+    keys = [rel for rel, _ in listing.samples]
+    paths = [listing.root / k for k in keys]
+    variants = [Variant()] + [Variant(p, f, centred) for p in parts for f in factors]  # type: ignore[arg-type]
+    out_p = Path(out)
+    E = embed_dataset(embedder, keys, paths, variants, out_p / "embeddings" / f"{cache_name(embedder.name)}.npz",
+                      batch_size=batch_size, workers=workers, progress=progress)
+
+    def unit(a: np.ndarray) -> np.ndarray:
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+
+    gallery = unit(E["holistic"][split.gallery])
+    rows = []
+    for v in variants:
+        probes = unit(E[str(v)])
+        m = identification_metrics(gallery, split.gallery_labels, probes[split.known], split.known_labels,
+                                   probes[split.unknown])
+        rows.append({"model": embedder.name, "probe": str(v), "gallery": len(split.gallery),
+                     "known": len(split.known), "unknown": len(split.unknown), **m})
+    result = {"convention": __doc__.split("The convention", 1)[1].strip() if __doc__ else "", "data": str(data),
+              "rows": rows}
+    out_p.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out_p / "identify.json", json.dumps(result, indent=1).encode("utf-8"))
+    atomic_write_bytes(out_p / "identify.md", identify_markdown(rows).encode("utf-8"))
+    return result
+
+
+def identify_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    """The rows as a markdown table (metrics in %)."""
+    keys = ["rank1", *(f"cmc{r}" for r in RANKS[1:]), *(f"dir@{x:g}" for x in FPIRS)]
+    head = "| model | probe | " + " | ".join(k.replace("dir@", "DIR@FPIR ") for k in keys) + " |"
+    lines = [head, "|" + "---|" * (len(keys) + 2)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['probe']} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |")
+    return "\n".join(lines) + "\n"
