@@ -50,7 +50,7 @@ def test_metrics_match_a_brute_force_reference() -> None:
     known = _unit(gallery[[col[c] for c in known_labels]] * 1.2 + rng.normal(size=(300, d)))
     unknown = _unit(rng.normal(size=(200, d)))
     got = identification_metrics(gallery, labels, known, known_labels, unknown, fpirs=(0.01, 0.1, 0.25),
-                                 ranks=(1, 3, 10))
+                                 ranks=(1, 3, 10), thresholds={"a": 0.5})
     # brute force: sort each probe's gallery by score (the mate placed after equal scores) and find the mate
     ranks = []
     for q, c in zip(known, known_labels, strict=True):
@@ -68,6 +68,9 @@ def test_metrics_match_a_brute_force_reference() -> None:
             if np.mean(ub >= t) <= x:
                 best = max(best, float(np.mean((ranks_a == 1) & (kb >= t))))
         assert got[f"dir@{x:g}"] == pytest.approx(100 * best), x
+    # a threshold used as it is: known probes named right and above it; unknown probes above it
+    assert got["dir@ta"] == pytest.approx(100 * np.mean((ranks_a == 1) & (kb >= 0.5)))
+    assert got["fpir@ta"] == pytest.approx(100 * np.mean(ub >= 0.5)) and 0 < got["fpir@ta"] < 100
     assert 0 < got["dir@0.01"] <= got["dir@0.1"] <= got["dir@0.25"] <= got["rank1"] < got["cmc3"] <= got["cmc10"]
 
 

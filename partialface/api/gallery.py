@@ -363,5 +363,10 @@ class Gallery:
         if not candidates:
             raise PartialFaceError(f"{self.path or 'the gallery'}: nobody is enrolled yet (partialface enroll first)")
         name, score = candidates[0]
+        notes = list(notes or [])
+        size = len(self)
+        if size * far > 0.05:  # the chance that an unknown face passes someone's threshold grows with the gallery
+            notes.append(f"{size} identities at FAR {far:g} per comparison: an unknown face may be taken for someone "
+                         f"in up to {min(1.0, size * far):.0%} of cases; a lower --far (1e-4) is safer")
         return Identification(name if score >= threshold else None, score, threshold, far, kind, candidates, face,
-                              notes or [])
+                              notes)

@@ -80,10 +80,12 @@ def dir_at_fpir(known_best: np.ndarray, known_correct: np.ndarray, unknown_best:
 def identification_metrics(
     gallery: np.ndarray, gallery_labels: np.ndarray, known: np.ndarray, known_labels: np.ndarray,
     unknown: np.ndarray, fpirs: Sequence[float] = FPIRS, ranks: Sequence[int] = RANKS,
+    thresholds: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """rank-1, CMC at ``ranks`` and DIR at ``fpirs`` (all in %) of probe embeddings ``known`` (P, D) with
     their identities and ``unknown`` (U, D) against ``gallery`` (G, D) (one template per identity);
-    embeddings L2-normalised."""
+    embeddings L2-normalised. ``thresholds`` {name: t}: also the DIR and FPIR (%) of the decision
+    "score >= t" (``dir@t{name}``, ``fpir@t{name}``): a model's operating points used as they are."""
     if len(set(gallery_labels.tolist())) != len(gallery_labels):
         raise ValueError("one gallery template per identity")
     s_known = known @ gallery.T  # (P, G)
@@ -100,6 +102,9 @@ def identification_metrics(
         out[f"cmc{r}"] = float(np.mean(rank <= r) * 100)
     for x in fpirs:
         out[f"dir@{x:g}"] = dir_at_fpir(best_known, rank == 1, best_unknown, x) * 100
+    for name, t in (thresholds or {}).items():
+        out[f"dir@t{name}"] = float(np.mean((rank == 1) & (best_known >= t)) * 100)
+        out[f"fpir@t{name}"] = float(np.mean(best_unknown >= t) * 100) if len(best_unknown) else float("nan")
     return out
 
 
@@ -144,11 +149,14 @@ def run_identify_benchmark(
         return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
 
     gallery = unit(E["holistic"][split.gallery])
+    points = _operating_points(embedder.source)
     rows = []
     for v in variants:
         probes = unit(E[str(v)])
+        kind = "holistic" if v.holistic else "partial"
+        at = {k: t for k, t in points.threshold.get(kind, {}).items()} if points is not None else {}
         m = identification_metrics(gallery, split.gallery_labels, probes[split.known], split.known_labels,
-                                   probes[split.unknown])
+                                   probes[split.unknown], thresholds=at)
         rows.append({"model": embedder.name, "probe": str(v), "gallery": len(split.gallery),
                      "known": len(split.known), "unknown": len(split.unknown), **m})
     result = {"convention": __doc__.split("The convention", 1)[1].strip() if __doc__ else "", "data": str(data),
@@ -159,11 +167,28 @@ def run_identify_benchmark(
     return result
 
 
+def _operating_points(source: str) -> Any:
+    """The operating points in a model file's metadata, or None."""
+    from partialface.evaluation.calibrate import read_operating_points
+    from partialface.training.checkpoint import load_weights
+
+    path = Path(source)
+    return read_operating_points(load_weights(path)[1]) if path.suffix == ".safetensors" else None
+
+
 def identify_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """The rows as a markdown table (metrics in %)."""
+    """The rows as markdown tables (metrics in %): the search, then the model's operating points used as they
+    are (holistic thresholds for whole probes, partial thresholds for partial probes)."""
     keys = ["rank1", *(f"cmc{r}" for r in RANKS[1:]), *(f"dir@{x:g}" for x in FPIRS)]
     head = "| model | probe | " + " | ".join(k.replace("dir@", "DIR@FPIR ") for k in keys) + " |"
     lines = [head, "|" + "---|" * (len(keys) + 2)]
     for r in rows:
         lines.append(f"| {r['model']} | {r['probe']} | " + " | ".join(f"{r[k]:.2f}" for k in keys) + " |")
+    fars = sorted({k.removeprefix("dir@t") for r in rows for k in r if k.startswith("dir@t")}, reverse=True)
+    if fars:
+        lines += ["", "| model | probe | " + " | ".join(f"DIR / FPIR at t(FAR {f})" for f in fars) + " |",
+                  "|" + "---|" * (len(fars) + 2)]
+        for r in rows:
+            cells = [f"{r[f'dir@t{f}']:.2f} / {r[f'fpir@t{f}']:.2f}" if f"dir@t{f}" in r else "" for f in fars]
+            lines.append(f"| {r['model']} | {r['probe']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     threshold = gallery.threshold(args.far, args.kind)  # a bad --far fails before any photo is read
     if args.top_k < 1:
         raise PartialFaceError(f"--top-k {args.top_k}: must be >= 1")
+    said: set[str] = set()
     for probe in probes:
         if args.all_faces:
             found = gallery.identify_faces(probe, args.top_k, args.far, kind=args.kind, aligned=args.aligned)
@@ -45,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
             found = [gallery.identify(probe, args.top_k, args.far, kind=args.kind, aligned=args.aligned)]
         for i, res in enumerate(found):
             for note in res.notes:
-                print(f"note: {note}", file=sys.stderr)
+                if note not in said:  # a gallery-wide note once, not once per probe
+                    print(f"note: {note}", file=sys.stderr)
+                    said.add(note)
             label = f"{probe}#{i + 1}" if args.all_faces else str(probe)
             if args.json:
                 print(json.dumps({"probe": label, **res.as_dict()}))
