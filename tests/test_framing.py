@@ -124,3 +124,35 @@ def test_checkpoints_and_exports_record_the_resolved_framing(tmp_path: Path) -> 
     export_model(auto.parent, tmp_path / "out.safetensors", fp16=True)
     _, meta = ckpt.load_weights(tmp_path / "out.safetensors")
     assert json.loads(meta["model_config"])["framing"] == "dlib-chip"
+
+
+def test_arcface_crop_puts_the_landmarks_on_the_template() -> None:
+    from partialface.geometry.template import aligned_points
+    from partialface.models.framing import ARCFACE_TEMPLATE_112, arcface_from_aligned, arcface_similarity, input_frame
+
+    # where the alignment puts the landmarks: the template points with the eyes' midpoint at (80, 64), by hand
+    pts = aligned_points()
+    assert np.allclose((pts[0] + pts[1]) / 2, (80, 64)) and pts[1, 0] - pts[0, 0] == pytest.approx(
+        (0.7747 - 0.2194) / 1.6 * 160)
+    # an aligned face whose red channel is x and green channel is y: the crop reads back the source pixel
+    yy, xx = np.mgrid[0:160, 0:160]
+    face = torch.from_numpy(np.stack([xx, yy, np.zeros_like(xx)]).astype(np.uint8))[None]
+    crop = arcface_from_aligned(face)[0]
+    assert crop.shape == (3, 112, 112)
+    frame = input_frame("arcface-112", 112)
+    for u, v in ((20, 30), (56, 56), (90, 100)):  # crop pixels away from the face's border
+        x, y = frame @ np.array([(u + 0.5) / 112, (v + 0.5) / 112, 1.0])
+        assert float(crop[0, v, u]) == round(x) and float(crop[1, v, u]) == round(y)
+    # the similarity is the least-squares one: x' = a x - b y + tx, y' = b x + a y + ty solved directly
+    rows = [[x, -y, 1, 0] for x, y in pts] + [[y, x, 0, 1] for x, y in pts]
+    tpl = np.array(ARCFACE_TEMPLATE_112)
+    a, b, tx, ty = np.linalg.lstsq(np.array(rows), np.concatenate([tpl[:, 0], tpl[:, 1]]), rcond=None)[0]
+    assert np.allclose(arcface_similarity(), ((a, -b, tx), (b, a, ty)), atol=1e-9)
+    # the two mean shapes differ (the benchmark's nose sits lower): the landmarks land within 3.5 px
+    inv = np.linalg.inv(np.vstack([frame, [0, 0, 1]]))
+    mapped = (inv[:2, :2] @ pts.T + inv[:2, 2:]).T * 112 - 0.5  # aligned pixel -> crop pixel
+    assert np.allclose(mapped, (np.array([[a, -b], [b, a]]) @ pts.T).T + (tx, ty), atol=1e-9)
+    assert np.abs(mapped - tpl).max() < 3.5
+    # a model with this framing gets the crop, normalised
+    x = to_model_input(face, 112, framing="arcface-112")
+    assert torch.allclose(x, (crop[None] - 127.5) / 128)

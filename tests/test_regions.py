@@ -16,7 +16,7 @@ from partialface.api.facade import Face, load
 from partialface.cli import main
 from partialface.data.images import read_image
 from partialface.geometry.regions import REGIONS, cell_regions, grey_out, region_labels
-from partialface.models.framing import input_box
+from partialface.models.framing import input_frame
 
 
 def _centre(i: int) -> tuple[float, float]:
@@ -43,14 +43,16 @@ def test_region_partition_by_hand() -> None:
 
 def test_map_cells_on_the_regions() -> None:
     labels = region_labels()
-    fine = cell_regions(160, 160, input_box("resize"), samples=1)  # one cell per pixel: the labels themselves
+    fine = cell_regions(160, 160, input_frame("resize", 160), samples=1)  # one cell per pixel: the labels themselves
     assert np.array_equal(fine.argmax(1).reshape(160, 160), labels) and np.allclose(fine.max(1), 1)
-    coarse = cell_regions(4, 4, input_box("resize"))
+    coarse = cell_regions(4, 4, input_frame("resize", 160))
     assert np.allclose(coarse.sum(1), 1)
     # a 4x4 cell is 40x40 pixels: its fractions are the pixel counts of each region in that block
     block = labels[40:80, 0:40]
     assert np.allclose(coarse[4], np.bincount(block.ravel(), minlength=5) / block.size, atol=1e-9)
-    x0, _, x1, _ = input_box("dlib-chip", 150)
+    # dlib's chip: corner pixel centres on the box corners, so the frame is half a chip pixel wider each side
+    chip = input_frame("dlib-chip", 150)
+    x0, x1 = chip[0, 2], chip[0, 0] + chip[0, 2]
     assert x1 - x0 == pytest.approx(137.69 * 150 / 149) and (x0 + x1) / 2 == pytest.approx(80.15)
 
 
@@ -92,7 +94,7 @@ def test_heat_map_lays_a_cell_on_its_pixels() -> None:
     maps = np.zeros((2, 4, 4), np.float32)
     maps[1, 1, 2] = 0.5  # row 1, column 2 of a 4x4 grid over the whole face: y 40..79, x 80..119
     heat = heat_map(Face(aligned=np.zeros((160, 160, 3), np.uint8), embedding=np.zeros(4), maps=maps),
-                    input_box("resize"))
+                    input_frame("resize", 160))
     ys, xs = np.nonzero(heat)
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (40, 79, 80, 119) and heat.max() == 1.0
 

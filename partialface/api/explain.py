@@ -15,21 +15,22 @@ import numpy as np
 from partialface.api.facade import Face, Verification, load
 
 
-def heat_map(face: Face, frame: tuple[float, float, float, float]) -> np.ndarray:
+def heat_map(face: Face, frame: np.ndarray) -> np.ndarray:
     """(160, 160) float in [0, 1]: where ``face``'s embedding rests (module docstring); ``frame``: the part of the
-    aligned face the maps cover (``_Model.frame``)."""
+    aligned face the maps cover, (2, 3) from (u, v) in [0, 1]^2 to its pixels (``_Model.frame``)."""
     from partialface.geometry.regions import REGIONS, region_labels
 
     if face.maps is not None:
         maps = face.maps.sum(0)  # (h, w): Ã already carries s
         h, w = maps.shape
-        x0, y0, x1, y1 = frame
-        c = np.arange(160, dtype=np.float64)  # pixel centres
-        u, v = (c - x0) / (x1 - x0), (c - y0) / (y1 - y0)
+        inv = np.linalg.inv(np.vstack([frame, [0.0, 0.0, 1.0]]))  # aligned pixel -> (u, v)
+        yy, xx = np.mgrid[0:160, 0:160].astype(np.float64)  # pixel centres
+        u = inv[0, 0] * xx + inv[0, 1] * yy + inv[0, 2]
+        v = inv[1, 0] * xx + inv[1, 1] * yy + inv[1, 2]
         ju, iv = np.floor(u * w).astype(int), np.floor(v * h).astype(int)
-        okx, oky = (ju >= 0) & (ju < w), (iv >= 0) & (iv < h)
+        ok = (ju >= 0) & (ju < w) & (iv >= 0) & (iv < h)
         heat = np.zeros((160, 160))
-        heat[np.ix_(oky, okx)] = maps[np.ix_(iv[oky], ju[okx])]
+        heat[ok] = maps[iv[ok], ju[ok]]
     elif face.regions is not None:
         labels = region_labels()
         area = np.bincount(labels.ravel(), minlength=len(REGIONS))

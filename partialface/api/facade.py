@@ -166,16 +166,16 @@ class _Model:
         return np.stack([grey_out(aligned, r) for r in range(len(REGIONS))], axis=1)
 
     @property
-    def frame(self) -> tuple[float, float, float, float]:
-        """The part of the aligned face the model's input (and so its maps) covers:
-        :func:`partialface.models.framing.input_box` of the model's framing."""
+    def frame(self) -> np.ndarray:
+        """(2, 3): where the model's input (and so its maps) lies on the aligned face,
+        :func:`partialface.models.framing.input_frame` of the model's framing."""
         from partialface.models.base import FaceModel
-        from partialface.models.framing import framing_of, input_box
+        from partialface.models.framing import framing_of, input_frame
 
         module = self.embedder.module
         if isinstance(module, FaceModel):
-            return input_box(framing_of(module.config), module.config.input_size)
-        return input_box("resize")
+            return input_frame(framing_of(module.config), module.config.input_size)
+        return input_frame("resize", 160)
 
 
 def _normalised(shares: np.ndarray) -> np.ndarray:

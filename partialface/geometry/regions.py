@@ -47,21 +47,21 @@ def labels_at(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def cell_regions(h: int, w: int, box: tuple[float, float, float, float], samples: int | None = None) -> np.ndarray:
+def cell_regions(h: int, w: int, frame: np.ndarray, samples: int | None = None) -> np.ndarray:
     """(h * w, len(REGIONS)) float64: the fraction of each cell of an h x w feature grid in each region, when
-    the grid's outer edges are ``box`` = (x0, y0, x1, y1) in the aligned face's pixel coordinates (the model's
-    input frame, :func:`partialface.models.framing.input_box`); rows sum to 1. Each cell is sampled on a
-    ``samples`` x ``samples`` grid of points (default: at least one per pixel of a cell, and at least 16; exact
-    pixel counts when the cells are whole pixels of a whole-face frame)."""
+    ``frame`` (2, 3) maps the grid's (u, v) in [0, 1]^2 (its outer edges) to the aligned face's pixel
+    coordinates (a model's input frame, :func:`partialface.models.framing.input_frame`); rows sum to 1.
+    Each cell is sampled on a ``samples`` x ``samples`` grid of points (default: at least one per pixel of a
+    cell, and at least 16; exact pixel counts when the cells are whole pixels of a whole-face frame)."""
     if samples is None:
         samples = max(16, -(-IMAGE_SIZE // min(h, w)))
-    x0, y0, x1, y1 = box
     t = (np.arange(samples) + 0.5) / samples
     u = (np.arange(w)[:, None] + t[None, :]).ravel() / w  # (w * samples,) in [0, 1]
     v = (np.arange(h)[:, None] + t[None, :]).ravel() / h
-    xs, ys = x0 + u * (x1 - x0), y0 + v * (y1 - y0)
-    lab = labels_at(xs[None, :].repeat(len(ys), 0), ys[:, None].repeat(len(xs), 1))  # (h*s, w*s)
-    onehot = np.eye(len(REGIONS))[lab].reshape(h, samples, w, samples, len(REGIONS))
+    uu, vv = np.meshgrid(u, v)  # (h * s, w * s)
+    xs = frame[0, 0] * uu + frame[0, 1] * vv + frame[0, 2]
+    ys = frame[1, 0] * uu + frame[1, 1] * vv + frame[1, 2]
+    onehot = np.eye(len(REGIONS))[labels_at(xs, ys)].reshape(h, samples, w, samples, len(REGIONS))
     return onehot.mean(axis=(1, 3)).reshape(h * w, len(REGIONS))
 
 

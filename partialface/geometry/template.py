@@ -41,6 +41,14 @@ def template_points(size: int = IMAGE_SIZE, padding: float = PADDING) -> np.ndar
     return np.array([x, y], dtype=np.float64).T
 
 
+def aligned_points(size: int = IMAGE_SIZE, padding: float = PADDING) -> np.ndarray:
+    """Where the alignment puts the 5 landmarks of a face shaped like the template, (5, 2) pixels: the template
+    points moved so that the eyes' midpoint is at :data:`EYE_CENTRE_FRACTION` of S (the recipe's last step)."""
+    pts = template_points(size, padding)
+    eye = (pts[0] + pts[1]) / 2
+    return pts + np.array(EYE_CENTRE_FRACTION) * size - eye
+
+
 def part_centre(part: Part, size: int = IMAGE_SIZE, padding: float = PADDING) -> tuple[float, float]:
     """Centre (cx, cy) of a part in an aligned face, exactly as the published generator computes it.
 

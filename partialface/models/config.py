@@ -28,7 +28,7 @@ from partialface.errors import PartialFaceError
 
 POOLINGS = ("sum", "mean")
 #: ``framing`` values (partialface.models.framing)
-FRAMINGS = ("auto", "resize", "dlib-chip")
+FRAMINGS = ("auto", "resize", "dlib-chip", "arcface-112")
 #: the framing of checkpoints written before ``framing`` existed (what they were trained and scored on)
 LEGACY_FRAMING = "resize"
 

@@ -4,6 +4,8 @@
 resize     the whole aligned face, resized to ``input_size`` (bilinear, antialiased; unchanged at 160)
 dlib-chip  dlib's face chip: the square :data:`DLIB_CHIP_BOX_160` of the aligned face, sampled to
            ``input_size`` as dlib's ``extract_image_chip`` samples it (what dlib's network was trained on)
+arcface-112 the ArcFace 5-point template crop (112x112 at input_size 112; SFace and the insightface family):
+           a fixed similarity from the benchmark's aligned landmark positions onto :data:`ARCFACE_TEMPLATE_112`
 auto       the registered model's own framing (``register_model(name, framing=...)``): dlib-chip for the
            models on dlib's network, resize for the others
 =========  =================================================================================================
@@ -16,6 +18,9 @@ existed loads as ``resize`` (what it was trained and scored on).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,17 +35,56 @@ from partialface.models.registry import registered_framing
 DLIB_CHIP_BOX_160 = (80.15, 90.86, 137.69)
 
 
-def input_box(framing: str, input_size: int = 150) -> tuple[float, float, float, float]:
-    """The outer edges (x0, y0, x1, y1) of a model's input under ``framing`` (resolved) in the aligned 160x160
-    face's pixel coordinates (pixel j's centre at j): the whole face for resize; for dlib-chip the chip box,
-    whose corner pixels' centres lie on the box corners, plus half a chip pixel."""
+#: the ArcFace 5-point template of a 112x112 crop (insightface; left eye, right eye, nose, mouth corners as
+#: seen in the image), in pixel coordinates (pixel j's centre at j)
+ARCFACE_TEMPLATE_112 = ((38.2946, 51.6963), (73.5318, 51.5014), (56.0252, 71.7366), (41.5493, 92.3655),
+                        (70.7299, 92.2041))
+
+
+@lru_cache(maxsize=8)
+def arcface_similarity(size: int = 112) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(2, 3) similarity from the aligned 160x160 face's pixels to the ArcFace crop's (``size`` px): the
+    least-squares fit of where the benchmark's alignment puts the 5 landmarks
+    (:func:`partialface.geometry.template.aligned_points`) onto the template, scaled to ``size``."""
+    from partialface.geometry.align import similarity_transform
+    from partialface.geometry.template import aligned_points
+
+    m, t = similarity_transform(aligned_points(), np.array(ARCFACE_TEMPLATE_112) * (size / 112))
+    return (float(m[0, 0]), float(m[0, 1]), float(t[0])), (float(m[1, 0]), float(m[1, 1]), float(t[1]))
+
+
+def arcface_from_aligned(images: Tensor, size: int = 112) -> Tensor:
+    """uint8 (B, 3, 160, 160) aligned faces -> float32 (B, 3, size, size) whole pixel values 0..255: the ArcFace
+    crop, sampled bilinearly through :func:`arcface_similarity` and rounded, as ``cv2.warpAffine`` makes a uint8
+    crop (points beyond the edge pixels take the edge's value)."""
+    b, _, h, w = images.shape
+    a = np.array(arcface_similarity(size) + ((0.0, 0.0, 1.0),))
+    inv = np.linalg.inv(a)[:2]  # crop pixel -> aligned-face pixel
+    u = torch.arange(size, device=images.device, dtype=torch.float64)
+    vv, uu = torch.meshgrid(u, u, indexing="ij")
+    xs = inv[0, 0] * uu + inv[0, 1] * vv + inv[0, 2]
+    ys = inv[1, 0] * uu + inv[1, 1] * vv + inv[1, 2]
+    grid = torch.stack([xs / (w - 1) * 2 - 1, ys / (h - 1) * 2 - 1], -1).to(torch.float32).expand(b, size, size, 2)
+    x = F.grid_sample(images.to(torch.float32), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return x.round_().clamp_(0, 255)
+
+
+def input_frame(framing: str, input_size: int) -> np.ndarray:
+    """(2, 3) affine from a model's input frame, (u, v) in [0, 1]^2 over the input's outer edges, to the aligned
+    160x160 face's pixel coordinates (pixel j's centre at j), under ``framing`` (resolved): the whole face for
+    resize; dlib's chip box (its corner pixels' centres on the box corners) for dlib-chip; the inverse of
+    :func:`arcface_similarity` for arcface-112."""
     if framing == "resize":
-        return -0.5, -0.5, 159.5, 159.5
+        return np.array([[160.0, 0.0, -0.5], [0.0, 160.0, -0.5]])
     if framing == "dlib-chip":
         cx, cy, side = DLIB_CHIP_BOX_160
-        half = side / 2 + side / (2 * (input_size - 1))
-        return cx - half, cy - half, cx + half, cy + half
-    raise ValueError(f"framing must be resize or dlib-chip here, got {framing!r} (resolve 'auto' first)")
+        full = side + side / (input_size - 1)
+        return np.array([[full, 0.0, cx - full / 2], [0.0, full, cy - full / 2]])
+    if framing == "arcface-112":
+        inv = np.linalg.inv(np.array(arcface_similarity(input_size) + ((0.0, 0.0, 1.0),)))[:2]
+        # input pixel centre coords = input_size * (u, v) - 0.5
+        return np.column_stack([inv[:, 0] * input_size, inv[:, 1] * input_size, inv[:, 2] - 0.5 * (inv[:, 0] + inv[:, 1])])
+    raise ValueError(f"framing must be resize, dlib-chip or arcface-112 here, got {framing!r} (resolve 'auto' first)")
 
 
 def chip_from_aligned(images: Tensor, box: tuple[float, float, float] = DLIB_CHIP_BOX_160, size: int = 150) -> Tensor:
@@ -68,7 +112,8 @@ def to_model_input(images: Tensor, input_size: int, channels_last: bool = False,
     """uint8 aligned faces (B, S, S, 3) or (B, 3, S, S) -> the model's input (B, 3, input_size, input_size):
     framed (``framing``, resolved: see :func:`framing_of`), normalised ``(x - 127.5) / 128``
     (``partialface.models.preprocess``). ``resize`` resizes the normalised face (bilinear, antialiased)
-    when input_size != S; ``dlib-chip`` samples the chip from the uint8 face at input_size."""
+    when input_size != S; ``dlib-chip`` samples the chip from the uint8 face at input_size; ``arcface-112`` the
+    ArcFace crop."""
     if framing == "dlib-chip":
         nchw = images if images.shape[1] == 3 else images.permute(0, 3, 1, 2)
         x = preprocess(chip_from_aligned(nchw, size=input_size))
@@ -76,6 +121,10 @@ def to_model_input(images: Tensor, input_size: int, channels_last: bool = False,
         x = preprocess(images)
         if x.shape[-1] != input_size or x.shape[-2] != input_size:
             x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False, antialias=True)
+    elif framing == "arcface-112":
+        nchw = images if images.shape[1] == 3 else images.permute(0, 3, 1, 2)
+        x = preprocess(arcface_from_aligned(nchw, size=input_size))
     else:
-        raise ValueError(f"framing must be resize or dlib-chip here, got {framing!r} (resolve 'auto' first)")
+        raise ValueError(f"framing must be resize, dlib-chip or arcface-112 here, got {framing!r} (resolve 'auto' "
+                         "first)")
     return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
