@@ -151,7 +151,7 @@ def test_arcface_crop_puts_the_landmarks_on_the_template() -> None:
     # the two mean shapes differ (the benchmark's nose sits lower): the landmarks land within 3.5 px
     inv = np.linalg.inv(np.vstack([frame, [0, 0, 1]]))
     mapped = (inv[:2, :2] @ pts.T + inv[:2, 2:]).T * 112 - 0.5  # aligned pixel -> crop pixel
-    assert np.allclose(mapped, (np.array([[a, -b], [b, a]]) @ pts.T).T + (tx, ty), atol=1e-9)
+    assert np.allclose(mapped, (np.array([[a, -b], [b, a]]) @ pts.T).T + np.array([tx, ty]), atol=1e-9)
     assert np.abs(mapped - tpl).max() < 3.5
     # a model with this framing gets the crop, normalised
     x = to_model_input(face, 112, framing="arcface-112")

@@ -53,13 +53,17 @@ def arcface_similarity(size: int = 112) -> tuple[tuple[float, float, float], tup
     return (float(m[0, 0]), float(m[0, 1]), float(t[0])), (float(m[1, 0]), float(m[1, 1]), float(t[1]))
 
 
+def _arcface_inverse(size: int) -> np.ndarray:
+    """(2, 3): the ArcFace crop's pixels -> the aligned face's pixels."""
+    return np.linalg.inv(np.vstack([np.array(arcface_similarity(size)), [0.0, 0.0, 1.0]]))[:2]
+
+
 def arcface_from_aligned(images: Tensor, size: int = 112) -> Tensor:
     """uint8 (B, 3, 160, 160) aligned faces -> float32 (B, 3, size, size) whole pixel values 0..255: the ArcFace
     crop, sampled bilinearly through :func:`arcface_similarity` and rounded, as ``cv2.warpAffine`` makes a uint8
     crop (points beyond the edge pixels take the edge's value)."""
     b, _, h, w = images.shape
-    a = np.array(arcface_similarity(size) + ((0.0, 0.0, 1.0),))
-    inv = np.linalg.inv(a)[:2]  # crop pixel -> aligned-face pixel
+    inv = _arcface_inverse(size)  # crop pixel -> aligned-face pixel
     u = torch.arange(size, device=images.device, dtype=torch.float64)
     vv, uu = torch.meshgrid(u, u, indexing="ij")
     xs = inv[0, 0] * uu + inv[0, 1] * vv + inv[0, 2]
@@ -81,9 +85,10 @@ def input_frame(framing: str, input_size: int) -> np.ndarray:
         full = side + side / (input_size - 1)
         return np.array([[full, 0.0, cx - full / 2], [0.0, full, cy - full / 2]])
     if framing == "arcface-112":
-        inv = np.linalg.inv(np.array(arcface_similarity(input_size) + ((0.0, 0.0, 1.0),)))[:2]
+        inv = _arcface_inverse(input_size)
         # input pixel centre coords = input_size * (u, v) - 0.5
-        return np.column_stack([inv[:, 0] * input_size, inv[:, 1] * input_size, inv[:, 2] - 0.5 * (inv[:, 0] + inv[:, 1])])
+        shift = inv[:, 2] - 0.5 * (inv[:, 0] + inv[:, 1])
+        return np.column_stack([inv[:, 0] * input_size, inv[:, 1] * input_size, shift])
     raise ValueError(f"framing must be resize, dlib-chip or arcface-112 here, got {framing!r} (resolve 'auto' first)")
 
 
