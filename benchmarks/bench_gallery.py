@@ -7,7 +7,8 @@
 2. 100,000 random unit vectors (128-d) enrolled; the exact index (flat inner product) against HNSW (M 32,
    efSearch 128): build and enrol time, search time per query, recall@1 of HNSW against exact.
 
-    .venv/bin/python benchmarks/bench_gallery.py --data ALIGNED_LFW --cache OUT/embeddings/MODEL.npz [--photo RAW.jpg] [--model M]
+    .venv/bin/python benchmarks/bench_gallery.py --data ALIGNED_LFW --cache OUT/embeddings/MODEL.npz \
+        [--photo RAW.jpg] [--model M]
 
 ``--cache``: the embeddings file that ``partialface benchmark-identify --out OUT`` wrote for the model (its
 holistic variant is used); without it the aligned faces are embedded here.
