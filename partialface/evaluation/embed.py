@@ -44,6 +44,7 @@ from partialface.evaluation import dlib_model
 from partialface.evaluation.embedders import (
     CALIBRATION_FACES,
     DLIB_MODELS,
+    SFACE_MODELS,
     Embedder,
     OnnxFileEmbedder,
     TorchEmbedder,
@@ -68,6 +69,10 @@ def load_embedder(spec: str, device: torch.device, amp: str = "auto", infer: str
     ``partialface.evaluation.dlib_model``). ``infer``: the inference path (``partialface.inference.runners``;
     default from ``amp``, see ``embedders.AMP_MODES``); dlib-bin and .onnx files have one path each."""
     name, path = parse_model_spec(spec)
+    if path in SFACE_MODELS:  # OpenCV Zoo's SFace, the shipped int8 file on ONNX Runtime
+        from partialface.evaluation.sface_model import SFaceOnnxEmbedder
+
+        return SFaceOnnxEmbedder(name, device)
     if path in DLIB_MODELS:  # dlib's face ResNet: the port (on a path) or dlib itself
         emb: Embedder
         if path == "dlib-bin":

@@ -22,6 +22,8 @@ from partialface.models.framing import framing_of, to_model_input
 AMP_MODES = ("auto", "bf16", "none")
 #: ``--model`` values of dlib's face ResNet (partialface.evaluation.dlib_model)
 DLIB_MODELS = ("dlib", "dlib-bin", "dlib-chip")
+#: OpenCV Zoo's SFace, as shipped in the sface extra (partialface.evaluation.sface_model)
+SFACE_MODELS = ("sface",)
 
 
 class Embedder:
@@ -166,7 +168,7 @@ def parse_model_spec(spec: str) -> tuple[str, str]:
     p = Path(spec)
     if spec in CATALOGUE and not p.exists():  # a shipped model by name
         return spec, spec
-    if spec in DLIB_MODELS:  # dlib's face ResNet: the PyTorch port / dlib itself / the port on dlib's chip box
+    if spec in DLIB_MODELS or spec in SFACE_MODELS:  # dlib's face ResNet (port / dlib / chip box); SFace as shipped
         return spec, spec
     if p.suffix == ".onnx":
         return p.stem, spec

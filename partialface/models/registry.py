@@ -24,6 +24,7 @@ _BUILTIN_MODULES = (
     "partialface.models.baselines",
     "partialface.models.dlib_resnet",
     "partialface.models.dlib_attention",
+    "partialface.models.sface",
 )
 
 
