@@ -111,3 +111,28 @@ def test_bad_input(tmp_path: Path) -> None:
     ):
         with pytest.raises(PartialFaceError, match=message):
             call()
+
+
+def test_occluders_on_a_raw_photo_follow_the_alignment() -> None:
+    from partialface.geometry.align import align_face, alignment_matrix
+    from partialface.geometry.occlude import occlude_photo
+
+    rng = np.random.default_rng(5)
+    photo = cv2.GaussianBlur(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8), (0, 0), 3)
+    # a face twice the template's size, turned 10 degrees, somewhere in the photo
+    t = np.deg2rad(10)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    pts = (2.0 * (aligned_points() - 80) @ rot.T) + (130, 150)
+    out, hidden = occlude_photo(photo, pts, "mask", seed=2)
+    assert out.shape == photo.shape and np.array_equal(out[~hidden], photo[~hidden])
+    for i in (2, 3, 4):  # nose tip and both mouth corners are hidden in the photo, the eyes are not
+        assert hidden[int(round(pts[i, 1])), int(round(pts[i, 0]))]
+    for i in (0, 1):
+        assert not hidden[int(round(pts[i, 1])), int(round(pts[i, 0]))]
+    # aligning the occluded photo gives the occluder drawn on the aligned face (to interpolation)
+    m = alignment_matrix(pts)
+    own = (m[:, :2] @ pts.T + m[:, 2:]).T
+    want, mask = occlude(align_face(photo, pts), "mask", seed=2, landmarks=own)
+    got = align_face(out, pts)
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    assert np.abs(got[inner].astype(int) - want[inner].astype(int)).mean() < 6

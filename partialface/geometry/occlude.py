@@ -21,6 +21,9 @@ image        a user's RGBA image (``occluder``), its opaque pixels; with ``ancho
              points a..f of a mask template) warped onto the face's lower half, else fitted to that box
 ===========  ============================================================================================
 
+:func:`occlude_photo` puts the same occluders on a raw photo (drawn on the aligned face, mapped back through
+the inverse alignment), so that detection and alignment are tested on occluded input too.
+
 ``coverage``: the fraction of the face area (:func:`face_area`, an ellipse from forehead to chin, cheek to
 cheek) to hide; the size parameter is found by bisection to within 0.01 where the kind can reach it
 (PartialFaceError naming the reachable range otherwise). None: the kind's default size, jittered by the seed.
@@ -369,3 +372,30 @@ def masktheface_templates(root: str | os.PathLike[str]) -> list[tuple[str, np.nd
         anchors = np.array([[float(v) for v in sec[f"mask_{c}"].split(",")] for c in "abcdef"])
         out.append((name, read_occluder(Path(root) / sec["template"]), anchors))
     return out
+
+
+def occlude_photo(
+    photo: np.ndarray, landmarks: np.ndarray, kind: str, **kwargs: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """A raw photo (H, W, 3) uint8 whose face has the 5 ``landmarks`` (5, 2) (photo pixels, e.g. MTCNN's), with a
+    ``kind`` occluder drawn on the aligned face (:func:`occlude`, same keyword arguments) and mapped back through
+    the inverse of the benchmark's alignment -> (photo, mask (H, W) bool). Detection, alignment and embedding
+    can then run on the occluded photo."""
+    from partialface.geometry.align import align_face, alignment_matrix
+
+    if photo.ndim != 3 or photo.shape[2] != 3 or photo.dtype != np.uint8:
+        raise PartialFaceError(f"occlude_photo: give an (H, W, 3) uint8 photo, got {photo.shape} {photo.dtype}")
+    pts = np.asarray(landmarks, dtype=np.float64)
+    aligned = align_face(photo, pts)
+    m = alignment_matrix(pts)
+    kw = dict(kwargs)
+    if kw.get("landmarks") is None:
+        kw["landmarks"] = (m[:, :2] @ pts.T + m[:, 2:]).T  # this face's own landmarks in the aligned frame
+    layer, mask = occlude(aligned, kind, **kw)
+    inv = cv2.invertAffineTransform(m)
+    h, w = photo.shape[:2]
+    back = cv2.warpAffine(layer, inv, (w, h), flags=cv2.INTER_LINEAR)
+    hidden = cv2.warpAffine(mask.astype(np.uint8) * 255, inv, (w, h), flags=cv2.INTER_LINEAR) > 127
+    out = photo.copy()
+    out[hidden] = back[hidden]
+    return out, hidden
