@@ -126,9 +126,9 @@ def test_occluders_on_a_raw_photo_follow_the_alignment() -> None:
     out, hidden = occlude_photo(photo, pts, "mask", seed=2)
     assert out.shape == photo.shape and np.array_equal(out[~hidden], photo[~hidden])
     for i in (2, 3, 4):  # nose tip and both mouth corners are hidden in the photo, the eyes are not
-        assert hidden[int(round(pts[i, 1])), int(round(pts[i, 0]))]
+        assert hidden[int(np.rint(pts[i, 1])), int(np.rint(pts[i, 0]))]
     for i in (0, 1):
-        assert not hidden[int(round(pts[i, 1])), int(round(pts[i, 0]))]
+        assert not hidden[int(np.rint(pts[i, 1])), int(np.rint(pts[i, 0]))]
     # aligning the occluded photo gives the occluder drawn on the aligned face (to interpolation)
     m = alignment_matrix(pts)
     own = (m[:, :2] @ pts.T + m[:, 2:]).T
