@@ -67,8 +67,14 @@ def test_an_attention_model_gives_importance_and_maps(tmp_path: Path) -> None:
     assert got.importance is not None and got.maps is not None
     assert got.importance.shape == (12,) and got.importance.sum() == pytest.approx(1.0, abs=1e-5)
     assert got.maps.shape == (12, 20, 20) and (got.maps >= 0).all()
+    # a model file without operating points cannot decide: the same weights with the metadata key dropped
+    from partialface.evaluation.calibrate import METADATA_KEY
+    from partialface.training.checkpoint import load_weights, save_weights
+
+    tensors, meta = load_weights(shipped_model("ours-celeba"))
+    save_weights(tmp_path / "bare.safetensors", tensors, {k: v for k, v in meta.items() if k != METADATA_KEY})
     with pytest.raises(PartialFaceError, match="no operating points"):
-        partialface.verify(face, face, "ours-celeba", aligned=True)
+        partialface.verify(face, face, str(tmp_path / "bare.safetensors"), aligned=True)
 
 
 def test_verify_real_photos(lfw_root: Path, tmp_path: Path) -> None:
