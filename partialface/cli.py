@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("partialface.jobs.benchmark", "score models on PartialLFW protocols (LFW-layout data + pairs)"),
     "benchmark-identify": ("partialface.jobs.benchmark_identify",
                            "open-set 1:N identification (rank-1, CMC, DIR@FPIR) on an LFW-layout folder"),
+    "benchmark-occluded": ("partialface.jobs.benchmark_occluded",
+                           "the occlusion suite: occluded-holistic / -occluded pairs per occluder and coverage"),
     "models": ("partialface.jobs.models", "list registered models and presets (parameters, FLOPs)"),
     "weights": ("partialface.jobs.weights",
                 "import dlib's face ResNet; export a trained model (safetensors, fp16, ONNX)"),

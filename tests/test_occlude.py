@@ -136,3 +136,20 @@ def test_occluders_on_a_raw_photo_follow_the_alignment() -> None:
     got = align_face(out, pts)
     inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     assert np.abs(got[inner].astype(int) - want[inner].astype(int)).mean() < 6
+
+
+@pytest.mark.parametrize("kind", ["mask", "hand", "face"])
+def test_a_bank_lays_the_same_occluders_as_occlude(kind: str) -> None:
+    from partialface.geometry.occlude import OccluderBank
+
+    rng = np.random.default_rng(2)
+    faces = rng.integers(0, 256, (4, 160, 160, 3), dtype=np.uint8)
+    others = rng.integers(0, 256, (4, 160, 160, 3), dtype=np.uint8)
+    bank = OccluderBank(kind, 0.3, looks=3, seed=7)
+    got = bank.apply(faces, np.array([0, 1, 2, 4]), others if kind == "face" else None)  # look 4 % 3 = 1
+    for i, look in enumerate((0, 1, 2, 1)):
+        want, _ = occlude(faces[i], kind, coverage=0.3, seed=7 * 1000003 + look,
+                          other=others[i] if kind == "face" else None)
+        assert np.array_equal(got[i], want), (kind, i)
+    with pytest.raises(PartialFaceError, match="a bank draws one of"):
+        OccluderBank("image", 0.3)

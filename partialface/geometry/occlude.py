@@ -114,6 +114,7 @@ class _Look:
     noise: np.ndarray
     choice: int
     jitter: np.ndarray  # (4,) uniform in [-1, 1]
+    shift: tuple[float, float] = (0.0, 0.0)  # kind "face": where the face in front was moved to
 
 
 SKIN = np.array([(255, 224, 196), (241, 194, 160), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 56, 32)],
@@ -217,6 +218,7 @@ def _face(p: float, k: _Look, other: np.ndarray) -> tuple[np.ndarray, np.ndarray
     side = 1 if k.choice % 2 else -1
     dx = side * (2 * a - p)
     dy = 6 * k.jitter[0]
+    k.shift = (float(dx), float(dy))
     head = _ellipse(cx + dx, cy + dy, 1.05 * a, 1.1 * b)
     m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
     moved = cv2.warpAffine(other, m, (_S, _S), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -288,11 +290,22 @@ def occlude(
     mask (160, 160) bool, True where the occluder hides the face). ``other``: the aligned face in front for
     kind "face"; ``occluder``: an RGBA image (H, W, 4) uint8 or the path of an RGBA PNG for kind "image", with
     optional ``anchors`` (6, 2) (MaskTheFace's a..f, :func:`masktheface_templates`)."""
-    if kind not in _KINDS:
-        raise PartialFaceError(f"occluder {kind!r}: choose one of {', '.join(KINDS)}")
     if aligned.shape != (_S, _S, 3) or aligned.dtype != np.uint8:
         raise PartialFaceError(f"occlude: give an aligned (160, 160, 3) uint8 face, got {aligned.shape} "
                                f"{aligned.dtype}")
+    rgb, shape, _ = _draw(kind, coverage, seed, landmarks, other, occluder, anchors)
+    out = aligned.copy()
+    out[shape] = np.clip(rgb[shape] + 0.5, 0, 255).astype(np.uint8)
+    return out, shape
+
+
+def _draw(
+    kind: str, coverage: float | None, seed: int, landmarks: np.ndarray | None, other: np.ndarray | None,
+    occluder: Any, anchors: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, _Look]:
+    """The occluder's colours (160, 160, 3) float, its shape (160, 160) bool and the look it was drawn with."""
+    if kind not in _KINDS:
+        raise PartialFaceError(f"occluder {kind!r}: choose one of {', '.join(KINDS)}")
     if coverage is not None and not 0 < coverage < 1:
         raise PartialFaceError(f"--coverage {coverage:g}: must be in (0, 1), the fraction of the face area hidden")
     draw, (lo, hi), default = _KINDS[kind]
@@ -330,9 +343,7 @@ def occlude(
             if abs(c - coverage) <= 0.005:
                 break
             a, b = (mid, b) if c < coverage else (a, mid)
-    out = aligned.copy()
-    out[shape] = np.clip(rgb[shape] + 0.5, 0, 255).astype(np.uint8)
-    return out, shape
+    return rgb, shape, look
 
 
 def read_occluder(occluder: Any) -> np.ndarray:
@@ -399,3 +410,52 @@ def occlude_photo(
     out = photo.copy()
     out[hidden] = back[hidden]
     return out, hidden
+
+
+class OccluderBank:
+    """``looks`` occluders of one ``kind`` and ``coverage``, drawn once on the template's landmarks (look j is
+    :func:`occlude` with seed ``seed * 1000003 + j``), laid on batches of faces: the occlusion protocols and
+    batched augmentation use it instead of drawing per face.
+
+    ``layer`` (L, 160, 160, 3) uint8 and ``mask`` (L, 160, 160) bool; for kind "face" ``shift`` (L, 2) holds the
+    translation (dx, dy) of the face in front, whose pixels come from ``others`` in :meth:`apply`."""
+
+    def __init__(self, kind: str, coverage: float | None, looks: int = 61, seed: int = 0) -> None:
+        if kind not in KINDS or kind == "image":
+            drawn = ", ".join(k for k in KINDS if k != "image")
+            raise PartialFaceError(f"occluder {kind!r}: a bank draws one of {drawn}")
+        if looks < 1:
+            raise PartialFaceError(f"looks: must be >= 1, got {looks}")
+        self.kind, self.coverage = kind, coverage
+        blank = np.zeros((_S, _S, 3), np.uint8)
+        layers, masks, shifts = [], [], []
+        for j in range(looks):
+            rgb, m, look = _draw(kind, coverage, seed * 1000003 + j, None, blank if kind == "face" else None, None,
+                                 None)
+            layers.append(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))
+            masks.append(m)
+            shifts.append(look.shift)
+        self.layer, self.mask = np.stack(layers), np.stack(masks)
+        self.shift = np.array(shifts, dtype=np.float32)
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def apply(self, faces: np.ndarray, looks: np.ndarray, others: np.ndarray | None = None) -> np.ndarray:
+        """faces (B, 160, 160, 3) uint8 with look ``looks[b] % len(self)`` laid on face b -> a new (B, 160, 160, 3)
+        uint8 array; kind "face" takes the pixels in front from ``others`` (B, 160, 160, 3), shifted."""
+        out = np.array(faces, dtype=np.uint8, copy=True)
+        idx = np.asarray(looks, dtype=np.int64) % len(self)
+        if self.kind == "face":
+            if others is None or np.shape(others) != np.shape(faces):
+                raise PartialFaceError("occluder face: apply needs others, the faces in front (one per face)")
+            for b, j in enumerate(idx):
+                dx, dy = self.shift[j]
+                m = np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32)
+                moved = cv2.warpAffine(np.asarray(others[b]), m, (_S, _S), flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REPLICATE)
+                out[b][self.mask[j]] = moved[self.mask[j]]
+            return out
+        m = self.mask[idx]
+        out[m] = self.layer[idx][m]
+        return out

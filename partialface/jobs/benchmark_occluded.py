@@ -1,0 +1,49 @@
+"""``partialface benchmark-occluded --model M --data ALIGNED --pairs FILE --out OUT``: the occlusion suite —
+occluded-holistic and occluded-occluded pairs for each occluder kind and coverage level, the benchmark's
+scoring convention. The protocols: :mod:`partialface.evaluation.occluded`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from partialface.jobs.benchmark_identify import _floats
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    from partialface.evaluation.occluded import COVERAGES, SUITE_KINDS
+
+    parser.add_argument("--model", action="append", default=None,
+                        help="a shipped model's name, run folder or .safetensors file; repeat for several "
+                        "(default: the shipped default)")
+    parser.add_argument("--data", required=True, help="aligned LFW-layout folder (160x160 PNGs: partialface align)")
+    parser.add_argument("--pairs", required=True, help="pairs file (LFW format)")
+    parser.add_argument("--out", required=True,
+                        help="output folder (occluded.json, occluded.md, a figure, embeddings/)")
+    parser.add_argument("--kinds", default=",".join(SUITE_KINDS), help=f"occluders (default {','.join(SUITE_KINDS)})")
+    parser.add_argument("--coverages", type=_floats, default=list(COVERAGES),
+                        help="fractions of the face area hidden (default 0.2,0.3,0.4)")
+    parser.add_argument("--looks", type=int, default=61, help="looks drawn per kind and level (default 61)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from partialface.errors import PartialFaceError
+    from partialface.evaluation.benchmark import check_options
+    from partialface.evaluation.occluded import occluded_markdown, run_occluded_benchmark
+    from partialface.models.catalogue import DEFAULT_MODEL
+
+    check_options(args.batch_size, args.workers, [0.3])
+    if args.looks < 1:
+        raise PartialFaceError(f"--looks {args.looks}: must be >= 1")
+    res = run_occluded_benchmark(args.model or [DEFAULT_MODEL], args.data, args.pairs, args.out,
+                                 kinds=[k for k in args.kinds.split(",") if k], coverages=args.coverages,
+                                 looks=args.looks, seed=args.seed, device=args.device, batch_size=args.batch_size,
+                                 workers=args.workers, progress=not args.no_progress)
+    sys.stdout.write(occluded_markdown(res["rows"]))
+    print(f"results: {args.out}/occluded.json")
+    return 0
