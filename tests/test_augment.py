@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from partialface.errors import PartialFaceError
 from partialface.geometry import partial_face
 from partialface.geometry.template import FACTORS, GREY, PARTS, part_rect
 from partialface.training.augment import (
@@ -197,3 +198,54 @@ def test_resolution_jitter() -> None:
     row[0, SCALE] = 0.25
     out, _ = augment_batch(noise[None], row)
     assert torch.equal(out[0], resolution_jitter(noise, 0.25))
+
+
+# ---------------------------------------------------------------------------------------------- occluders
+def test_occluder_rows_leave_the_other_draws_alone() -> None:
+    from partialface.training.augment import OCC, OCC_LEVEL, OCC_LOOK
+
+    plain = AugmentConfig(p_whole=0.5)
+    occluding = AugmentConfig(p_whole=0.5, p_occlude=1.0, occluders=("mask", "hand"), occluder_levels=2,
+                              occluder_looks=4)
+    a = np.stack([sample_params(plain, np.random.default_rng([0, i])) for i in range(400)])
+    b = np.stack([sample_params(occluding, np.random.default_rng([0, i])) for i in range(400)])
+    assert np.array_equal(a[:, :OCC], b[:, :OCC]) and (a[:, OCC] == 0).all()
+    whole = b[:, PART] == WHOLE
+    assert (b[whole, OCC] > 0).all() and (b[~whole, OCC] == 0).all()  # only whole faces wear one
+    assert set(b[whole, OCC]) == {1.0, 2.0} and set(b[whole, OCC_LEVEL]) == {0.0, 1.0}
+    assert set(b[whole, OCC_LOOK]) <= {0.0, 1.0, 2.0, 3.0}
+
+
+def test_occluded_rows_are_the_banks_occluders_on_both_backends() -> None:
+    from partialface.geometry.occlude import occlude
+    from partialface.training.augment import OCC, OCC_LEVEL, OCC_LOOK, occluder_levels
+
+    cfg = AugmentConfig(p_occlude=1.0, occluders=("sunglasses", "face"), occlude_coverage=(0.2, 0.4),
+                        occluder_levels=2, occluder_looks=3)
+    rng = np.random.default_rng(1)
+    images = torch.from_numpy(rng.integers(0, 256, (3, 160, 160, 3), dtype=np.uint8))
+    rows = fixed_params(None, n=3)
+    rows[0, [OCC, OCC_LEVEL, OCC_LOOK]] = (1, 1, 2)  # sunglasses at coverage 0.4, look 2
+    rows[1, [OCC, OCC_LEVEL, OCC_LOOK]] = (2, 0, 1)  # the next face in front, coverage 0.2, look 1
+    loop, _ = augment_batch(images, rows, backend="loop", occlusion=cfg)
+    gather, _ = augment_batch(images, rows, backend="gather", occlusion=cfg)
+    assert torch.equal(loop, gather)
+    assert occluder_levels(cfg) == pytest.approx([0.2, 0.4])
+    want, _ = occlude(images[0].numpy(), "sunglasses", coverage=0.4, seed=2)  # bank seed 0: look j is seed j
+    assert np.array_equal(loop[0].numpy(), want)
+    _, mask = occlude(images[1].numpy(), "face", coverage=0.2, seed=1, other=images[2].numpy())
+    assert torch.equal(loop[1][torch.from_numpy(~mask)], images[1][torch.from_numpy(~mask)])
+    assert not torch.equal(loop[1], images[1]) and torch.equal(loop[2], images[2])
+    with pytest.raises(ValueError, match="need the config"):
+        augment_batch(images, rows)
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    ({"p_occlude": 1.5}, "augment.p_occlude"),
+    ({"occluders": ("helmet",)}, "augment.occluders"),
+    ({"occlude_coverage": (0.5, 0.2)}, "augment.occlude_coverage"),
+    ({"occluder_looks": 0}, "occluder_looks"),
+])
+def test_occluder_options_are_checked(overrides: dict, needle: str) -> None:
+    with pytest.raises(PartialFaceError, match=needle):
+        AugmentConfig(**overrides)

@@ -345,6 +345,15 @@ def test_check_on_a_separate_held_out_folder_logs_the_spread_of_s(ds48: Path, tm
     assert not (tmp_path / "run2").exists()  # refused before anything was written
 
 
+def test_a_run_with_occluder_augmentation(ds48: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(ds48, tmp_path / "run", "optim.max_steps=3", "augment.p_occlude=1.0", "augment.p_whole=1.0",
+                      "augment.occluders=[mask,face]", "augment.occluder_looks=2", "augment.occluder_levels=1")
+    assert cfg.augment.occluders == ("mask", "face") and cfg.augment.occlude_coverage == (0.15, 0.45)
+    train(cfg)
+    rows = read_log(tmp_path / "run" / "log.csv")
+    assert len(rows) == 3 and all(np.isfinite(float(r["loss"])) for r in rows)
+
+
 def test_refuses_to_overwrite_a_run_and_to_resume_a_changed_config(tiny_run: tuple[TrainConfig, Path]) -> None:
     cfg, _ = tiny_run
     with pytest.raises(PartialFaceError, match=r"already holds a run .* pass --resume"):

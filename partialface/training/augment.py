@@ -6,12 +6,14 @@ Two halves, so the random draws are cheap and reproducible while the pixel work 
    seeds it from (seed, epoch, sample index), so the result does not depend on worker count, DDP world
    size or where a resumed run restarts). A sample's parameters are a float64 row of ``N_PARAMS``:
    [flip, part (-1 = whole face, else an index into template.PARTS), factor, centred, jitter x, jitter y,
-   scale (1 = no resolution jitter)].
+   scale (1 = no resolution jitter), occluder (0 = none, else 1 + an index into ``augment.occluders``),
+   occluder level, occluder look].
 2. :func:`augment_batch` applies a batch of parameter rows to a uint8 batch (B, 160, 160, 3).
 
-Order per sample: horizontal flip -> resolution jitter -> keep the part's rectangle (grey elsewhere) ->
-centring translation. The flip comes first, so a part name always refers to the OUTPUT image: "lEye" is
-the rectangle around the eye on the image's left, i.e. for a flipped sample the person's right eye
+Order per sample: horizontal flip -> resolution jitter -> occluder (whole faces only; an
+:class:`partialface.geometry.occlude.OccluderBank` look, kind "face" takes the next sample of the batch) ->
+keep the part's rectangle (grey elsewhere) -> centring translation. The flip comes first, so a part name
+always refers to the OUTPUT image: "lEye" is the rectangle around the eye on the image's left, i.e. for a flipped sample the person's right eye
 (whose mirrored position is near the template's rEye). The rectangle is
 ``template.part_rect(part, factor, centre=part_centre + jitter)`` (inclusive, clipped), exactly the
 benchmark's for zero jitter. Centring translates by ``(S/2 - cx', S/2 - cy')`` where (cx', cy') is the
@@ -34,15 +36,15 @@ from partialface.geometry.template import GREY, IMAGE_SIZE, PARTS, Part, half_ex
 from partialface.geometry.warp import fixed_point_blend, fixed_point_shift, fixed_point_shift_t
 from partialface.training.config import AugmentConfig
 
-FLIP, PART, FACTOR, CENTRED, JX, JY, SCALE = range(7)
-N_PARAMS = 7
+FLIP, PART, FACTOR, CENTRED, JX, JY, SCALE, OCC, OCC_LEVEL, OCC_LOOK = range(10)
+N_PARAMS = 10
 WHOLE = -1
 
 
 def sample_params(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """One sample's augmentation: (N_PARAMS,) float64. The same numbers are drawn whatever the options,
     so changing one probability does not reshuffle the others."""
-    u = rng.random(9)
+    u = rng.random(12)  # the first 9 draws are those of the options before occluders: same rows as before
     out = np.zeros(N_PARAMS, dtype=np.float64)
     out[FLIP] = float(u[0] < cfg.hflip)
     whole = (not cfg.enabled) or u[1] < cfg.p_whole
@@ -53,6 +55,10 @@ def sample_params(cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     out[JX] = cfg.jitter * (2.0 * u[5] - 1.0)
     out[JY] = cfg.jitter * (2.0 * u[6] - 1.0)
     out[SCALE] = cfg.lowres_min + (1.0 - cfg.lowres_min) * u[8] if u[7] < cfg.p_lowres else 1.0
+    if out[PART] == WHOLE and u[9] < cfg.p_occlude:
+        out[OCC] = 1 + int(rng.integers(len(cfg.occluders)))
+        out[OCC_LEVEL] = min(int(u[10] * cfg.occluder_levels), cfg.occluder_levels - 1)
+        out[OCC_LOOK] = min(int(u[11] * cfg.occluder_looks), cfg.occluder_looks - 1)
     return out
 
 
@@ -171,8 +177,47 @@ def _centre_table(device: torch.device) -> Tensor:
     return torch.tensor([part_centre(p) for p in PARTS], dtype=torch.float64, device=device)
 
 
+@cache
+def _bank(kind: str, coverage: float, looks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(layer (L, 160, 160, 3) uint8, mask (L, 160, 160) bool, shift (L, 2)) of an OccluderBank, drawn once."""
+    from partialface.geometry.occlude import OccluderBank
+
+    bank = OccluderBank(kind, coverage, looks, seed=0)
+    return bank.layer, bank.mask, bank.shift
+
+
+def occluder_levels(cfg: AugmentConfig) -> list[float]:
+    """The coverage of each occluder level: ``occluder_levels`` even steps over ``occlude_coverage``."""
+    lo, hi = cfg.occlude_coverage
+    n = cfg.occluder_levels
+    return [lo] if n == 1 else [lo + (hi - lo) * i / (n - 1) for i in range(n)]
+
+
+def _occlude_rows(x: Tensor, p: np.ndarray, cfg: AugmentConfig | None) -> Tensor:
+    """Lay each row's occluder (column OCC > 0) on its face of x (B, 160, 160, 3) uint8, on x's device; kind
+    "face" puts the next sample of the batch in front, moved by the look's shift rounded to whole pixels."""
+    rows = np.flatnonzero(p[:, OCC] > 0)
+    if not rows.size or cfg is None:
+        return x
+    out = x.clone()
+    levels = occluder_levels(cfg)
+    for i in rows:
+        kind = cfg.occluders[int(p[i, OCC]) - 1]
+        layer, mask, shift = _bank(kind, levels[int(p[i, OCC_LEVEL])], cfg.occluder_looks)
+        j = int(p[i, OCC_LOOK]) % len(mask)
+        m = torch.from_numpy(mask[j]).to(x.device)
+        if kind == "face":
+            dx, dy = (int(np.floor(v + 0.5)) for v in shift[j])
+            src = torch.roll(x[(int(i) + 1) % x.shape[0]], shifts=(dy, dx), dims=(0, 1))
+        else:
+            src = torch.from_numpy(layer[j]).to(x.device)
+        out[int(i)] = torch.where(m[:, :, None], src, out[int(i)])
+    return out
+
+
 def augment_batch(
-    images: Tensor, params: np.ndarray | Tensor, centring: str = "bilinear", backend: str = "auto"
+    images: Tensor, params: np.ndarray | Tensor, centring: str = "bilinear", backend: str = "auto",
+    occlusion: AugmentConfig | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Apply parameter rows to a batch of aligned faces.
 
@@ -182,7 +227,8 @@ def augment_batch(
     -1 = whole face, else the index into template.PARTS of the part kept, named in the output image).
     backend "loop" (per-sample slices on the samples that need them; CPU default) or "gather" (every
     step batched over the whole batch from one non-blocking copy of ``params``: no host synchronisation,
-    GPU default). Both give the same bytes.
+    GPU default). Both give the same bytes. ``occlusion``: the config whose occluder options the rows' occluder
+    columns index (needed when a row has one).
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (IMAGE_SIZE, IMAGE_SIZE, 3):
         raise ValueError(f"images must be (B, {IMAGE_SIZE}, {IMAGE_SIZE}, 3) uint8, got {tuple(images.shape)}")
@@ -194,9 +240,12 @@ def augment_batch(
     labels = torch.from_numpy(p[:, PART].astype(np.int64))
     if backend == "auto":
         backend = "loop" if images.device.type == "cpu" else "gather"
+    if (p[:, OCC] > 0).any() and occlusion is None:
+        raise ValueError("rows with an occluder need the config that names the occluders (occlusion=)")
     if backend == "gather":
         pt = params if isinstance(params, Tensor) else torch.from_numpy(p)
-        return _augment_gather(images, pt.to(images.device, torch.float64, non_blocking=True), p, centring), labels
+        return _augment_gather(images, pt.to(images.device, torch.float64, non_blocking=True), p, centring,
+                               occlusion), labels
     dev = images.device
     out = images.clone()
     flip = np.flatnonzero(p[:, FLIP] > 0.5)
@@ -205,6 +254,7 @@ def augment_batch(
         out[idx] = out[idx].flip(2)
     for i in np.flatnonzero(p[:, SCALE] < 1.0):
         out[int(i)] = resolution_jitter(out[int(i)], float(p[i, SCALE]))
+    out = _occlude_rows(out, p, occlusion)
     for i in np.flatnonzero(p[:, PART] >= 0):
         x1, y1, x2, y2 = sample_rect(p[i])
         masked = torch.full_like(out[i], GREY)
@@ -219,7 +269,8 @@ def augment_batch(
     return out, labels
 
 
-def _augment_gather(images: Tensor, P: Tensor, p: np.ndarray, centring: str) -> Tensor:
+def _augment_gather(images: Tensor, P: Tensor, p: np.ndarray, centring: str,
+                    occlusion: AugmentConfig | None = None) -> Tensor:
     """The "gather" backend: P (B, N_PARAMS) float64 on the images' device; ``p`` is the host copy, used
     only for the (rare, per-sample) resolution jitter. The rectangle is template.part_rect's arithmetic on
     float64 tensors (same IEEE operations as the Python floats, int() = trunc), so the bytes match."""
@@ -229,6 +280,7 @@ def _augment_gather(images: Tensor, P: Tensor, p: np.ndarray, centring: str) -> 
         x = x.clone()
         for i in low:
             x[int(i)] = resolution_jitter(x[int(i)], float(p[i, SCALE]))
+    x = _occlude_rows(x, p, occlusion)
     part = P[:, PART].long()
     partial_ = part >= 0
     centre = _centre_table(images.device)[part.clamp_min(0)]

@@ -96,6 +96,11 @@ class AugmentConfig:
       the flipped image (lEye is the eye on the image's left).
     p_lowres, lowres_min: resolution jitter — with probability p_lowres the face is down-sampled to a
       scale uniform in [lowres_min, 1) (antialiased bilinear) and up-sampled back (bilinear).
+    p_occlude: probability that a WHOLE face (one the part crop left whole) wears an occluder
+      (partialface.geometry.occlude; not in the paper: default 0); occluders: the kinds drawn from;
+      occlude_coverage: (min, max) fraction of the face area, in occluder_levels even steps; occluder_looks:
+      looks drawn once per kind and level (an OccluderBank). Kind "face" puts the next sample of the batch
+      in front.
     """
 
     enabled: bool = True
@@ -109,10 +114,31 @@ class AugmentConfig:
     hflip: float = 0.5
     p_lowres: float = 0.0
     lowres_min: float = 0.25
+    p_occlude: float = 0.0
+    occluders: tuple[str, ...] = ("mask", "sunglasses", "hand", "object", "scarf", "cap", "face")
+    occlude_coverage: tuple[float, float] = (0.15, 0.45)
+    occluder_levels: int = 3
+    occluder_looks: int = 32
 
     def __post_init__(self) -> None:
+        from partialface.geometry.occlude import KINDS
+
         if not isinstance(self.parts, tuple):
             object.__setattr__(self, "parts", tuple(self.parts))
+        for name in ("occluders", "occlude_coverage"):
+            if not isinstance(getattr(self, name), tuple):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        _check(0.0 <= self.p_occlude <= 1.0, "augment.p_occlude", f"must be a probability in [0, 1], got "
+               f"{self.p_occlude}")
+        drawn = [k for k in KINDS if k != "image"]
+        bad_kinds = [k for k in self.occluders if k not in drawn]
+        _check(bool(self.occluders) and not bad_kinds, "augment.occluders",
+               f"choose from {', '.join(drawn)} (got {list(self.occluders)})")
+        lo_hi = self.occlude_coverage
+        _check(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] < 1, "augment.occlude_coverage",
+               f"give [min, max] with 0 < min <= max < 1, got {list(lo_hi)}")
+        _check(self.occluder_levels >= 1 and self.occluder_looks >= 1, "augment.occluder_levels/occluder_looks",
+               "must be >= 1")
         for name in ("p_whole", "p_centred", "hflip", "p_lowres"):
             v = getattr(self, name)
             _check(0.0 <= v <= 1.0, f"augment.{name}", f"must be a probability in [0, 1], got {v}")

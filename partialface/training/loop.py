@@ -179,7 +179,7 @@ class _Trainer:
         cfg, device = self.cfg, self.device
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
-        x, _ = augment_batch(images, params, cfg.augment.centring)
+        x, _ = augment_batch(images, params, cfg.augment.centring, occlusion=cfg.augment)
         x = to_model_input(x, cfg.model.input_size, cfg.run.channels_last, self.framing)
         progress = self.clock.progress(self.step, cfg.optim.warmup_steps, self.elapsed)
         self.lr = lr_at(self.step, cfg.optim, self.total, self.spe, progress)
