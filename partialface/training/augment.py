@@ -13,8 +13,8 @@ Two halves, so the random draws are cheap and reproducible while the pixel work 
 Order per sample: horizontal flip -> resolution jitter -> occluder (whole faces only; an
 :class:`partialface.geometry.occlude.OccluderBank` look, kind "face" takes the next sample of the batch) ->
 keep the part's rectangle (grey elsewhere) -> centring translation. The flip comes first, so a part name
-always refers to the OUTPUT image: "lEye" is the rectangle around the eye on the image's left, i.e. for a flipped sample the person's right eye
-(whose mirrored position is near the template's rEye). The rectangle is
+always refers to the OUTPUT image: "lEye" is the rectangle around the eye on the image's left, i.e. for a
+flipped sample the person's right eye (whose mirrored position is near the template's rEye). The rectangle is
 ``template.part_rect(part, factor, centre=part_centre + jitter)`` (inclusive, clipped), exactly the
 benchmark's for zero jitter. Centring translates by ``(S/2 - cx', S/2 - cy')`` where (cx', cy') is the
 jittered centre: "bilinear" reproduces OpenCV's ``warpAffine`` fixed-point bilinear shift (1/32 pixel
