@@ -40,7 +40,10 @@ DEFAULT_MARGIN = {"linear": 0.0, "arcface": 0.5, "cosface": 0.35}
 class LossConfig:
     """Loss settings. margin None = the head's usual value (ArcFace 0.5, CosFace 0.35); scale for margin
     heads; easy_margin: ArcFace's variant that keeps cos θ where cos θ <= 0; init_head: "random" or
-    "imprint" (see INIT_HEADS; done by the training loop on a fresh start)."""
+    "imprint" (see INIT_HEADS; done by the training loop on a fresh start). teacher (not in the paper; ""
+    = off): a frozen network ("dlib", "sface", or a model file) whose embedding of the WHOLE face (the
+    sample's flip only) the student's embedding of the augmented face is pulled towards:
+    + lambda_teacher * mean(1 - cos(f, f_teacher)); it needs the student's embedding size."""
 
     head: str = "linear"
     margin: float | None = None
@@ -52,6 +55,8 @@ class LossConfig:
     detach_s: bool = False
     label_smoothing: float = 0.0
     init_head: str = "random"
+    teacher: str = ""
+    lambda_teacher: float = 1.0
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
@@ -70,6 +75,8 @@ class LossConfig:
             raise PartialFaceError(f"loss.margin: must be in [0, pi/2), got {self.margin}")
         if self.init_head not in INIT_HEADS:
             raise PartialFaceError(f"loss.init_head: must be one of {', '.join(INIT_HEADS)}, got {self.init_head!r}")
+        if self.lambda_teacher < 0:
+            raise PartialFaceError(f"loss.lambda_teacher: must be >= 0, got {self.lambda_teacher}")
 
     @property
     def resolved_margin(self) -> float:
@@ -98,6 +105,7 @@ class LossParts:
     ce: Tensor
     div: Tensor
     logits: Tensor
+    teacher: Tensor | None = None
 
 
 # ------------------------------------------------------------------------------------------ heads
@@ -208,7 +216,7 @@ def per_map_cross_entropy(
 class Criterion(nn.Module):
     """Loss module holding the SHARED classifier (optimise its parameters with the model's).
 
-    forward(out: ModelOutput, labels: (B,) long) -> LossParts.
+    forward(out: ModelOutput, labels: (B,) long, target: (B, D) teacher embeddings or None) -> LossParts.
     """
 
     def __init__(self, cfg: LossConfig, num_classes: int, embedding_dim: int) -> None:
@@ -216,7 +224,7 @@ class Criterion(nn.Module):
         self.cfg = cfg
         self.head = build_head(cfg, num_classes, embedding_dim)
 
-    def forward(self, out: ModelOutput, labels: Tensor) -> LossParts:
+    def forward(self, out: ModelOutput, labels: Tensor, target: Tensor | None = None) -> LossParts:
         cfg = self.cfg
         zero = out.f.new_zeros((), dtype=torch.float32)
         if out.fk is None:
@@ -242,7 +250,12 @@ class Criterion(nn.Module):
                 div = zero
         with torch.no_grad():
             logits = self.head(out.f.detach())
-        return LossParts(total=ce + cfg.lambda_div * div, ce=ce, div=div, logits=logits)
+        total = ce + cfg.lambda_div * div
+        teacher = None
+        if target is not None:
+            teacher = (1 - F.cosine_similarity(out.f.float(), target.float(), dim=1)).mean()
+            total = total + cfg.lambda_teacher * teacher
+        return LossParts(total=total, ce=ce, div=div, logits=logits, teacher=teacher)
 
 
 def build_criterion(cfg: LossConfig, num_classes: int, embedding_dim: int) -> Criterion:

@@ -354,6 +354,31 @@ def test_a_run_with_occluder_augmentation(ds48: Path, tmp_path: Path) -> None:
     assert len(rows) == 3 and all(np.isfinite(float(r["loss"])) for r in rows)
 
 
+def test_a_holistic_teacher_pulls_the_embedding(ds48: Path, tmp_path: Path) -> None:
+    from partialface.losses import Criterion, LossConfig
+    from partialface.models.outputs import ModelOutput
+
+    # the term by hand: lambda * mean(1 - cos(f, t)) on top of the cross-entropy
+    crit = Criterion(LossConfig(lambda_teacher=0.5), num_classes=3, embedding_dim=2)
+    f = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    t = torch.tensor([[1.0, 1.0], [0.0, -1.0]])
+    labels = torch.tensor([0, 1])
+    plain, pulled = crit(ModelOutput(f=f), labels), crit(ModelOutput(f=f), labels, t)
+    want = ((1 - 1 / math.sqrt(2)) + (1 - -1)) / 2
+    assert pulled.teacher is not None and float(pulled.teacher) == pytest.approx(want)
+    assert float(pulled.total.detach()) == pytest.approx(float(plain.total.detach()) + 0.5 * want)
+    # a run with a teacher (a frozen tiny model of the same size) trains; one of another size is refused early
+    teacher_run = tmp_path / "teacher"
+    train(tiny_config(ds48, teacher_run, "optim.max_steps=2"))
+    cfg = tiny_config(ds48, tmp_path / "student", "optim.max_steps=3", f"loss.teacher={teacher_run}",
+                      "loss.lambda_teacher=2.0")
+    train(cfg)
+    assert all(np.isfinite(float(r["loss"])) for r in read_log(tmp_path / "student" / "log.csv"))
+    with pytest.raises(PartialFaceError, match="embeds in 32 dimensions, the model in 16"):
+        train(tiny_config(ds48, tmp_path / "s2", f"loss.teacher={teacher_run}", "model.embedding_dim=16"))
+    assert not (tmp_path / "s2").exists()
+
+
 def test_refuses_to_overwrite_a_run_and_to_resume_a_changed_config(tiny_run: tuple[TrainConfig, Path]) -> None:
     cfg, _ = tiny_run
     with pytest.raises(PartialFaceError, match=r"already holds a run .* pass --resume"):

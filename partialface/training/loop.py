@@ -21,18 +21,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from partialface.data.images import atomic_write_bytes
 from partialface.devices import autocast
+from partialface.errors import PartialFaceError
 from partialface.losses import build_criterion
-from partialface.models import create_model
+from partialface.models import FaceModel, create_model
 from partialface.models.framing import framing_of, to_model_input
 from partialface.models.pretrained import check_model, init_pretrained
 from partialface.training import checkpoint as ckpt
 from partialface.training import resume as rs
-from partialface.training.augment import augment_batch
+from partialface.training.augment import FLIP, N_PARAMS, PART, WHOLE, augment_batch
 from partialface.training.config import TrainConfig
 from partialface.training.data import (
     EpochSampler,
@@ -62,7 +64,7 @@ from partialface.training.verify import imprint_head, verify
 class TrainModule(nn.Module):
     """Model + criterion (with the shared classifier) as one module, so DDP syncs both.
 
-    forward(x: (B, 3, H, W), labels: (B,)) -> (total, ce, div, logits (B, C)).
+    forward(x: (B, 3, H, W), labels: (B,), target: (B, D) or None) -> (total, ce, div, logits (B, C)).
     """
 
     def __init__(self, model: nn.Module, criterion: nn.Module) -> None:
@@ -70,9 +72,29 @@ class TrainModule(nn.Module):
         self.model = model
         self.criterion = criterion
 
-    def forward(self, x: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        parts = self.criterion(self.model(x), labels)
+    def forward(self, x: Tensor, labels: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        parts = self.criterion(self.model(x), labels, target)
         return parts.total, parts.ce, parts.div, parts.logits
+
+
+def load_teacher(spec: str, embedding_dim: int, device: torch.device) -> FaceModel:
+    """The frozen teacher of ``loss.teacher``: "dlib" / "sface" (the pretrained network, untouched) or a model
+    file / run folder; in eval mode, no gradients, on ``device``. PartialFaceError when its embedding size is
+    not the student's."""
+    from partialface.models import ModelConfig
+
+    if spec in ("dlib", "sface"):
+        cfg = ModelConfig(name="dlib_resnet", input_size=150, embedding_dim=128, pretrained="dlib") if spec == "dlib" \
+            else ModelConfig(name="sface", input_size=112, embedding_dim=128, pretrained="sface")
+        teacher = create_model(cfg)
+        init_pretrained(teacher, cfg.pretrained)
+    else:
+        teacher = ckpt.load_model(spec)  # type: ignore[assignment]
+    if teacher.embedding_dim != embedding_dim:
+        raise PartialFaceError(f"loss.teacher {spec}: it embeds in {teacher.embedding_dim} dimensions, the model in "
+                               f"{embedding_dim}; give a teacher of the same size")
+    teacher.eval().requires_grad_(False)
+    return teacher.to(device)
 
 
 @dataclass
@@ -181,12 +203,13 @@ class _Trainer:
         labels = labels.to(device, non_blocking=True)
         x, _ = augment_batch(images, params, cfg.augment.centring, occlusion=cfg.augment)
         x = to_model_input(x, cfg.model.input_size, cfg.run.channels_last, self.framing)
+        target = self._teacher_target(images, params) if self.teacher is not None else None
         progress = self.clock.progress(self.step, cfg.optim.warmup_steps, self.elapsed)
         self.lr = lr_at(self.step, cfg.optim, self.total, self.spe, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * group.get("lr_mult", 1.0)
         with autocast(device, cfg.run.amp):
-            loss, ce, div, logits = self.forward(x, labels)
+            loss, ce, div, logits = self.forward(x, labels, target)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.optim.grad_clip > 0:
@@ -201,6 +224,20 @@ class _Trainer:
         self.log.advance()
         if self.step % cfg.run.log_every == 0 or self.step == self.total:
             self._write_row()
+
+    @torch.no_grad()
+    def _teacher_target(self, images: Tensor, params: Any) -> Tensor:
+        """The frozen teacher's embeddings (B, D) of the WHOLE faces: each sample's flip, nothing else."""
+        p = params.detach().cpu().numpy() if isinstance(params, Tensor) else np.asarray(params)
+        whole = np.zeros((len(p), N_PARAMS))
+        whole[:, FLIP] = p[:, FLIP]
+        whole[:, PART] = WHOLE
+        x, _ = augment_batch(images, whole)
+        assert self.teacher is not None
+        t_cfg = self.teacher.config
+        with autocast(self.device, self.cfg.run.amp):
+            f = self.teacher(to_model_input(x, t_cfg.input_size, self.cfg.run.channels_last, framing_of(t_cfg))).f
+        return f.float()
 
     def _end_epoch(self) -> None:
         """After an epoch's last step: the held-out check and the checkpoint when due."""
@@ -243,6 +280,7 @@ class _Trainer:
         latest = Path(found) if found is not None else None
         if latest is None:
             check_model(cfg.model)  # fail before the data are packed or read
+        self.teacher = load_teacher(cfg.loss.teacher, cfg.model.embedding_dim, device) if cfg.loss.teacher else None
         checked = FolderSource(cfg.data.verify_root) if cfg.data.verify_root and info.is_main else None
         split = self._data()
         self.num_classes = len(split.classes)
