@@ -43,10 +43,10 @@ def main() -> None:
     no_face = 0
     t0 = time.perf_counter()
     for key in tqdm(sorted(files), desc="embed", unit="img"):
-        faces = partialface.embed(files[key], args.model)
+        faces = partialface.embed(files[key], args.model, regions=False)
         if not faces:
             no_face += 1
-            faces = partialface.embed(resize_fallback(read_image(files[key])), args.model, aligned=True)
+            faces = partialface.embed(resize_fallback(read_image(files[key])), args.model, aligned=True, regions=False)
         emb[key] = faces[0].embedding
     took = time.perf_counter() - t0
     s = np.array([emb[p.a] @ emb[p.b] for p in chosen])

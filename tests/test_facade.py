@@ -77,6 +77,23 @@ def test_an_attention_model_gives_importance_and_maps(tmp_path: Path) -> None:
         partialface.verify(face, face, str(tmp_path / "bare.safetensors"), aligned=True)
 
 
+def test_a_holistic_model_runs_once_per_face(tmp_path: Path) -> None:
+    """The facade runs a model's PyTorch module a second time only for the attention outputs (s, Ã): a
+    holistic model's faces cost one pass (of ONNX Runtime, or of the module), an attention model's two."""
+    faces = np.stack([read_image(p) for p in sorted((make_identities(tmp_path / "f", 2, 2)).rglob("*.png"))])
+    for name, passes in ((DEFAULT_MODEL, 0), ("ours-celeba", 1)):
+        m = partialface.api.load(name)
+        calls: list[int] = []
+        hook = m.embedder.module.register_forward_hook(lambda mod, i, o: calls.append(len(i[0])))
+        try:
+            f, attention = m.embed(faces)
+        finally:
+            hook.remove()
+        assert f.shape == (4, m.embedder.embedding_dim) and (attention is not None) == (passes == 1)
+        onnx = m.embedder.path == "onnx"
+        assert calls == [4] * (passes + (0 if onnx else 1)), (name, m.embedder.path, calls)
+
+
 def test_verify_real_photos(lfw_root: Path, tmp_path: Path) -> None:
     lfw = lfw_root / "lfw-deepfunneled"
     same = partialface.verify(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg",

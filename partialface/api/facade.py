@@ -119,7 +119,7 @@ class _Model:
             f = torch.nn.functional.normalize(self.embedder(x).float(), dim=1).cpu().numpy()
             attention = None
             module, prepare = self.embedder.module, getattr(self.embedder, "prepare", None)
-            if isinstance(module, FaceModel) and prepare is not None:
+            if isinstance(module, FaceModel) and module.has_attention and prepare is not None:
                 out = module.eval()(prepare(x).to(next(module.parameters()).device))
                 if out.s is not None and out.A_tilde is not None:
                     attention = (out.s.float().cpu().numpy(), out.A_tilde.float().cpu().numpy())

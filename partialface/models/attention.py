@@ -100,6 +100,8 @@ class Aggregate(nn.Module):
 class AttentionModel(FaceModel):
     """The paper's model ("ours"). x: (B, 3, H, W) normalised by ``preprocess`` -> ModelOutput."""
 
+    has_attention = True
+
     def __init__(self, cfg: ModelConfig, extract: nn.Module | None = None, feature_channels: int = 0) -> None:
         """``extract``: another Extract (x -> F (B, C, h, w), A (B, K, h, w)) with C = ``feature_channels``;
         default: the paper's ResNet Extract."""

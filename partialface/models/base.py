@@ -11,11 +11,13 @@ from partialface.models.outputs import ModelOutput
 class FaceModel(nn.Module):
     """A face-embedding model: ``forward(x: (B, 3, H, W)) -> ModelOutput``.
 
-    Attributes: ``config`` (its ModelConfig) and ``embedding_dim`` (size D of ``f``).
+    Attributes: ``config`` (its ModelConfig), ``embedding_dim`` (size D of ``f``) and ``has_attention``
+    (whether ``forward`` gives the importance weights ``s`` and maps ``A_tilde``).
     """
 
     config: ModelConfig
     embedding_dim: int
+    has_attention: bool = False
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
