@@ -43,6 +43,19 @@ def test_the_shipped_models_are_addressable_by_name() -> None:
         shipped_model("nope")
 
 
+def test_the_default_model_needs_no_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default model runs from its shipped file alone: no dlib or sface extra (no installed package file
+    is found), nothing downloaded, and it carries its operating points."""
+    from partialface.api.facade import _Model
+    from partialface.models import dlib_resnet
+
+    monkeypatch.setattr(dlib_resnet, "installed_package_file", lambda *a: None)
+    m = _Model(DEFAULT_MODEL, "cpu")
+    face = read_image(make_identities(tmp_path / "faces", 1, 1) / "id00" / "000.png")
+    f, _ = m.embed(face[None])
+    assert f.shape == (1, m.embedder.embedding_dim) and np.isfinite(f).all() and m.points is not None
+
+
 def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
     root = make_identities(tmp_path / "faces", 2, 2)
     a, b = read_image(root / "id00" / "000.png"), read_image(root / "id01" / "000.png")
@@ -56,7 +69,7 @@ def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
     faces = partialface.embed(a, aligned=True)
     assert len(faces) == 1 and faces[0].embedding.shape == (128,)
     assert np.linalg.norm(faces[0].embedding) == pytest.approx(1.0, abs=1e-5) and faces[0].box is None
-    assert faces[0].importance is None  # dlib_resnet has no attention
+    assert faces[0].importance is None  # the default (SFace) has no attention
     with pytest.raises(PartialFaceError, match="aligned=True needs a 160x160 face"):
         partialface.verify(a[:100], a, aligned=True)
 
