@@ -63,10 +63,10 @@ def recompute(bench: Path, model: str, benchmarks: list[dict], pairs_file: Path)
     return out
 
 
-def doc_rows(doc: Path, section: str = "") -> dict[str, list[list[tuple[float, float]]]]:
+def doc_rows(doc: Path, section: str = "") -> dict[str, list[list[tuple[float, float] | None]]]:
     """{model name: [cells of each table row naming it]} from a markdown file (only under the headings that
-    contain ``section``, if given); a cell is (mean, std)."""
-    rows: dict[str, list[list[tuple[float, float]]]] = {}
+    contain ``section``, if given); a cell is (mean, std), or None for "—"."""
+    rows: dict[str, list[list[tuple[float, float] | None]]] = {}
     level = 0  # heading level of the section being read (0: none; subsections stay inside it)
     for line in doc.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
@@ -79,9 +79,11 @@ def doc_rows(doc: Path, section: str = "") -> dict[str, list[list[tuple[float, f
             continue
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
         pairs = [re.fullmatch(r"\*{0,2}([0-9.]+) ± ([0-9.]+)\*{0,2}", c) for c in cells[1:]]
-        if len(cells) >= 8 and all(pairs[-7:]):
+        if len(cells) >= 8 and all(m or c == "—" for m, c in zip(pairs[-7:], cells[-7:], strict=True)) \
+                and any(pairs[-7:]):  # "—": a column the table does not have
             name = cells[0].strip("` ")
-            rows.setdefault(name, []).append([(float(m.group(1)), float(m.group(2))) for m in pairs[-7:] if m])
+            rows.setdefault(name, []).append([(float(m.group(1)), float(m.group(2))) if m else None
+                                              for m in pairs[-7:]])
     return rows
 
 
@@ -117,7 +119,10 @@ def main() -> int:
                 continue
             for doc_cells in documented[model]:
                 for c, d in zip(cells, doc_cells, strict=True):
-                    if c is not None:
+                    if (c is None) != (d is None):
+                        print(f"  {model}: a column is scored in one and not the other", file=sys.stderr)
+                        bad = True
+                    elif c is not None and d is not None:
                         diff = max(abs(round(c[0], 2) - d[0]), abs(round(c[1], 2) - d[1]))
                         worst_doc = max(worst_doc, diff)
     bad = bad or worst_json > 1e-9 or worst_doc > 0.0051
