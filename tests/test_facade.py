@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from test_training import make_identities
 
@@ -97,7 +98,11 @@ def test_a_holistic_model_runs_once_per_face(tmp_path: Path) -> None:
     for name, passes in ((DEFAULT_MODEL, 0), ("ours-celeba", 1)):
         m = partialface.api.load(name)
         calls: list[int] = []
-        hook = m.embedder.module.register_forward_hook(lambda mod, i, o: calls.append(len(i[0])))
+
+        def count(mod: object, i: tuple[torch.Tensor, ...], o: object, calls: list[int] = calls) -> None:
+            calls.append(len(i[0]))
+
+        hook = m.embedder.module.register_forward_hook(count)
         try:
             f, attention = m.embed(faces)
         finally:

@@ -202,6 +202,22 @@ def test_attend_importance_by_hand() -> None:
     assert A_tilde.flatten().tolist() == pytest.approx([0.5 / z, 0.75 * math.exp(0.25) / z], abs=1e-6)
 
 
+def test_importance_temperature_by_hand_and_its_bound() -> None:
+    """s = softmax(GAP(Â) / T): the by-hand pair above at T = 1/4 is (1, e) / (1 + e). With the paper's T = 1,
+    maps saturated at Â -> 0 and Â -> 1 give at most s_max / s_min = e; T = 0.1 lets them reach e^10."""
+    A = torch.tensor([[[[0.0]], [[math.log(3.0)]]]])
+    s, _ = Attend(temperature=0.25).recalibrate(A)
+    assert s[0].tolist() == pytest.approx([1 / (1 + math.e), math.e / (1 + math.e)], abs=1e-6)
+    extreme = torch.tensor([[[[-40.0]], [[40.0]]]])  # Â = (~0, ~1)
+    for T, ratio in ((1.0, math.e), (0.1, math.exp(10))):
+        s, _ = Attend(temperature=T).recalibrate(extreme)
+        assert (s[0, 1] / s[0, 0]).item() == pytest.approx(ratio, rel=1e-4)
+    m = ours(preset="tiny", s_temperature=0.5)
+    assert m.attend.temperature == 0.5 and ours(preset="tiny").attend.temperature == 1.0  # the paper's by default
+    with pytest.raises(PartialFaceError, match=r"model\.s_temperature"):
+        ModelConfig(s_temperature=0)
+
+
 def test_aggregate_is_k_separate_linears() -> None:
     torch.manual_seed(2)
     agg = Aggregate(K=3, in_features=6, out_features=4)

@@ -3,7 +3,7 @@
 Shapes for the paper preset (160x160 input, K = 12):
 ``Extract``: shared trunk (stem, conv2_x, conv3_x) -> feature branch conv4_x -> F (B, 1024, 20, 20);
 attention branch: its own conv4_x -> 1x1 conv to K -> ReLU -> A (B, K, 20, 20).
-``Attend`` (no parameters): Â_k = sigmoid(A_k); s = softmax_k(GAP(Â_k)); Ã_k = s_k · Â_k;
+``Attend`` (no parameters): Â_k = sigmoid(A_k); s = softmax_k(GAP(Â_k) / T) (T = 1 in the paper); Ã_k = s_k · Â_k;
 v_k = Σ_ij Ã_k[i, j] F[:, i, j] -> v (B, K, 1024).
 ``Aggregate``: one Linear(1024 -> 256) per k (weights NOT shared) -> f_k; f = mean_k f_k.
 """
@@ -53,20 +53,23 @@ class Attend(nn.Module):
 
     F: (B, C, H, W), A: (B, K, H, W) -> v: (B, K, C), s: (B, K), A_tilde: (B, K, H, W).
     pooling "sum": v_k = Σ_ij Ã_k[i,j] F[:, i, j]; "mean": the same divided by Σ_ij Ã_k[i,j] (s_k cancels).
+    ``temperature`` T: s = softmax_k(GAP(Â_k) / T); the paper's T = 1 keeps s_max / s_min <= e, T < 1 lets
+    s spread (s_max / s_min <= e^(1/T)).
     The recalibration runs in float32 (also under autocast); the pooling in F's dtype.
     """
 
-    def __init__(self, pooling: str = "sum", eps: float = 1e-6) -> None:
+    def __init__(self, pooling: str = "sum", eps: float = 1e-6, temperature: float = 1.0) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.pooling = pooling
         self.eps = eps
+        self.temperature = float(temperature)
 
     def recalibrate(self, A: Tensor) -> tuple[Tensor, Tensor]:
         """A: (B, K, H, W) -> (s: (B, K), A_tilde: (B, K, H, W)), both float32."""
         A_hat = torch.sigmoid(A.float())
-        s = torch.softmax(A_hat.mean(dim=(2, 3)), dim=1)
+        s = torch.softmax(A_hat.mean(dim=(2, 3)) / self.temperature, dim=1)
         return s, s[:, :, None, None] * A_hat
 
     def forward(self, F: Tensor, A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -107,7 +110,7 @@ class AttentionModel(FaceModel):
         default: the paper's ResNet Extract."""
         super().__init__(cfg)
         self.extract = extract if extract is not None else Extract(cfg)
-        self.attend = Attend(cfg.pooling)
+        self.attend = Attend(cfg.pooling, temperature=cfg.s_temperature)
         self.aggregate = Aggregate(cfg.K, feature_channels or cfg.feature_channels, cfg.embedding_dim)
 
     def forward_features(self, x: Tensor) -> Tensor:

@@ -47,7 +47,9 @@ class ModelConfig:
     starts from ("" = random init; "dlib" = dlib's face ResNet from the installed extra, or a path to its
     converted .safetensors / .dat) for the models built on dlib's network (``dlib_resnet``, ``ours_dlib``);
     framing: how the input is cut from the aligned 160x160 face ("resize", "dlib-chip", or "auto": the
-    registered model's own; see partialface.models.framing).
+    registered model's own; see partialface.models.framing); s_temperature: T in s = softmax_k(GAP(Â_k) / T),
+    1 = the paper's (which bounds s_max / s_min by e); below 1 lets the importance weights spread (a
+    deviation, measured in docs/results.md).
     """
 
     name: str = "ours"
@@ -64,6 +66,7 @@ class ModelConfig:
     pooling: str = "sum"
     pretrained: str = ""
     framing: str = "auto"
+    s_temperature: float = 1.0
     #: free-form note (e.g. which preset this came from); ignored by the builders
     preset_name: str = field(default="", compare=False)
 
@@ -94,6 +97,8 @@ class ModelConfig:
             raise bad("conv4_stride", f"must be 1 or 2, got {self.conv4_stride}")
         if self.framing not in FRAMINGS:
             raise bad("framing", f"must be one of {', '.join(FRAMINGS)}, got {self.framing!r}")
+        if not float(self.s_temperature) > 0:
+            raise bad("s_temperature", f"must be > 0 (1 = the paper's softmax), got {self.s_temperature}")
         if self.pooling not in POOLINGS:
             raise bad("pooling", f"must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
 
