@@ -52,6 +52,13 @@ def test_search_matches_brute_force(fusion: str) -> None:
             want = sorted(ref.items(), key=lambda kv: -kv[1])[:top_k]
             assert [n for n, _ in cands] == [n for n, _ in want]
             assert np.allclose([s for _, s in cands], [s for _, s in want], atol=1e-5)
+    # one probe at a time (a small search runs on one FAISS thread) gives the same answers, and the thread
+    # count is left as it was
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    assert [g.search(q[None], 3)[0] for q in probes] == g.search(probes, 3)
+    assert faiss.omp_get_max_threads() == threads
 
 
 def test_store_reopens_removes_saves_and_refuses(tmp_path: Path) -> None:

@@ -74,6 +74,25 @@ def _corrupt(path: Path, err: Exception) -> PartialFaceError:
                             "enrol into a new file")
 
 
+
+#: below this many probes a search runs on one thread: FAISS's OpenMP threads, left spinning after a small
+#: search, slow the next embedding (ONNX Runtime's and PyTorch's own threads) more than they save
+SMALL_SEARCH = 16
+
+
+def _search(index: Any, q: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search(q, depth)``, single-threaded for fewer than :data:`SMALL_SEARCH` probes q (Q, D)."""
+    import faiss
+
+    if len(q) >= SMALL_SEARCH:
+        return index.search(q, depth)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return index.search(q, depth)
+    finally:
+        faiss.omp_set_num_threads(threads)
+
 class Gallery:
     """Identities and their templates, searchable by face. ``path`` None: in memory (``save`` writes it out);
     a missing file is created (atomically) on the spot. ``model`` None: the gallery's own model for an
@@ -317,7 +336,7 @@ class Gallery:
             return [[] for _ in q]
         # with max fusion the k-th best identity's best template ranks at most (k - 1) * most + 1
         depth = min(index.ntotal, (top_k - 1) * most + 1 if self.fusion == "max" else top_k)
-        scores, rows = index.search(q, depth)
+        scores, rows = _search(index, q, depth)
         out = []
         for srow, irow in zip(scores, rows, strict=True):
             best: dict[str, float] = {}
