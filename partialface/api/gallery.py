@@ -74,7 +74,6 @@ def _corrupt(path: Path, err: Exception) -> PartialFaceError:
                             "enrol into a new file")
 
 
-
 #: below this many probes a search runs on one thread: FAISS's OpenMP threads, left spinning after a small
 #: search, slow the next embedding (ONNX Runtime's and PyTorch's own threads) more than they save
 SMALL_SEARCH = 16
@@ -92,6 +91,7 @@ def _search(index: Any, q: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarr
         return index.search(q, depth)
     finally:
         faiss.omp_set_num_threads(threads)
+
 
 class Gallery:
     """Identities and their templates, searchable by face. ``path`` None: in memory (``save`` writes it out);
