@@ -87,6 +87,26 @@ def test_second_run_reuses_the_cache(suite: dict, monkeypatch: pytest.MonkeyPatc
                  "--looks", "5", "--device", "cpu", "--workers", "1", "--no-progress"]) == 0
 
 
+def test_another_inference_path_embeds_again(suite: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--infer bf16 is other numbers: the float32 cache is not reused; the embeddings stay close."""
+    out = tmp_path / "out"
+    (out / "embeddings").mkdir(parents=True)
+    for f in (suite["out"] / "embeddings").iterdir():
+        (out / "embeddings" / f.name).write_bytes(f.read_bytes())
+    calls = []
+    real = occluded._embed_occluded
+    monkeypatch.setattr(occluded, "_embed_occluded", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert main(["benchmark-occluded", "--model", f"tiny={suite['model']}", "--data", str(suite["data"]),
+                 "--pairs", str(suite["pairs"]), "--out", str(out), "--kinds", "mask", "--coverages", "0.4",
+                 "--looks", "5", "--device", "cpu", "--workers", "1", "--infer", "bf16", "--no-progress"]) == 0
+    assert calls == [1]
+    name = "tiny-occluded.npz"
+    with np.load(suite["out"] / "embeddings" / name) as z32, np.load(out / "embeddings" / name) as z16:
+        a, b = z32["mask/0.4"], z16["mask/0.4"]
+    cos = (a * b).sum(1)
+    assert not np.array_equal(a, b) and cos.min() > 0.99
+
+
 def test_errors(suite: dict, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["benchmark-occluded", "--model", f"tiny={suite['model']}", "--data", str(suite["data"]), "--pairs",
             str(suite["pairs"]), "--out", str(suite["out"]), "--no-progress"]

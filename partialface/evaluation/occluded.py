@@ -84,11 +84,12 @@ def _cache(path: Path, meta: str) -> dict[str, np.ndarray]:
 def run_occluded_benchmark(
     models: Sequence[str], data: str | os.PathLike[str], pairs_file: str | os.PathLike[str],
     out: str | os.PathLike[str], *, kinds: Sequence[str] = SUITE_KINDS, coverages: Sequence[float] = COVERAGES,
-    looks: int = 61, seed: int = 0, device: str = "auto", batch_size: int = 128, workers: int = 2,
-    progress: bool = True,
+    looks: int = 61, seed: int = 0, device: str = "auto", infer: str | None = None, batch_size: int = 128,
+    workers: int = 2, progress: bool = True,
 ) -> dict[str, Any]:
     """Score ``models`` on the suite (module docstring) over the aligned LFW-layout folder ``data``; writes
-    ``out``/occluded.json, occluded.md and a figure of accuracy against coverage; returns the json's content."""
+    ``out``/occluded.json, occluded.md and a figure of accuracy against coverage; returns the json's content.
+    ``infer``: the inference path (``partialface benchmark --infer``; default the exact float32 one)."""
     from tqdm import tqdm
 
     from partialface.data.images import atomic_write_bytes
@@ -106,7 +107,7 @@ def run_occluded_benchmark(
     pairs = read_pairs(pairs_file)
     found = resolve_images(pairs, Path(data), suffixes=(".png",))
     dev = resolve_device(device)
-    embedders = [load_embedder(m, dev) for m in models]  # every model checked before the long work
+    embedders = [load_embedder(m, dev, infer=infer) for m in models]  # every model checked before the long work
     banks = {(k, c): OccluderBank(k, c, looks, seed) for k in kinds for c in coverages}
     keys = pairs.images()
     paths = [found[k] for k in keys]

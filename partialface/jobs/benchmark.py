@@ -61,11 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="comma-separated folds to use, numbered from 1 (at least 2; default all)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
-    parser.add_argument("--infer", choices=INFER_CHOICES, default=None,
-                        help="inference path: auto (default: the fastest exact float32 path here, ONNX Runtime "
-                        "when installed, else PyTorch), eager (PyTorch float32), onnx (ONNX Runtime float32), "
-                        "bf16 (bf16 autocast), fp16 (CUDA autocast), int8 (ONNX Runtime static int8, calibrated "
-                        "on the first 256 faces); reduced precision only when asked (see docs/benchmarks.md)")
+    add_infer_argument(parser)
     parser.add_argument("--amp", choices=AMP_MODES, default="auto",
                         help="older spelling of --infer: auto, bf16 (= --infer bf16), none (= --infer eager)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
@@ -79,6 +75,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def add_infer_argument(parser: argparse.ArgumentParser) -> None:
+    """``--infer``, shared by the scoring commands."""
+    parser.add_argument("--infer", choices=INFER_CHOICES, default=None,
+                        help="inference path: auto (default: the fastest exact float32 path here, ONNX Runtime "
+                        "when installed, else PyTorch), eager (PyTorch float32), onnx (ONNX Runtime float32), "
+                        "bf16 (bf16 autocast), fp16 (CUDA autocast), int8 (ONNX Runtime static int8, calibrated "
+                        "on the first 256 faces); reduced precision only when asked (see docs/benchmarks.md)")
 
 
 def run(args: argparse.Namespace) -> int:

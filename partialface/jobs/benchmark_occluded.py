@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from partialface.jobs.benchmark import add_infer_argument
 from partialface.jobs.benchmark_identify import _floats
 
 
@@ -26,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--looks", type=int, default=61, help="looks drawn per kind and level (default 61)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    add_infer_argument(parser)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-progress", action="store_true")
@@ -42,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise PartialFaceError(f"--looks {args.looks}: must be >= 1")
     res = run_occluded_benchmark(args.model or [DEFAULT_MODEL], args.data, args.pairs, args.out,
                                  kinds=[k for k in args.kinds.split(",") if k], coverages=args.coverages,
-                                 looks=args.looks, seed=args.seed, device=args.device, batch_size=args.batch_size,
-                                 workers=args.workers, progress=not args.no_progress)
+                                 looks=args.looks, seed=args.seed, device=args.device, infer=args.infer,
+                                 batch_size=args.batch_size, workers=args.workers, progress=not args.no_progress)
     sys.stdout.write(occluded_markdown(res["rows"]))
     print(f"results: {args.out}/occluded.json")
     return 0
