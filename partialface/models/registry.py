@@ -25,6 +25,7 @@ _BUILTIN_MODULES = (
     "partialface.models.dlib_resnet",
     "partialface.models.dlib_attention",
     "partialface.models.sface",
+    "partialface.models.sface_attention",
 )
 
 
