@@ -117,3 +117,29 @@ def test_errors(suite: dict, capsys: pytest.CaptureFixture[str]) -> None:
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert main([*base[:3], "--data", str(Path(suite["data"]) / "nope"), *base[5:]]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_reproduce_script_checks_the_documented_tables(suite: dict, tmp_path: Path) -> None:
+    """benchmarks/reproduce_occluded.py recomputes the suite from the caches: a document with its tables passes,
+    one number changed by 0.01 fails."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce_occluded.py"
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), str(suite["out"]), *extra], capture_output=True,
+                              text=True, timeout=300)
+
+    first = run()
+    assert first.returncode == 0 and "— ok" in first.stdout, first.stdout + first.stderr
+    tables = first.stdout.split("\nlargest")[0]
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"## Occluders\n{tables}\n", encoding="utf-8")
+    assert run("--doc", str(doc), "--section", "Occluders").returncode == 0
+    row = next(line for line in tables.splitlines() if line.startswith("| tiny |"))
+    cells = row.split(" | ")
+    cells[2] = f"{float(cells[2]) + 0.01:.2f}"
+    doc.write_text(f"## Occluders\n{tables.replace(row, ' | '.join(cells))}\n", encoding="utf-8")
+    bad = run("--doc", str(doc), "--section", "Occluders")
+    assert bad.returncode == 1 and "MISMATCH" in bad.stdout
