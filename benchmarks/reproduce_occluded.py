@@ -35,7 +35,7 @@ PROTOCOLS = ("occluded-holistic", "occluded-occluded")
 def recompute(out: Path, result: dict[str, Any], model: str) -> dict[tuple[str, str, float], float]:
     """{(protocol, kind, coverage): accuracy} of ``model`` from its caches; ("holistic", "none", 0.0) too."""
     base = out / "embeddings" / cache_name(model)
-    with np.load(base.with_suffix(".npz")) as z:
+    with np.load(base.with_name(base.name + ".npz")) as z:
         keys, hol = z["keys"].tolist(), z["holistic"]
     row = {k: i for i, k in enumerate(keys)}
     pairs = read_pairs(result["pairs_file"])

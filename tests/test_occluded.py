@@ -143,3 +143,13 @@ def test_reproduce_script_checks_the_documented_tables(suite: dict, tmp_path: Pa
     doc.write_text(f"## Occluders\n{tables.replace(row, ' | '.join(cells))}\n", encoding="utf-8")
     bad = run("--doc", str(doc), "--section", "Occluders")
     assert bad.returncode == 1 and "MISMATCH" in bad.stdout
+
+
+def test_names_with_a_dot_keep_their_own_caches(suite: dict, tmp_path: Path) -> None:
+    """"m-p0" and "m-p0.5" each get their files (a suffix swap would make both use "m-p0.npz")."""
+    out = tmp_path / "out"
+    assert main(["benchmark-occluded", "--model", f"m-p0={suite['model']}", "--model", f"m-p0.5={suite['model']}",
+                 "--data", str(suite["data"]), "--pairs", str(suite["pairs"]), "--out", str(out), "--kinds", "mask",
+                 "--coverages", "0.2", "--looks", "5", "--device", "cpu", "--workers", "1", "--no-progress"]) == 0
+    names = {f.name for f in (out / "embeddings").iterdir()}
+    assert {"m-p0.npz", "m-p0.5.npz", "m-p0-occluded.npz", "m-p0.5-occluded.npz"} <= names, names

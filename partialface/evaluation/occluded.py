@@ -121,7 +121,8 @@ def run_occluded_benchmark(
     rows: list[dict[str, Any]] = []
     for emb in embedders:
         base = out_p / "embeddings" / cache_name(emb.name)
-        hol = embed_dataset(emb, keys, paths, [Variant()], base.with_suffix(".npz"), batch_size=batch_size,
+        # (not with_suffix: a name like "m-p0.5" would lose ".5" and share "m-p0"'s file)
+        hol = embed_dataset(emb, keys, paths, [Variant()], base.with_name(base.name + ".npz"), batch_size=batch_size,
                             workers=workers, progress=progress)["holistic"]
         meta = json.dumps({"fingerprint": emb.fingerprint, "keys": len(keys), "looks": looks, "seed": seed,
                            "version": SUITE_VERSION})
