@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from reproduce_results import section_lines  # (benchmarks/, this script's folder)
 
 from partialface.data.lfw import read_pairs
 from partialface.evaluation.embed import cache_name
@@ -71,16 +72,10 @@ def doc_tables(doc: Path, section: str) -> dict[str, dict[str, list[float]]]:
     """{protocol: {model: numbers of its row}} from the tables of ``doc`` under headings containing ``section``
     whose first header cell is ``model (PROTOCOL)``."""
     tables: dict[str, dict[str, list[float]]] = {}
-    level, protocol = 0, None
-    for line in doc.read_text(encoding="utf-8").splitlines():
-        if line.startswith("#"):
-            depth = len(line) - len(line.lstrip("#"))
-            if section in line and not level:
-                level = depth
-            elif level and depth <= level:
-                level = 0
-        if not level or not line.startswith("|"):
-            protocol = None if not line.startswith("|") else protocol
+    protocol = None
+    for line in section_lines(doc, section):
+        if not line.startswith("|"):
+            protocol = None
             continue
         cells = [c.strip().strip("*").strip("`") for c in line.strip().strip("|").split("|")]
         head = re.fullmatch(r"model \((occluded-\w+)\)", cells[0])

@@ -63,11 +63,11 @@ def recompute(bench: Path, model: str, benchmarks: list[dict], pairs_file: Path)
     return out
 
 
-def doc_rows(doc: Path, section: str = "") -> dict[str, list[list[tuple[float, float] | None]]]:
-    """{model name: [cells of each table row naming it]} from a markdown file (only under the headings that
-    contain ``section``, if given); a cell is (mean, std), or None for "—"."""
-    rows: dict[str, list[list[tuple[float, float] | None]]] = {}
-    level = 0  # heading level of the section being read (0: none; subsections stay inside it)
+def section_lines(doc: Path, section: str = "") -> list[str]:
+    """The lines of a markdown file under the headings that contain ``section`` (subsections stay inside their
+    section); every line when ``section`` is empty."""
+    out: list[str] = []
+    level = 0  # heading level of the section being read (0: none)
     for line in doc.read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
             depth = len(line) - len(line.lstrip("#"))
@@ -75,8 +75,16 @@ def doc_rows(doc: Path, section: str = "") -> dict[str, list[list[tuple[float, f
                 level = depth
             elif level and depth <= level:
                 level = 0
-        if section and not level:
-            continue
+        if level or not section:
+            out.append(line)
+    return out
+
+
+def doc_rows(doc: Path, section: str = "") -> dict[str, list[list[tuple[float, float] | None]]]:
+    """{model name: [cells of each table row naming it]} from a markdown file (only under the headings that
+    contain ``section``, if given); a cell is (mean, std), or None for "—"."""
+    rows: dict[str, list[list[tuple[float, float] | None]]] = {}
+    for line in section_lines(doc, section):
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
         pairs = [re.fullmatch(r"\*{0,2}([0-9.]+) ± ([0-9.]+)\*{0,2}", c) for c in cells[1:]]
         if len(cells) >= 8 and all(m or c == "—" for m, c in zip(pairs[-7:], cells[-7:], strict=True)) \

@@ -61,10 +61,7 @@ class SFaceExtract(nn.Module):
 
     def __init__(self, K: int, embedding_dim: int, input_size: int = INPUT_SIZE) -> None:
         super().__init__()
-        if input_size % 16:
-            raise PartialFaceError(f"model.input_size: SFace's four stride-2 convs need a multiple of 16, got "
-                                   f"{input_size}")
-        net = SFaceNet(input_size, embedding_dim)
+        net = SFaceNet(input_size, embedding_dim)  # (checks input_size)
         stages = list(net.trunk.children())
         self.trunk = nn.Sequential(*stages[:4])
         self.stage5 = stages[4]
