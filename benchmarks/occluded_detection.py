@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from partialface.data.folders import list_images
@@ -109,7 +110,8 @@ def main() -> None:
             fh.flush()
     wall = time.perf_counter() - t0
     base = sum(r["found"] for r in records)
-    print(f"\n{len(records)} photos, MTCNN found a face in {base}; {os.cpu_count()} cores, this call {wall:.0f} s")
+    print(f"\n{len(records)} photos, MTCNN found a face in {base}; {torch.get_num_threads()} thread(s), "
+          f"this call {wall:.0f} s")
     print(table(records))
 
 
