@@ -14,6 +14,7 @@ import torch
 from partialface.errors import PartialFaceError
 from partialface.inference.hardware import _parse_cpuinfo, cpu_info
 from partialface.inference.runners import CHOICES, choose_path, make_runner, unavailable
+from partialface.models import list_models
 
 ort = pytest.importorskip("onnxruntime", reason="ONNX Runtime is not installed (pip install onnxruntime)")
 CPU = torch.device("cpu")
@@ -132,16 +133,15 @@ def test_int8_path_is_close_on_a_trained_model_and_needs_calibration() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- ONNX export
-@pytest.mark.parametrize("name", ["ours", "resnet50", "resnet41", "dlib_resnet", "ours_dlib"])
+@pytest.mark.parametrize("name", list_models())
 def test_onnx_export_of_every_registered_model(name: str, tmp_path: Path) -> None:
     """Every registered model exports with all ModelOutput fields named, a dynamic batch and its metadata;
     ONNX Runtime equals PyTorch (f: cosine >= 0.9999, every output to 1e-4) at batch sizes it was not traced at."""
     import onnx
 
     from partialface.inference.onnx_export import OPSET, OUTPUTS, export_model_onnx
-    from partialface.models import create_model, list_models
+    from partialface.models import create_model
 
-    assert name in list_models()
     torch.manual_seed(1)
     model = create_model(name, preset="tiny").eval()
     file = tmp_path / f"{name}.onnx"
@@ -167,6 +167,33 @@ def test_onnx_export_of_every_registered_model(name: str, tmp_path: Path) -> Non
             np.testing.assert_allclose(got[n], want[n], rtol=1e-3, atol=1e-4, err_msg=n)
     if name in ("ours", "ours_dlib"):
         assert names == ["f", "fk", "s", "A", "A_tilde"]
+    if name in ("sface", "ours_sface"):  # fresh PReLU slopes are 0.25: every conv + BN + PReLU is split
+        assert not [n for n in proto.graph.node if n.op_type == "PRelu"]
+
+
+def test_split_prelu_is_the_same_function_and_falls_back_above_slope_one() -> None:
+    """SFace's conv + BN + PReLU against its export form (two convs, BN folded; a z + relu((1 - a) z)) on random
+    weights, BatchNorm statistics and slopes from -0.8 to 1 (0 and 1 included): full and depthwise, stride 1
+    and 2. A block with a slope above 1 keeps its own form."""
+    from partialface.models.sface import ConvBNPReLU, SplitPReLU
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 13, 13) * 2
+    for kernel, stride, groups in ((3, 1, 1), (3, 2, 8), (1, 1, 1)):
+        block = ConvBNPReLU(8, 8, kernel, stride=stride, groups=groups).eval()
+        with torch.no_grad():
+            block.bn.weight.uniform_(0.5, 2)
+            block.bn.bias.normal_()
+            block.bn.running_mean.normal_()
+            block.bn.running_var.uniform_(0.2, 3)
+            block.act.weight.copy_(torch.tensor([-0.8, -0.1, 0.0, 0.1, 0.25, 0.6, 0.99, 1.0]))
+            want, got = block(x), block.export_form()(x)
+        assert isinstance(block.export_form(), SplitPReLU)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        with torch.no_grad():
+            block.act.weight[3] = 1.5
+        assert block.export_form() is block
 
 
 def test_onnx_file_scores_like_its_checkpoint_in_the_benchmark(tmp_path: Path) -> None:

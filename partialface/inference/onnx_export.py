@@ -10,12 +10,14 @@ size, framing and normalisation, so that a loader needs nothing else.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +54,24 @@ def output_names(model: nn.Module, input_size: int) -> list[str]:
     return [n for n in OUTPUTS if getattr(out, n, None) is not None]
 
 
+def export_forms(module: nn.Module) -> nn.Module:
+    """``module``, or a copy of it in which every submodule that has an ``export_form()`` (an exact rewrite of
+    itself for ONNX Runtime, e.g. SFace's conv + BN + PReLU) is replaced by that form."""
+    if not any(hasattr(m, "export_form") for m in module.modules()):
+        return module
+    module = copy.deepcopy(module)
+
+    def swap(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if hasattr(child, "export_form"):
+                setattr(parent, name, cast(Callable[[], nn.Module], child.export_form)())
+            else:
+                swap(child)
+
+    swap(module)
+    return module
+
+
 def export_bytes(
     module: nn.Module, input_size: int, names: Sequence[str], metadata: dict[str, str] | None = None,
     opset: int = OPSET,
@@ -60,7 +80,7 @@ def export_bytes(
     dimension dynamic, ``metadata`` stored as the model's metadata_props. Runs on CPU in float32."""
     import onnx
 
-    module = module.eval()
+    module = export_forms(module.eval())
     p = next(iter(module.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     x = torch.zeros(2, 3, input_size, input_size, device=device)  # batch 2: nothing may specialise on 1
