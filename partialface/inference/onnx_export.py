@@ -74,13 +74,14 @@ def export_forms(module: nn.Module) -> nn.Module:
 
 def export_bytes(
     module: nn.Module, input_size: int, names: Sequence[str], metadata: dict[str, str] | None = None,
-    opset: int = OPSET,
+    opset: int = OPSET, forms: bool = True,
 ) -> bytes:
     """Export ``module`` (x (B, 3, S, S) -> a tensor or a tuple of tensors named ``names``) to ONNX bytes, batch
-    dimension dynamic, ``metadata`` stored as the model's metadata_props. Runs on CPU in float32."""
+    dimension dynamic, ``metadata`` stored as the model's metadata_props, in :func:`export_forms` unless
+    ``forms`` is False. Runs on CPU in float32."""
     import onnx
 
-    module = export_forms(module.eval())
+    module = export_forms(module.eval()) if forms else module.eval()
     p = next(iter(module.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     x = torch.zeros(2, 3, input_size, input_size, device=device)  # batch 2: nothing may specialise on 1
