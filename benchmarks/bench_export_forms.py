@@ -24,14 +24,7 @@ import torch
 from partialface.evaluation.embed import load_embedder
 from partialface.inference.hardware import cpu_info
 from partialface.inference.onnx_export import export_bytes
-from partialface.inference.runners import EmbeddingOf
-
-
-def _session(graph: bytes, threads: int) -> ort.InferenceSession:
-    so = ort.SessionOptions()  # as partialface.inference.runners.OnnxRunner
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(graph, so, providers=["CPUExecutionProvider"])
+from partialface.inference.runners import EmbeddingOf, OnnxRunner
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,13 +51,13 @@ def main() -> None:
             ref = module(torch.from_numpy(x)).numpy()
         graphs = {"plain": export_bytes(module, emb.input_size, ["f"], forms=False),
                   "export forms": export_bytes(module, emb.input_size, ["f"])}
-        sessions = {k: _session(g, args.threads) for k, g in graphs.items()}
+        runners = {k: OnnxRunner(g, torch.device("cpu"), threads=args.threads) for k, g in graphs.items()}
         times: dict[str, list[float]] = {k: [] for k in graphs}
-        outs = {k: s.run(None, {"x": x})[0] for k, s in sessions.items()}  # warm-up
+        outs = {k: r.run(x)[0] for k, r in runners.items()}  # warm-up
         for _ in range(args.repeats):
-            for k, s in sessions.items():
+            for k, r in runners.items():
                 t = time.perf_counter()
-                s.run(None, {"x": x})
+                r.run(x)
                 times[k].append(time.perf_counter() - t)
         rate = {k: args.batch / statistics.median(v) for k, v in times.items()}
         for k in ("plain", "export forms"):
