@@ -22,6 +22,8 @@ CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
 #: name -> file under :data:`CHECKPOINTS`
 CATALOGUE: dict[str, str] = {
     "sface-400": "celeba-cpu-2026-12-02-sface/sface-400.safetensors",
+    "sface-ft": "celeba-cpu-2026-12-02-sface-ft/sface-ft.safetensors",
+    "ours_sface-ft": "celeba-cpu-2026-12-02-sface-ft/ours_sface-ft.safetensors",
     "dlib_resnet-chip-400": "celeba-cpu-2026-12-01/dlib_resnet-chip-400.safetensors",
     "ours-celeba": "celeba-cpu-2026-11-27/ours.safetensors",
     "resnet41-celeba": "celeba-cpu-2026-11-27/resnet41.safetensors",
