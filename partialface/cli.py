@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "split": ("partialface.jobs.split", "hold out identities of a training set as an LFW-layout test set (+ pairs)"),
     "train": ("partialface.jobs.train", "train a model from a YAML config"),
     "benchmark": ("partialface.jobs.benchmark", "score models on PartialLFW protocols (LFW-layout data + pairs)"),
+    "benchmark-merge": ("partialface.jobs.benchmark_merge",
+                        "one table from benchmark results made in pieces (factors, settings, models, machines)"),
     "benchmark-identify": ("partialface.jobs.benchmark_identify",
                            "open-set 1:N identification (rank-1, CMC, DIR@FPIR) on an LFW-layout folder"),
     "benchmark-occluded": ("partialface.jobs.benchmark_occluded",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -245,10 +245,13 @@ GroupKey = Literal["protocol", "setting", "combo", "factor"]
 
 
 def aggregate(
-    results: Iterable[tuple[Benchmark, Mapping[str, float]]],
+    results: Iterable[tuple[Any, Mapping[str, float]]],
     by: Sequence[GroupKey] = ("protocol", "setting"),
 ) -> list[dict[str, object]]:
     """Mean of every metric over the benchmarks sharing the ``by`` fields (the spec's protocol number).
+
+    ``results``: (benchmark, metrics) pairs; a benchmark is a :class:`Benchmark` or anything with the ``by``
+    attributes.
 
     With the default ``by``, a partial protocol's row averages its combinations x factors (27 benchmarks
     for partial-holistic and partial-same, 36 for partial-cross) per setting; holistic is its own row.

@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from partialface.evaluation.benchmark import CONVENTION, results_markdown, run_benchmark
+from partialface.evaluation.benchmark import run_benchmark
 from partialface.evaluation.embedders import AMP_MODES
 from partialface.evaluation.protocols import PROTOCOLS, SETTINGS
 from partialface.geometry.template import FACTORS
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, workers=args.workers, flip=args.flip, drop_missing=args.drop_missing,
         progress=not args.no_progress,
     )
-    print(results_markdown([m["name"] for m in res["models"]], res["protocols"], CONVENTION))
+    print((Path(args.out) / "results.md").read_text(encoding="utf-8"))
     if res["dropped_pairs"]:
         print(f"dropped pairs (missing images): {res['dropped_pairs']}")
     print(f"results: {Path(args.out) / 'results.json'}")

@@ -1,0 +1,109 @@
+"""`partialface benchmark-merge`: a table run in pieces (factors, models) equals the table run at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from test_benchmark import _make_data, _save_tiny_model
+
+from partialface.cli import main
+from partialface.errors import PartialFaceError
+from partialface.evaluation.benchmark import run_benchmark
+from partialface.evaluation.merge import merge_results, read_results
+
+KW: dict[str, Any] = dict(device="cpu", batch_size=16, workers=1, progress=False, report=False)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One run at factors 0.3 and 0.5 of two models; the same as three pieces: (a, 0.3), (a, 0.5), (b, both)."""
+    root = tmp_path_factory.mktemp("merge")
+    data, pairs, _ = _make_data(root)
+    a = _save_tiny_model(root / "a.safetensors")
+    b = root / "b.safetensors"  # other weights: the first model's, scaled (a different embedding, same dim)
+    from partialface.training.checkpoint import load_weights, save_weights
+
+    tensors, meta = load_weights(a)
+    save_weights(b, {k: v * 1.5 if v.is_floating_point() and v.dim() == 4 else v for k, v in tensors.items()}, meta)
+    models = [f"a={a}", f"b={b}"]
+    run_benchmark(models, data, pairs, root / "whole", factors=(0.3, 0.5), **KW)
+    run_benchmark(models[:1], data, pairs, root / "a03", factors=(0.3,), **KW)
+    run_benchmark(models[:1], data, pairs, root / "a05", factors=(0.5,), **KW)
+    run_benchmark(models[1:], data, pairs, root / "b", factors=(0.3, 0.5), **KW)
+    return {"root": root, "whole": root / "whole", "a03": root / "a03", "a05": root / "a05", "b": root / "b"}
+
+
+def _json(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "results.json").read_text())
+
+
+def test_pieces_merge_to_the_whole_run(runs: dict[str, Path]) -> None:
+    out = runs["root"] / "merged"
+    assert main(["benchmark-merge", str(out), str(runs["a05"]), str(runs["a03"] / "results.json"),
+                 str(runs["b"])]) == 0
+    whole, merged = _json(runs["whole"]), _json(out)
+    assert [m["name"] for m in merged["models"]] == ["a", "b"]
+    key = lambda r: (r["model"], r["name"])  # noqa: E731
+    assert sorted(map(key, merged["benchmarks"])) == sorted(map(key, whole["benchmarks"]))
+    ref = {key(r): r for r in whole["benchmarks"]}
+    for r in merged["benchmarks"]:  # holistic was scored in both of a's pieces: kept once
+        for k in ("accuracy", "accuracy_std", "auc", "eer", "pairs"):
+            assert r[k] == ref[key(r)][k]
+    # each protocol row: the plain mean of its benchmarks (computed here from the whole run's rows)
+    for p in merged["protocols"]:
+        members = [r for r in whole["benchmarks"] if r["model"] == p["model"] and r["protocol"] == p["protocol"]
+                   and r["setting"] == p["setting"]]
+        assert p["benchmarks"] == len(members) == {"holistic": 1, "partial-cross": 8}.get(p["protocol"], 6)
+        assert p["accuracy"] == pytest.approx(np.mean([r["accuracy"] for r in members]), abs=1e-12)
+        assert p["accuracy_std"] == pytest.approx(np.mean([r["accuracy_std"] for r in members]), abs=1e-12)
+    assert len(merged["protocols"]) == len(whole["protocols"]) == 2 * 7
+    assert (out / "results.md").read_text() == (runs["whole"] / "results.md").read_text()
+    assert (out / "per_factor.csv").read_text().count("\n") == 1 + len(whole["benchmarks"])
+    assert [p["benchmarks"] for p in merged["pieces"]] == [21, 21, 41]
+
+    # a merged file is a piece too: merging it with a piece it already holds changes nothing
+    again = runs["root"] / "again"
+    assert main(["benchmark-merge", str(again), str(out), str(runs["a03"])]) == 0
+    assert _json(again)["protocols"] == merged["protocols"]
+
+
+def test_results_md_says_when_it_is_not_the_full_partiallfw(runs: dict[str, Path]) -> None:
+    md = (runs["a03"] / "results.md").read_text()
+    assert "Not the full PartialLFW" in md
+    assert "a: partial-cross/centred averages 4 of PartialLFW's 36 benchmarks (factors 0.3)" in md
+    assert "a: partial-same/non-centred averages 3 of PartialLFW's 27 benchmarks (factors 0.3)" in md
+
+
+def test_pieces_that_cannot_be_merged_are_refused(runs: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    a03 = _json(runs["a03"])
+    bad = dict(a03, benchmarks=[dict(r, accuracy=r["accuracy"] + 1.0) if r["name"] == "holistic" else r
+                                for r in a03["benchmarks"]])
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(PartialFaceError, match=r"bad.json: a holistic was scored differently in .*a05"):
+        merge_results([read_results(runs["a05"]), read_results(tmp_path / "bad.json")])
+    (tmp_path / "conv.json").write_text(json.dumps(dict(a03, convention="best threshold on the test pairs")))
+    with pytest.raises(PartialFaceError, match=r"conv\.json: scored with another convention"):
+        merge_results([read_results(runs["a05"]), read_results(tmp_path / "conv.json")])
+    other = dict(a03, models=[dict(m, embedding_dim=64) for m in a03["models"]])
+    (tmp_path / "dim.json").write_text(json.dumps(other))
+    with pytest.raises(PartialFaceError, match=r"model 'a' differs .*embedding_dim"):
+        merge_results([read_results(runs["a05"]), read_results(tmp_path / "dim.json")])
+    (tmp_path / "pairs.json").write_text(json.dumps(dict(a03, dropped_pairs=3)))
+    with pytest.raises(PartialFaceError, match="other pairs"):
+        merge_results([read_results(runs["a05"]), read_results(tmp_path / "pairs.json")])
+    (tmp_path / "broken.json").write_text('{"convention": ')
+    (tmp_path / "other.json").write_text('{"scores": []}')
+    for arg, msg in ((tmp_path / "broken.json", "broken.json: not a readable results.json"),
+                     (tmp_path / "other.json", "other.json: not a benchmark results.json"),
+                     (tmp_path / "none", "none: no such file"),
+                     (runs["a03"], "holds one of the pieces")):
+        out = runs["a03"] if arg == runs["a03"] else tmp_path / "out"
+        assert main(["benchmark-merge", str(out), str(runs["a05"]), str(arg)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "out").exists()  # nothing written when a piece is refused
