@@ -12,8 +12,9 @@ from test_benchmark import _make_data, _save_tiny_model
 
 from partialface.cli import main
 from partialface.errors import PartialFaceError
-from partialface.evaluation.benchmark import run_benchmark
+from partialface.evaluation.benchmark import coverage_notes, run_benchmark
 from partialface.evaluation.merge import merge_results, read_results
+from partialface.geometry.template import FACTORS
 
 KW: dict[str, Any] = dict(device="cpu", batch_size=16, workers=1, progress=False, report=False)
 
@@ -74,8 +75,19 @@ def test_pieces_merge_to_the_whole_run(runs: dict[str, Path]) -> None:
 def test_results_md_says_when_it_is_not_the_full_partiallfw(runs: dict[str, Path]) -> None:
     md = (runs["a03"] / "results.md").read_text()
     assert "Not the full PartialLFW" in md
-    assert "a: partial-cross/centred averages 4 of PartialLFW's 36 benchmarks (factors 0.3)" in md
-    assert "a: partial-same/non-centred averages 3 of PartialLFW's 27 benchmarks (factors 0.3)" in md
+    assert "- a: every partial protocol averages 1 of PartialLFW's 9 factors (0.3)\n" in md
+    rows = _json(runs["whole"])["benchmarks"]  # b's non-centred partial-same without its mouth pairs at 0.5
+    cut = [r for r in rows if not (r["model"] == "b" and r["name"] == "partial-same/non-centred/Mouth-Mouth/0.5")]
+    assert sorted(coverage_notes(cut)) == sorted([
+        "a: every partial protocol averages 2 of PartialLFW's 9 factors (0.3, 0.5)",
+        "b: partial-holistic/non-centred averages 6 of PartialLFW's 27 benchmarks (factors 0.3, 0.5)",
+        "b: partial-same/non-centred averages 5 of PartialLFW's 27 benchmarks (factors 0.3, 0.5)",
+        "b: partial-cross/non-centred averages 8 of PartialLFW's 36 benchmarks (factors 0.3, 0.5)",
+        "b: partial-holistic/centred averages 6 of PartialLFW's 27 benchmarks (factors 0.3, 0.5)",
+        "b: partial-same/centred averages 6 of PartialLFW's 27 benchmarks (factors 0.3, 0.5)",
+        "b: partial-cross/centred averages 8 of PartialLFW's 36 benchmarks (factors 0.3, 0.5)"])
+    full = [dict(r, factor=f) for r in rows if r["model"] == "a" and r["factor"] == 0.3 for f in FACTORS]
+    assert coverage_notes(full + [r for r in rows if r["protocol"] == "holistic"]) == []
 
 
 def test_pieces_that_cannot_be_merged_are_refused(runs: dict[str, Path], tmp_path: Path,
