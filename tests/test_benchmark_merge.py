@@ -65,6 +65,7 @@ def test_pieces_merge_to_the_whole_run(runs: dict[str, Path]) -> None:
     assert (out / "results.md").read_text() == (runs["whole"] / "results.md").read_text()
     assert (out / "per_factor.csv").read_text().count("\n") == 1 + len(whole["benchmarks"])
     assert [p["benchmarks"] for p in merged["pieces"]] == [21, 21, 41]
+    assert all(" cores" in p["machine"] for p in merged["pieces"]) and merged["differences"] == []
 
     # a merged file is a piece too: merging it with a piece it already holds changes nothing
     again = runs["root"] / "again"
@@ -98,6 +99,11 @@ def test_pieces_that_cannot_be_merged_are_refused(runs: dict[str, Path], tmp_pat
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     with pytest.raises(PartialFaceError, match=r"bad.json: a holistic was scored differently in .*a05"):
         merge_results([read_results(runs["a05"]), read_results(tmp_path / "bad.json")])
+    # pieces made on two processors may differ in the last bits: a stated tolerance keeps the first, and says so
+    merged = merge_results([read_results(runs["a05"]), read_results(tmp_path / "bad.json")], tolerance=1.5)
+    assert [(d["name"], d["difference"]) for d in merged["differences"]] == [("holistic", pytest.approx(1.0))]
+    kept = next(r for r in merged["benchmarks"] if r["name"] == "holistic")
+    assert kept["accuracy"] == next(r for r in a03["benchmarks"] if r["name"] == "holistic")["accuracy"]
     (tmp_path / "conv.json").write_text(json.dumps(dict(a03, convention="best threshold on the test pairs")))
     with pytest.raises(PartialFaceError, match=r"conv\.json: scored with another convention"):
         merge_results([read_results(runs["a05"]), read_results(tmp_path / "conv.json")])
@@ -118,4 +124,6 @@ def test_pieces_that_cannot_be_merged_are_refused(runs: dict[str, Path], tmp_pat
         assert main(["benchmark-merge", str(out), str(runs["a05"]), str(arg)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0], err
-    assert not (tmp_path / "out").exists()  # nothing written when a piece is refused
+    assert main(["benchmark-merge", str(tmp_path / "out"), str(runs["a05"]), "--tolerance", "-1"]) == 2
+    assert "--tolerance must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written when a piece or an option is refused

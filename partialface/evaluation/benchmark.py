@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,8 @@ def run_benchmark(
         proto_rows += per_protocol
     results: dict[str, Any] = {
         "convention": CONVENTION,
+        "machine": machine(dev),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "pairs_file": str(pairs_file),
         "data": str(data_used),
         "dropped_pairs": int(pairs.dropped),
@@ -309,6 +312,18 @@ def _align(
     src = _link_needed(found, data, out / "raw")
     align_dataset(src, out / "aligned", landmarks=landmarks, batch_size=32, workers=workers, device=device,
                   progress=progress)
+
+
+def machine(device: Any) -> str:
+    """Where embeddings were computed, for the record: the CUDA device's name, or the processor
+    (:meth:`partialface.inference.hardware.CpuInfo.describe`)."""
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        return f"CUDA {torch.cuda.get_device_name(device)}"
+    from partialface.inference.hardware import cpu_info
+
+    return cpu_info().describe()
 
 
 def check_options(batch_size: int, workers: int, factors: Sequence[float]) -> None:

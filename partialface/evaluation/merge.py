@@ -54,16 +54,20 @@ def _order(row: dict[str, Any]) -> tuple[Any, ...]:
             combos.index(list(row["parts"])) if list(row["parts"]) in combos else len(combos), row["name"])
 
 
-def _same_metrics(a: dict[str, Any], b: dict[str, Any], tol: float = 1e-9) -> bool:
-    return a["pairs"] == b["pairs"] and all(
-        math.isclose(float(a[k]), float(b[k]), rel_tol=0.0, abs_tol=tol) for k in METRICS)
+def _difference(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """The largest difference between two results of one benchmark (points; inf if they have other pairs)."""
+    if a["pairs"] != b["pairs"]:
+        return math.inf
+    return max(abs(float(a[k]) - float(b[k])) for k in METRICS)
 
 
-def merge_results(pieces: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def merge_results(pieces: Sequence[dict[str, Any]], tolerance: float = 1e-9) -> dict[str, Any]:
     """One results dict (as :func:`partialface.evaluation.benchmark.run_benchmark` returns) from ``pieces``
     (as :func:`read_results` returns): models in first-appearance order, every benchmark once, protocol rows
-    averaged again; ``pieces`` lists where each came from. Raises PartialFaceError naming the piece that
-    cannot be merged."""
+    averaged again; ``pieces`` lists where each came from, ``differences`` the benchmarks that two pieces scored
+    differently within ``tolerance`` (the first piece's result is kept). Pieces made on other processors (or
+    other alignments) can differ in the last float bits, and a pair near the threshold can then flip.
+    Raises PartialFaceError naming the piece that cannot be merged."""
     if not pieces:
         raise PartialFaceError("benchmark-merge: give at least one piece (results.json or benchmark --out folder)")
     first = pieces[0]
@@ -71,6 +75,7 @@ def merge_results(pieces: Sequence[dict[str, Any]]) -> dict[str, Any]:
     models: dict[str, dict[str, Any]] = {}
     rows: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
     sources: list[dict[str, Any]] = []
+    differences: list[dict[str, Any]] = []
     for piece in pieces:
         where = piece.get("_path", "a piece")
         if piece["convention"] != first["convention"]:
@@ -94,13 +99,18 @@ def merge_results(pieces: Sequence[dict[str, Any]]) -> dict[str, Any]:
             key = (r["model"], r["name"])
             if key in rows:
                 old, old_where = rows[key]
-                if not _same_metrics(old, r):
+                gap = _difference(old, r)
+                if gap > tolerance:
                     raise PartialFaceError(f"{where}: {r['model']} {r['name']} was scored differently in {old_where} "
-                                           f"(accuracy {old['accuracy']:.4f} vs {r['accuracy']:.4f}); "
-                                           "merge pieces of the same weights and data")
+                                           f"(accuracy {old['accuracy']:.4f} vs {r['accuracy']:.4f}); merge pieces of "
+                                           "the same weights and data, or allow a difference with --tolerance")
+                if gap > 1e-9:
+                    differences.append({"model": r["model"], "name": r["name"], "kept": old_where, "other": where,
+                                        "difference": gap})
                 continue
             rows[key] = (r, where)
         sources.append({"path": where, "models": sorted(names), "benchmarks": len(piece["benchmarks"]),
+                        "machine": piece.get("machine", "unknown"), "created": piece.get("created", "unknown"),
                         **({"pieces": piece["pieces"]} if "pieces" in piece else {})})
     order = {name: i for i, name in enumerate(models)}
     bench = sorted((r for r, _ in rows.values()), key=lambda r: (order[r["model"]], *_order(r)))
@@ -118,6 +128,7 @@ def merge_results(pieces: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "benchmarks": bench,
         "protocols": protocols,
         "pieces": sources,
+        "differences": differences,
     }
 
 

@@ -16,6 +16,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pieces", metavar="PIECE", nargs="+",
                         help="a results.json, or a `partialface benchmark --out` folder (a merged results.json is "
                         "a piece too)")
+    parser.add_argument("--tolerance", type=float, default=0.0,
+                        help="largest difference (points) allowed where two pieces scored the same benchmark, e.g. "
+                        "holistic on two processors; the first piece's result is kept (default 0: identical)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,8 +26,13 @@ def run(args: argparse.Namespace) -> int:
     pieces = [read_results(p) for p in args.pieces]  # every piece read and checked before anything is written
     if any(Path(p["_path"]).resolve() == (out / "results.json").resolve() for p in pieces):
         raise PartialFaceError(f"OUT {out}: holds one of the pieces; write the merge to another folder")
-    merged = merge_results(pieces)
+    if args.tolerance < 0:
+        raise PartialFaceError(f"--tolerance must be >= 0, got {args.tolerance:g}")
+    merged = merge_results(pieces, tolerance=max(args.tolerance, 1e-9))
     print(write_results(out, merged))
+    for d in merged["differences"]:
+        print(f"note: {d['model']} {d['name']}: {d['other']} differs from {d['kept']} by {d['difference']:.4f} points "
+              "(within --tolerance; the first is kept)")
     print(f"merged {len(pieces)} pieces: {len(merged['benchmarks'])} benchmarks of {len(merged['models'])} models "
           f"-> {out / 'results.json'}")
     return 0
