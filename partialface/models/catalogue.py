@@ -24,6 +24,8 @@ CATALOGUE: dict[str, str] = {
     "sface-400": "celeba-cpu-2026-12-02-sface/sface-400.safetensors",
     "sface-ft": "celeba-cpu-2026-12-02-sface-ft/sface-ft.safetensors",
     "ours_sface-ft": "celeba-cpu-2026-12-02-sface-ft/ours_sface-ft.safetensors",
+    "sface-ftc": "celeba-cpu-2026-12-03-sface-ftc/sface-ftc.safetensors",
+    "ours_sface-ftc": "celeba-cpu-2026-12-03-sface-ftc/ours_sface-ftc.safetensors",
     "dlib_resnet-chip-400": "celeba-cpu-2026-12-01/dlib_resnet-chip-400.safetensors",
     "ours-celeba": "celeba-cpu-2026-11-27/ours.safetensors",
     "resnet41-celeba": "celeba-cpu-2026-11-27/resnet41.safetensors",
