@@ -103,3 +103,54 @@ def test_starts_from_the_installed_sface() -> None:
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         torch.testing.assert_close(m.extract.trunk(x), ref.trunk[:4](x), rtol=0, atol=0)
+
+
+class _SpatiallyConstant(torch.nn.Module):
+    """Replaces every map by its spatial mean: x (B, C, H, W) -> (B, C, H, W), constant over (H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3), keepdim=True).expand_as(x)
+
+
+class _Shuffled(torch.nn.Module):
+    """Permutes the positions of x (B, C, 7, 7) by ``perm`` (49,)."""
+
+    def __init__(self, perm: torch.Tensor) -> None:
+        super().__init__()
+        self.perm = perm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2)[:, :, self.perm].reshape(x.shape)
+
+
+def test_shared_projection_starts_as_sface_on_constant_maps_and_ignores_position() -> None:
+    """``ours_sface_shared``: with stage 5's maps made spatially constant (in both networks) and flat attention,
+    f is SFace's own embedding (its head on the flattened maps); and with flat attention a permutation of the
+    7x7 positions of F's input leaves f unchanged, where ``ours_sface``'s per-position head changes it."""
+    sface = _random_sface(1)
+    m = create_model("ours_sface_shared", preset="paper", K=3, embedding_dim=128, input_size=112, pooling="mean")
+    m.eval().load_pretrained(sface)
+    per_position = create_model("ours_sface", preset="paper", K=3, embedding_dim=128, input_size=112, pooling="mean")
+    per_position.eval().load_pretrained(sface)
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        for model in (m, per_position):
+            model.extract.attention_conv.weight.zero_()
+            model.extract.attention_conv.bias.zero_()  # type: ignore[union-attr]
+        stage5 = m.extract.stage5
+        m.extract.stage5 = torch.nn.Sequential(stage5, _SpatiallyConstant())
+        sface.trunk[4] = torch.nn.Sequential(sface.trunk[4], _SpatiallyConstant())
+        torch.testing.assert_close(m(x).f, sface.head(sface.trunk(x)), rtol=1e-4, atol=1e-3)
+        m.extract.stage5 = stage5
+        perm = torch.randperm(49, generator=torch.Generator().manual_seed(0))
+
+        def shuffled(model: torch.nn.Module) -> torch.Tensor:
+            keep = model.extract.stage5
+            model.extract.stage5 = torch.nn.Sequential(keep, _Shuffled(perm))
+            try:
+                return model(x).f
+            finally:
+                model.extract.stage5 = keep
+
+        torch.testing.assert_close(shuffled(m), m(x).f, rtol=1e-4, atol=1e-4)
+        assert (shuffled(per_position) - per_position(x).f).abs().max() > 1e-2

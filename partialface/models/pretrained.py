@@ -21,7 +21,10 @@ def _source_kind(spec: str) -> str:
 
 
 #: the pretrained networks each model can start from
-_TAKES = {"dlib": ("dlib_resnet", "ours_dlib", "ours_dlib_light"), "sface": ("sface", "ours_sface")}
+_TAKES = {
+    "dlib": ("dlib_resnet", "ours_dlib", "ours_dlib_light"),
+    "sface": ("sface", "ours_sface", "ours_sface_shared"),
+}
 
 
 def _loader_and_file(model: FaceModel, spec: str) -> tuple[object, Path]:

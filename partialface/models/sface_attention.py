@@ -19,6 +19,12 @@ embedding.
 
 Cost: the per-position projection is ``pre_fc1``'s own multiply-adds; the attention branch and the K
 aggregation layers add about 3 % to SFace's FLOPs at 112 px.
+
+``ours_sface_shared`` is the same model with the paper's translation-equivariant Extract: one 1024 -> 128
+projection shared by every position (a 1x1 convolution), started as the mean of SFace's 49 per-position maps,
+so that F no longer depends on where a part sits and each v_k (an attention-weighted mean) only on what the
+maps select. It gives SFace's embedding exactly only when stage 5's maps are spatially constant; it trades
+SFace's learned layout for position-free parts (the centred protocols), at the same cost.
 """
 
 from __future__ import annotations
@@ -54,12 +60,13 @@ class PositionProjection(nn.Module):
 
 
 class SFaceExtract(nn.Module):
-    """SFace trunk + feature branch (stage 5, bn1, dropout, per-position projection) + light attention branch.
+    """SFace trunk + feature branch (stage 5, bn1, dropout, per-position or shared projection) + light
+    attention branch.
 
     x: (B, 3, 112, 112) normalised -> F: (B, D, 7, 7), A: (B, K, 7, 7) >= 0.
     """
 
-    def __init__(self, K: int, embedding_dim: int, input_size: int = INPUT_SIZE) -> None:
+    def __init__(self, K: int, embedding_dim: int, input_size: int = INPUT_SIZE, shared: bool = False) -> None:
         super().__init__()
         net = SFaceNet(input_size, embedding_dim)  # (checks input_size)
         stages = list(net.trunk.children())
@@ -67,7 +74,8 @@ class SFaceExtract(nn.Module):
         self.stage5 = stages[4]
         self.bn1 = nn.BatchNorm2d(FEATURE_CHANNELS, eps=HEAD_BN_EPS)
         self.dropout = nn.Dropout(DROPOUT)
-        self.project = PositionProjection(FEATURE_CHANNELS, embedding_dim, input_size // 16)
+        self.project: nn.Module = (nn.Conv2d(FEATURE_CHANNELS, embedding_dim, 1, bias=False) if shared
+                                   else PositionProjection(FEATURE_CHANNELS, embedding_dim, input_size // 16))
         conv = nn.Conv2d(TRUNK_CHANNELS, LIGHT_WIDTH, 3, stride=2, padding=1, bias=True)
         self.attention_branch = nn.Sequential(conv, nn.ReLU(inplace=False))
         self.attention_conv = nn.Conv2d(LIGHT_WIDTH, K, 1, bias=True)
@@ -89,8 +97,8 @@ class SFaceAttentionModel(AttentionModel):
 
     extract: SFaceExtract
 
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__(cfg, SFaceExtract(cfg.K, cfg.embedding_dim, cfg.input_size), cfg.embedding_dim)
+    def __init__(self, cfg: ModelConfig, shared: bool = False) -> None:
+        super().__init__(cfg, SFaceExtract(cfg.K, cfg.embedding_dim, cfg.input_size, shared), cfg.embedding_dim)
 
     def trunk_modules(self) -> list[nn.Module]:
         """SFace's five conv stages: what ``sface`` freezes too."""
@@ -104,7 +112,8 @@ class SFaceAttentionModel(AttentionModel):
         """Trunk and stage 5 from SFace's stages, bn1 as SFace's, the per-position projection from ``pre_fc1``;
         every aggregation layer starts as SFace's ``fc1`` (eval-mode BatchNorm as an affine map) on
         (pooling "sum": K, "mean": h * w) x v_k plus ``pre_fc1``'s bias, so that f_k is SFace's embedding when
-        every Â_k is spatially constant (mean pooling) or 1 (sum); needs input_size 112 and embedding_dim 128."""
+        every Â_k is spatially constant (mean pooling) or 1 (sum); needs input_size 112 and embedding_dim 128.
+        A shared projection starts as the mean of the per-position ones (exact for spatially constant maps)."""
         cfg = self.config
         if (cfg.input_size, cfg.embedding_dim) != (INPUT_SIZE, EMBEDDING_DIM):
             raise PartialFaceError(f"model.pretrained: SFace's weights need model.input_size={INPUT_SIZE} and "
@@ -117,7 +126,12 @@ class SFaceAttentionModel(AttentionModel):
         ex.bn1.load_state_dict(source.bn1.state_dict())
         side = cfg.input_size // 16
         with torch.no_grad():
-            ex.project.weight.copy_(source.pre_fc1.weight.reshape(cfg.embedding_dim, FEATURE_CHANNELS, side, side))
+            per_position = source.pre_fc1.weight.reshape(cfg.embedding_dim, FEATURE_CHANNELS, side, side)
+            if isinstance(ex.project, nn.Conv2d):
+                per_position = per_position.mean((2, 3), keepdim=True)
+            weight = ex.project.weight
+            assert isinstance(weight, torch.Tensor)
+            weight.copy_(per_position)
             bn = source.fc1
             gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # type: ignore[operator, arg-type]
             scale = float(side * side) if cfg.pooling == "mean" else float(cfg.K)
@@ -131,3 +145,10 @@ def build_ours_sface(cfg: ModelConfig) -> SFaceAttentionModel:
     """The attention model on SFace (random init; ``model.pretrained: sface`` starts from SFace's weights, which
     need input_size 112 and embedding_dim 128): about 1.03x SFace's FLOPs."""
     return SFaceAttentionModel(cfg)
+
+
+@register_model("ours_sface_shared", framing="arcface-112")
+def build_ours_sface_shared(cfg: ModelConfig) -> SFaceAttentionModel:
+    """``ours_sface`` with one projection shared by all positions (the paper's translation-equivariant F):
+    the same cost; ``model.pretrained: sface`` starts it from SFace's weights."""
+    return SFaceAttentionModel(cfg, shared=True)
