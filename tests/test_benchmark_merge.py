@@ -127,3 +127,43 @@ def test_pieces_that_cannot_be_merged_are_refused(runs: dict[str, Path], tmp_pat
     assert main(["benchmark-merge", str(tmp_path / "out"), str(runs["a05"]), "--tolerance", "-1"]) == 2
     assert "--tolerance must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written when a piece or an option is refused
+
+
+def _row(model: str, protocol: str, setting: str | None, factor: float | None, acc: float,
+         std: float) -> dict[str, Any]:
+    parts = ["holistic", "holistic"] if protocol == "holistic" else ["Nose", "holistic"]
+    name = "holistic" if protocol == "holistic" else f"{protocol}/{setting}/Nose-holistic/{factor}"
+    return {"model": model, "name": name, "protocol": protocol, "setting": setting, "parts": parts,
+            "factor": factor, "pairs": 10, "accuracy": acc, "accuracy_std": std, "auc": 0.5, "eer": 0.5,
+            "tar_far_1e3": 0.0, "tar_far_1e2": 0.0}
+
+
+def test_compare_models_uses_the_shared_benchmarks_and_the_larger_spread(tmp_path: Path) -> None:
+    """benchmarks/compare_models.py: A scored at factors 0.3 and 0.5, B at 0.3 only, in two files; the margins
+    are taken at 0.3 alone (hand-computed), against the larger fold std of the two."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "compare_models", Path(__file__).resolve().parents[1] / "benchmarks" / "compare_models.py")
+    assert spec is not None and spec.loader is not None
+    cm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cm)
+    common = {"convention": "c", "pairs_file": "pairs.txt", "dropped_pairs": 0}
+    model = {"embedding_dim": 4, "flip": False, "autocast": "none", "infer": "eager"}
+    ra = {**common, "models": [{"name": "A", **model}], "benchmarks": [
+        _row("A", "holistic", None, None, 99.0, 0.5),
+        _row("A", "partial-holistic", "non-centred", 0.3, 90.0, 1.0),
+        _row("A", "partial-holistic", "non-centred", 0.5, 50.0, 9.0)]}
+    rb = {**common, "models": [{"name": "B", **model}], "benchmarks": [
+        _row("B", "holistic", None, None, 99.2, 0.4),
+        _row("B", "partial-holistic", "non-centred", 0.3, 88.5, 1.2)]}
+    for name, res in (("a", ra), ("b", rb)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(res))
+    results = [read_results(tmp_path / "a.json"), read_results(tmp_path / "b.json")]
+    rows, factors = cm.compare(results, "A", "B")
+    assert factors == [0.3]
+    got = {r["column"]: (round(r["diff"], 9), r["spread"], r["verdict"]) for r in rows}
+    assert got == {"holistic": (-0.2, 0.5, "inside"), "NC p-hol": (1.5, 1.2, "above")}
+    rows, _ = cm.compare(results, "B", "A")
+    assert [r["verdict"] for r in rows] == ["inside", "below"]
+    assert cm.main([str(tmp_path / "a.json"), "--pair", "A:C"]) == 2  # an unknown model: one line, rc 2
