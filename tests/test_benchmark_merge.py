@@ -129,6 +129,28 @@ def test_pieces_that_cannot_be_merged_are_refused(runs: dict[str, Path], tmp_pat
     assert not (tmp_path / "out").exists()  # nothing written when a piece or an option is refused
 
 
+def test_models_option_keeps_the_named_models_in_its_order(runs: dict[str, Path], tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """--models b,a: the whole run's two models, b first; --models b: b alone, every benchmark as scored."""
+    out = tmp_path / "ba"
+    assert main(["benchmark-merge", str(out), str(runs["whole"]), "--models", "b,a"]) == 0
+    merged = _json(out)
+    assert [m["name"] for m in merged["models"]] == ["b", "a"]
+    assert list(dict.fromkeys(p["model"] for p in merged["protocols"])) == ["b", "a"]
+    assert main(["benchmark-merge", str(tmp_path / "b"), str(runs["a03"]), str(runs["whole"]), "--models", "b"]) == 0
+    only_b = _json(tmp_path / "b")
+    whole_b = [r for r in _json(runs["whole"])["benchmarks"] if r["model"] == "b"]
+    assert [m["name"] for m in only_b["models"]] == ["b"]
+    assert sorted(r["name"] for r in only_b["benchmarks"]) == sorted(r["name"] for r in whole_b)
+    assert [p["path"] for p in only_b["pieces"]] == [str(runs["whole"] / "results.json")]  # a03 has no b
+    for args, msg in ((["--models", "b,c"], "--models: no piece scored 'c'"),
+                      (["--models", "a,a"], "give distinct model names")):
+        assert main(["benchmark-merge", str(tmp_path / "bad"), str(runs["whole"]), *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
 def _row(model: str, protocol: str, setting: str | None, factor: float | None, acc: float,
          std: float) -> dict[str, Any]:
     parts = ["holistic", "holistic"] if protocol == "holistic" else ["Nose", "holistic"]

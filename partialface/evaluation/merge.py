@@ -61,15 +61,26 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> float:
     return max(abs(float(a[k]) - float(b[k])) for k in METRICS)
 
 
-def merge_results(pieces: Sequence[dict[str, Any]], tolerance: float = 1e-9) -> dict[str, Any]:
+def merge_results(pieces: Sequence[dict[str, Any]], tolerance: float = 1e-9,
+                  keep: Sequence[str] | None = None) -> dict[str, Any]:
     """One results dict (as :func:`partialface.evaluation.benchmark.run_benchmark` returns) from ``pieces``
     (as :func:`read_results` returns): models in first-appearance order, every benchmark once, protocol rows
     averaged again; ``pieces`` lists where each came from, ``differences`` the benchmarks that two pieces scored
     differently within ``tolerance`` (the first piece's result is kept). Pieces made on other processors (or
     other alignments) can differ in the last float bits, and a pair near the threshold can then flip.
+    ``keep``: only these models, in this order (the others of the pieces are left out).
     Raises PartialFaceError naming the piece that cannot be merged."""
     if not pieces:
         raise PartialFaceError("benchmark-merge: give at least one piece (results.json or benchmark --out folder)")
+    if keep is not None:
+        scored = {m["name"] for p in pieces for m in p["models"]}
+        absent = [k for k in keep if k not in scored]
+        if absent:
+            raise PartialFaceError(f"--models: no piece scored {', '.join(map(repr, absent))} "
+                                   f"(the pieces have {', '.join(sorted(scored))})")
+        pieces = [{**p, "models": [m for m in p["models"] if m["name"] in keep],
+                   "benchmarks": [r for r in p["benchmarks"] if r["model"] in keep]} for p in pieces]
+        pieces = [p for p in pieces if p["models"]]
     first = pieces[0]
     first_name = first.get("_path", "piece 1")
     models: dict[str, dict[str, Any]] = {}
@@ -112,6 +123,8 @@ def merge_results(pieces: Sequence[dict[str, Any]], tolerance: float = 1e-9) -> 
         sources.append({"path": where, "models": sorted(names), "benchmarks": len(piece["benchmarks"]),
                         "machine": piece.get("machine", "unknown"), "created": piece.get("created", "unknown"),
                         **({"pieces": piece["pieces"]} if "pieces" in piece else {})})
+    if keep is not None:
+        models = {name: models[name] for name in keep}
     order = {name: i for i, name in enumerate(models)}
     bench = sorted((r for r, _ in rows.values()), key=lambda r: (order[r["model"]], *_order(r)))
     protocols: list[dict[str, Any]] = []

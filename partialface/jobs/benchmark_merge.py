@@ -19,6 +19,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerance", type=float, default=0.0,
                         help="largest difference (points) allowed where two pieces scored the same benchmark, e.g. "
                         "holistic on two processors; the first piece's result is kept (default 0: identical)")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models to keep, in this order (default: every model of the pieces)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
         raise PartialFaceError(f"OUT {out}: holds one of the pieces; write the merge to another folder")
     if args.tolerance < 0:
         raise PartialFaceError(f"--tolerance must be >= 0, got {args.tolerance:g}")
-    merged = merge_results(pieces, tolerance=max(args.tolerance, 1e-9))
+    keep = [m.strip() for m in args.models.split(",") if m.strip()] if args.models is not None else None
+    if keep is not None and (not keep or len(set(keep)) != len(keep)):
+        raise PartialFaceError(f"--models {args.models!r}: give distinct model names, comma-separated")
+    merged = merge_results(pieces, tolerance=max(args.tolerance, 1e-9), keep=keep)
     print(write_results(out, merged))
     for d in merged["differences"]:
         print(f"note: {d['model']} {d['name']}: {d['other']} differs from {d['kept']} by {d['difference']:.4f} points "
