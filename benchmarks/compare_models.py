@@ -16,6 +16,7 @@ Prints one markdown table per pair and the factors it used.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from typing import Any
 
@@ -28,18 +29,14 @@ COLUMNS = [("holistic", None, "holistic"), ("partial-holistic", "non-centred", "
            ("partial-cross", "centred", "C p-cross")]
 
 
-def piece_of(results: list[dict[str, Any]], model: str) -> dict[str, Any]:
-    """The first result file that scored ``model``, reduced to that model."""
-    for res in results:
-        for m in res["models"]:
-            if m["name"] == model:
-                return {**res, "models": [m], "benchmarks": [b for b in res["benchmarks"] if b["model"] == model]}
-    raise PartialFaceError(f"no results file scored a model named {model!r}")
-
-
 def compare(results: list[dict[str, Any]], a: str, b: str) -> tuple[list[dict[str, Any]], list[float]]:
     """Per column: A, B (accuracy, fold std), A - B, spread, verdict; and the factors used."""
-    pa, pb = piece_of(results, a), piece_of(results, b)
+    scored = {m["name"] for res in results for m in res["models"]}
+    for m in (a, b):
+        if m not in scored:
+            raise PartialFaceError(f"--pair {a}:{b}: no results file scored a model named {m!r}")
+    # each model's benchmarks from every file that scored it (the first file's result where two differ)
+    pa, pb = (merge_results(results, tolerance=math.inf, keep=[m]) for m in (a, b))
     common = {r["name"] for r in pa["benchmarks"]} & {r["name"] for r in pb["benchmarks"]}
     if not common:
         raise PartialFaceError(f"{a} and {b} share no benchmark")
