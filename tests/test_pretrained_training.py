@@ -145,3 +145,85 @@ def test_imprinted_head_is_each_identitys_mean_embedding(faces: Path, tmp_path: 
                 rows.append(torch.nn.functional.normalize(model(x).f, dim=1)[0])
         want = torch.nn.functional.normalize(torch.stack(rows).sum(0), dim=0)
         torch.testing.assert_close(head.weight[c].detach(), want, atol=2e-3, rtol=0)
+
+
+def _fine_tuned_file(path: Path, name: str, seed: int) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A model started from dlib's weights with every float tensor moved by seeded noise (a stand-in for a
+    fine-tune), written as a model file with operating points. Returns (file, its tensors without "model.")."""
+    import json
+
+    from partialface.models import ModelConfig
+    from partialface.models.pretrained import init_pretrained
+
+    cfg = ModelConfig(name=name, input_size=112, embedding_dim=128, K=4, pooling="mean", pretrained="dlib")
+    model = create_model(cfg)
+    init_pretrained(model, "dlib")
+    g = torch.Generator().manual_seed(seed)
+    state = {k: (v + 0.05 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v)
+             for k, v in model.state_dict().items()}
+    ckpt.save_weights(path, {f"model.{k}": v.contiguous() for k, v in state.items()},
+                      {"model_config": json.dumps(cfg.to_dict()), "operating_points": "{}"})
+    return path, state
+
+
+def test_interpolate_blends_every_pretrained_weight_with_dlibs_and_keeps_new_layers(
+    tmp_path: Path, dlib_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """WiSE-FT: (1 - alpha) x dlib's own tensors + alpha x the fine-tuned ones (dlib's network read here directly,
+    not through the model's loader); the new attention layers stay as trained; stale operating points go."""
+    import json
+
+    from partialface.cli import main
+
+    monkeypatch.setenv("PARTIALFACE_HOME", str(dlib_home))
+    dlib = dr.load_dlib_resnet().state_dict()
+    src, ft = _fine_tuned_file(tmp_path / "dlib_resnet.safetensors", "dlib_resnet", 1)
+    out = tmp_path / "blend.safetensors"
+    assert main(["weights", "interpolate", str(src), str(out), "--alpha", "0.25"]) == 0
+    got, meta = ckpt.load_weights(out)
+    assert set(dlib) == set(ft)
+    for k, v in dlib.items():
+        assert torch.allclose(got[f"model.{k}"], 0.75 * v + 0.25 * ft[k], atol=1e-6), k
+    assert "operating_points" not in meta and json.loads(meta["interpolated"])["alpha"] == 0.25
+
+    src, ft = _fine_tuned_file(tmp_path / "light.safetensors", "ours_dlib_light", 2)
+    assert main(["weights", "interpolate", str(src), str(out), "--alpha", "0"]) == 0
+    model = ckpt.load_model(out)
+    new = [k for k in ft if k.startswith(("extract.attention_branch.", "extract.attention_conv."))]
+    assert len(new) == 4
+    state = model.state_dict()
+    assert all(torch.equal(state[k], ft[k]) for k in new)
+    # alpha 0: the trunk is dlib's again, each aggregation layer dlib's fc (its bias started at zero)
+    dnet = dr.load_dlib_resnet()
+    assert all(torch.equal(a, b) for a, b in zip(_trunk(model), _trunk(dnet), strict=True))
+    assert torch.equal(state["aggregate.weight"], dnet.fc.weight.expand_as(state["aggregate.weight"]))
+    assert not state["aggregate.bias"].any()
+    assert main(["weights", "interpolate", str(src), str(out), "--alpha", "1.5"]) == 2  # outside [0, 1]
+
+
+def test_interpolate_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from partialface.cli import main
+
+    f = tmp_path / "m.safetensors"
+    assert main(["weights", "interpolate", str(tmp_path / "nope"), str(f), "--alpha", "0.5"]) == 2
+    assert main(["weights", "interpolate", str(tmp_path / "nope"), str(tmp_path / "m.pt"), "--alpha", "0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "no such run" in err[0] and ".safetensors" in err[1]
+
+
+@pytest.mark.parametrize("name", ["dlib_resnet-ft", "ours_dlib-ft"])
+def test_the_shipped_final_pair_is_its_readmes_blend(
+    name: str, dlib_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """checkpoints/celeba-cpu-2026-12-03-wise: each file is 0.7 x its 7,000-step fine-tune + 0.3 x dlib's weights
+    (recomputed here from the two sources), stored in float16, with operating points."""
+    from partialface.models.catalogue import shipped_model
+    from partialface.models.pretrained import interpolate_pretrained
+
+    monkeypatch.setenv("PARTIALFACE_HOME", str(dlib_home))
+    blend = ckpt.load_model(shipped_model(f"{name}7k"))
+    interpolate_pretrained(blend, 0.7)  # type: ignore[arg-type]
+    shipped, meta = ckpt.load_weights(shipped_model(name))
+    assert "operating_points" in meta
+    for k, v in blend.state_dict().items():
+        assert torch.equal(shipped[f"model.{k}"], v.half() if v.is_floating_point() else v), k

@@ -10,6 +10,11 @@ folder or model.safetensors) as a file to share: the model's tensors and config 
 which is only for training), optionally in float16 (half the size; float32 again when loaded). It loads
 wherever a run's weights do (``--model`` of the benchmark, ``partialface.training.checkpoint.load_model``).
 
+``partialface weights interpolate MODEL OUT.safetensors --alpha A [--pretrained SPEC] [--fp16]``: weight-space
+ensembling of a fine-tuned model with the pretrained network it started from (WiSE-FT;
+:func:`partialface.models.pretrained.interpolate_pretrained`): (1 - A) x pretrained + A x fine-tuned. The
+operating points of MODEL are dropped (they no longer hold): run ``partialface calibrate`` on the result.
+
 ``partialface weights export-onnx MODEL OUT.onnx``: a trained model (as for ``export``) or ``dlib`` /
 ``dlib-chip`` (dlib's pretrained network with its framing inside the graph, as ``--model dlib`` /
 ``dlib-chip`` embed: ``partialface.evaluation.dlib_model.FramedDlib``) as an ONNX graph — dynamic batch, opset
@@ -59,6 +64,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, metavar="OUT", help="output file (.safetensors)")
     p.add_argument("--fp16", action="store_true", help="store floating-point tensors as float16")
     p = sub.add_parser(
+        "interpolate",
+        help="blend a fine-tuned model with the pretrained network it started from (WiSE-FT)",
+        description="Write (1 - ALPHA) x the pretrained network + ALPHA x the fine-tuned MODEL (weights that start "
+                    "from pretrained ones; new layers keep their trained weights). Recalibrate the result.",
+    )
+    p.add_argument("src", type=Path, metavar="MODEL", help="run folder, step folder or .safetensors model file")
+    p.add_argument("out", type=Path, metavar="OUT", help="output file (.safetensors)")
+    p.add_argument("--alpha", type=float, required=True, help="weight of the fine-tuned model, in [0, 1]")
+    p.add_argument("--pretrained", default=None, metavar="SPEC",
+                   help="the pretrained weights (default: the model's own model.pretrained, e.g. dlib or sface)")
+    p.add_argument("--fp16", action="store_true", help="store floating-point tensors as float16")
+    p = sub.add_parser(
         "export-onnx",
         help="a trained model (or dlib) as an ONNX graph: dynamic batch, all outputs named, parity-checked",
         description="Export a trained model (run folder, step folder, .safetensors) or 'dlib' (dlib's pretrained "
@@ -68,13 +85,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("out", type=Path, metavar="OUT", help="output file (.onnx)")
 
 
+def _pinned_config(meta: dict[str, str]) -> str:
+    """The model_config of ``meta`` with framing "auto" resolved to what the run trained on (whatever "auto"
+    comes to mean later)."""
+    from partialface.models import ModelConfig
+    from partialface.models.framing import framing_of
+
+    config = json.loads(meta["model_config"])
+    if config.get("framing") == "auto":
+        config["framing"] = framing_of(ModelConfig.from_dict(config))
+    return json.dumps(config)
+
+
 def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
     """Write the model of run ``src`` to ``out`` (model tensors + metadata, atomically); float16 with ``fp16``.
     Returns (tensors, bytes written)."""
     import torch
 
-    from partialface.models import ModelConfig
-    from partialface.models.framing import framing_of
     from partialface.training.checkpoint import _weights_file, load_weights, save_weights
 
     if out.suffix != ".safetensors":
@@ -88,12 +115,37 @@ def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
              if k.startswith("model.")}
     if fp16 and any(torch.isinf(v).any() for v in model.values() if v.dtype == torch.float16):
         raise PartialFaceError(f"{src}: weights overflow float16; export without --fp16")
-    config = json.loads(meta["model_config"])
-    if config.get("framing") == "auto":  # what the run trained on, whatever "auto" comes to mean later
-        config["framing"] = framing_of(ModelConfig.from_dict(config))
-    save_weights(out, model, {**meta, "model_config": json.dumps(config), "exported_from": str(src),
+    save_weights(out, model, {**meta, "model_config": _pinned_config(meta), "exported_from": str(src),
                               "dtype": "float16" if fp16 else "float32"})
     return len(model), out.stat().st_size
+
+
+def interpolate_model(src: Path, out: Path, alpha: float, pretrained: str | None = None,
+                      fp16: bool = False) -> tuple[int, int]:
+    """Write ``src`` blended with its pretrained start (see :func:`interpolate_pretrained`) to ``out`` (atomic),
+    without the operating points of ``src``. Returns (tensors interpolated, bytes written)."""
+    from typing import cast
+
+    from partialface.evaluation.calibrate import METADATA_KEY
+    from partialface.models.base import FaceModel
+    from partialface.models.pretrained import interpolate_pretrained
+    from partialface.training.checkpoint import _weights_file, load_model, load_weights, save_weights
+
+    if out.suffix != ".safetensors":
+        raise PartialFaceError(f"{out}: give a file name ending in .safetensors")
+    if not src.exists():
+        raise PartialFaceError(f"{src}: no such run folder or weights file")
+    file = _weights_file(src)
+    _, meta = load_weights(file)
+    model = cast("FaceModel", load_model(file))
+    n = interpolate_pretrained(model, alpha, pretrained)
+    tensors = {f"model.{k}": (v.half() if fp16 and v.is_floating_point() else v).contiguous()
+               for k, v in model.state_dict().items()}
+    record = {"alpha": alpha, "pretrained": pretrained or model.config.pretrained, "from": str(src)}
+    meta = {k: v for k, v in meta.items() if k != METADATA_KEY}
+    save_weights(out, tensors, {**meta, "model_config": _pinned_config(meta), "interpolated": json.dumps(record),
+                                "dtype": "float16" if fp16 else "float32"})
+    return n, out.stat().st_size
 
 
 def import_sface(out: Path, onnx_file: str | None = None, fp16: bool = False) -> tuple[int, int, Path]:
@@ -177,6 +229,12 @@ def run(args: argparse.Namespace) -> int:
     if args.weights_command == "import-sface":
         n, size, file = import_sface(args.out, args.onnx, args.fp16)
         print(f"wrote {args.out} ({n} tensors, {size / 1e6:.2f} MB{', float16' if args.fp16 else ''}) from {file}")
+        return 0
+    if args.weights_command == "interpolate":
+        n, size = interpolate_model(args.src, args.out, args.alpha, args.pretrained, args.fp16)
+        print(f"wrote {args.out} ({n} tensors blended, {args.alpha:g} x {args.src} + {1 - args.alpha:g} x pretrained; "
+              f"{size / 1e6:.2f} MB{', float16' if args.fp16 else ''}); measure its operating points: "
+              f"partialface calibrate {args.out} --data HELD_OUT --out {args.out}")
         return 0
     if args.weights_command == "export":
         n, size = export_model(args.src, args.out, args.fp16)

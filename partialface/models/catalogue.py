@@ -31,8 +31,10 @@ CATALOGUE: dict[str, str] = {
     "resnet41-celeba": "celeba-cpu-2026-11-27/resnet41.safetensors",
     "resnet50-celeba": "celeba-cpu-2026-11-27/resnet50.safetensors",
     "resnet50-nofinetune-celeba": "celeba-cpu-2026-11-27/resnet50-nofinetune.safetensors",
-    "ours_dlib-ft": "celeba-cpu-2026-12-02/ours_dlib-ft.safetensors",
-    "dlib_resnet-ft": "celeba-cpu-2026-12-02/dlib_resnet-ft.safetensors",
+    "ours_dlib-ft": "celeba-cpu-2026-12-03-wise/ours_dlib-ft.safetensors",
+    "dlib_resnet-ft": "celeba-cpu-2026-12-03-wise/dlib_resnet-ft.safetensors",
+    "ours_dlib-ft7k": "celeba-cpu-2026-12-02/ours_dlib-ft.safetensors",
+    "dlib_resnet-ft7k": "celeba-cpu-2026-12-02/dlib_resnet-ft.safetensors",
     "ours_dlib-7min": "celeba-cpu-2026-11-27/ours_dlib.safetensors",
     "dlib_resnet-7min": "celeba-cpu-2026-11-27/dlib_resnet.safetensors",
 }

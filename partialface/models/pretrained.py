@@ -74,3 +74,32 @@ def init_pretrained(model: FaceModel, spec: str) -> None:
     from partialface.models.dlib_resnet import load_dlib_resnet
 
     loader(load_dlib_resnet(file))  # type: ignore[operator]
+
+
+def interpolate_pretrained(model: FaceModel, alpha: float, spec: str | None = None) -> int:
+    """Weight-space ensembling of a fine-tuned model with the network it started from (WiSE-FT, Wortsman et
+    al., CVPR 2022; not in the paper): theta <- (1 - alpha) * theta_pretrained + alpha * theta, in place, for
+    every floating-point tensor that ``load_pretrained`` fills from ``spec`` (default: ``model.config.pretrained``).
+    The layers of ``model.new_modules()`` have nothing to start from and keep their fine-tuned weights.
+    alpha = 1 leaves the model as it is; alpha = 0 gives the pretrained network (with the new layers as trained).
+    Returns the number of tensors interpolated."""
+    if not 0.0 <= alpha <= 1.0:
+        raise PartialFaceError(f"--alpha: must lie in [0, 1] (1 = the fine-tuned model), got {alpha}")
+    spec = spec or model.config.pretrained
+    if not spec:
+        raise PartialFaceError(f"model {model.config.name!r} did not start from pretrained weights "
+                               "(no model.pretrained in its config): name them (--pretrained dlib or sface)")
+    from partialface.models.registry import create_model
+
+    start = create_model(model.config)
+    init_pretrained(start, spec)
+    new = {id(t) for m in model.new_modules() for t in m.state_dict(keep_vars=True).values()}
+    reference = start.state_dict()
+    n = 0
+    with torch.no_grad():
+        for name, t in model.state_dict(keep_vars=True).items():
+            if id(t) in new or not t.is_floating_point():
+                continue
+            t.copy_(torch.lerp(reference[name].to(t), t, alpha))
+            n += 1
+    return n
