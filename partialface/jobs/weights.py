@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from partialface.errors import PartialFaceError
 
@@ -60,21 +61,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="a trained model as one small file to share (no classifier head; --fp16 halves it)",
         description="Write a trained model (weights + config, no classifier head) as one safetensors file.",
     )
-    p.add_argument("src", type=Path, metavar="RUN", help="run folder, step folder or model.safetensors")
-    p.add_argument("out", type=Path, metavar="OUT", help="output file (.safetensors)")
-    p.add_argument("--fp16", action="store_true", help="store floating-point tensors as float16")
+    _model_out_args(p)
     p = sub.add_parser(
         "interpolate",
         help="blend a fine-tuned model with the pretrained network it started from (WiSE-FT)",
         description="Write (1 - ALPHA) x the pretrained network + ALPHA x the fine-tuned MODEL (weights that start "
                     "from pretrained ones; new layers keep their trained weights). Recalibrate the result.",
     )
-    p.add_argument("src", type=Path, metavar="MODEL", help="run folder, step folder or .safetensors model file")
-    p.add_argument("out", type=Path, metavar="OUT", help="output file (.safetensors)")
+    _model_out_args(p)
     p.add_argument("--alpha", type=float, required=True, help="weight of the fine-tuned model, in [0, 1]")
     p.add_argument("--pretrained", default=None, metavar="SPEC",
                    help="the pretrained weights (default: the model's own model.pretrained, e.g. dlib or sface)")
-    p.add_argument("--fp16", action="store_true", help="store floating-point tensors as float16")
     p = sub.add_parser(
         "export-onnx",
         help="a trained model (or dlib) as an ONNX graph: dynamic batch, all outputs named, parity-checked",
@@ -83,6 +80,27 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("src", metavar="MODEL", help="run folder, step folder, .safetensors, dlib or dlib-chip")
     p.add_argument("out", type=Path, metavar="OUT", help="output file (.onnx)")
+
+
+def _model_out_args(p: argparse.ArgumentParser) -> None:
+    """MODEL OUT [--fp16]: the arguments of the actions that write a model file from a trained one."""
+    p.add_argument("src", type=Path, metavar="MODEL", help="run folder, step folder or .safetensors model file")
+    p.add_argument("out", type=Path, metavar="OUT", help="output file (.safetensors)")
+    p.add_argument("--fp16", action="store_true", help="store floating-point tensors as float16")
+
+
+def _check_src_out(src: Path, out: Path) -> None:
+    """PartialFaceError unless ``out`` is a .safetensors name and ``src`` exists."""
+    if out.suffix != ".safetensors":
+        raise PartialFaceError(f"{out}: give a file name ending in .safetensors")
+    if not src.exists():
+        raise PartialFaceError(f"{src}: no such run folder or weights file")
+
+
+def _model_tensors(model: Any, fp16: bool) -> dict[str, Any]:
+    """The model file's tensors of ``model``: its state under "model.", floating point in float16 with ``fp16``."""
+    return {f"model.{k}": (v.half() if fp16 and v.is_floating_point() else v).contiguous()
+            for k, v in model.state_dict().items()}
 
 
 def _pinned_config(meta: dict[str, str]) -> str:
@@ -104,10 +122,7 @@ def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
 
     from partialface.training.checkpoint import _weights_file, load_weights, save_weights
 
-    if out.suffix != ".safetensors":
-        raise PartialFaceError(f"{out}: give a file name ending in .safetensors")
-    if not src.exists():
-        raise PartialFaceError(f"{src}: no such run folder or weights file")
+    _check_src_out(src, out)
     tensors, meta = load_weights(_weights_file(src))
     if "model_config" not in meta:
         raise PartialFaceError(f"{src}: no model_config in its metadata (not written by `partialface train`)")
@@ -131,16 +146,12 @@ def interpolate_model(src: Path, out: Path, alpha: float, pretrained: str | None
     from partialface.models.pretrained import interpolate_pretrained
     from partialface.training.checkpoint import _weights_file, load_model, load_weights, save_weights
 
-    if out.suffix != ".safetensors":
-        raise PartialFaceError(f"{out}: give a file name ending in .safetensors")
-    if not src.exists():
-        raise PartialFaceError(f"{src}: no such run folder or weights file")
+    _check_src_out(src, out)
     file = _weights_file(src)
     _, meta = load_weights(file)
     model = cast("FaceModel", load_model(file))
     n = interpolate_pretrained(model, alpha, pretrained)
-    tensors = {f"model.{k}": (v.half() if fp16 and v.is_floating_point() else v).contiguous()
-               for k, v in model.state_dict().items()}
+    tensors = _model_tensors(model, fp16)
     record = {"alpha": alpha, "pretrained": pretrained or model.config.pretrained, "from": str(src)}
     meta = {k: v for k, v in meta.items() if k != METADATA_KEY}
     save_weights(out, tensors, {**meta, "model_config": _pinned_config(meta), "interpolated": json.dumps(record),
@@ -163,8 +174,7 @@ def import_sface(out: Path, onnx_file: str | None = None, fp16: bool = False) ->
     cfg = ModelConfig(name="sface", input_size=112, embedding_dim=128, framing="arcface-112", pretrained="sface")
     model = create_model(cfg)
     init_pretrained(model, str(file))
-    tensors = {f"model.{k}": (v.half() if fp16 and v.is_floating_point() else v).contiguous()
-               for k, v in model.state_dict().items()}
+    tensors = _model_tensors(model, fp16)
     save_weights(out, tensors, {"model_config": json.dumps(cfg.to_dict()), "imported_from": f"{file.name} "
                                 f"(sha256 {file_digest(file)})", "dtype": "float16" if fp16 else "float32"})
     return len(tensors), out.stat().st_size, file
