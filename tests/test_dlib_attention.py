@@ -140,3 +140,36 @@ def test_pretrained_errors(tmp_path: Path) -> None:
     with pytest.raises(PartialFaceError, match="no such weights file"):
         init_pretrained(create_model("ours_dlib", preset="paper"), str(tmp_path / "missing.safetensors"))
     init_pretrained(create_model("ours", preset="tiny"), "")  # nothing to do
+
+
+def test_dense_control_is_the_light_model_with_uniform_maps() -> None:
+    """dlib_dense (no attention) against ours_dlib_light with uniform_mix 1 (every map's pooling uniform): from the
+    same dlib-shaped network (random weights) both give f = fc(mean of the dense 4x4 last stage), whatever the
+    attention layers hold; and the strided dlib network, whose last stage is 2x2, differs from both."""
+    from partialface.models.dlib_attention import DlibDense
+    from partialface.models.summary import summarize
+
+    torch.manual_seed(3)
+    src = DlibResNet(ModelConfig(name="dlib_resnet", embedding_dim=128))
+    for p in src.parameters():
+        if p.ndim == 1:
+            p.data.normal_(0.5, 0.2)
+    dense = create_model("dlib_dense", preset="paper", embedding_dim=128, input_size=150)
+    light = create_model("ours_dlib_light", preset="paper", K=4, embedding_dim=128, pooling="mean",
+                         uniform_mix=1.0, input_size=150)
+    assert isinstance(dense, DlibDense) and isinstance(light, DlibAttentionModel)
+    dense.load_pretrained(src)
+    light.load_pretrained(src)
+    x = torch.randn(2, 3, 150, 150)
+    with torch.no_grad():
+        assert dense.forward_features(x).shape == (2, 256, 4, 4)
+        f = dense(x).f
+        torch.testing.assert_close(f, light(x).f, rtol=1e-4, atol=1e-4)
+        assert (f - src(x).f).abs().max() > 1e-2
+    assert dense.new_modules() == [] and [type(t).__name__ for t in dense.trunk_modules()] == [
+        "DlibStem", "Sequential", "Sequential"]
+    flops = {n: summarize(ModelConfig.preset("paper", name=n, input_size=150, embedding_dim=128)).flops
+             for n in ("dlib_resnet", "dlib_dense", "ours_dlib_light")}
+    assert flops["dlib_resnet"] < flops["dlib_dense"] < flops["ours_dlib_light"]
+    with pytest.raises(PartialFaceError, match=r"model\.embedding_dim.*dlib_dense"):
+        create_model("dlib_dense", preset="paper", embedding_dim=64).load_pretrained(src)

@@ -218,6 +218,24 @@ def test_importance_temperature_by_hand_and_its_bound() -> None:
         ModelConfig(s_temperature=0)
 
 
+def test_uniform_mix_by_hand() -> None:
+    """The by-hand mean pooling above (v = 4.4, GAP(F) = 4): β = 1/4 gives 3/4 * 4.4 + 1/4 * 4 = 4.3; β = 1 is
+    GAP(F) whatever the maps; Ã stays the attention's. Only with mean pooling; 0 is the paper's default."""
+    F_ = torch.tensor([[[[2.0, 6.0]]]])
+    A = torch.tensor([[[[0.0, math.log(3.0)]]]])
+    v, _, A_tilde = Attend("mean", uniform_mix=0.25)(F_, A)
+    assert v.item() == pytest.approx(4.3, abs=1e-6)
+    assert A_tilde.flatten().tolist() == pytest.approx([0.5, 0.75], abs=1e-6)
+    v, _, _ = Attend("mean", uniform_mix=1.0)(F_, torch.randn(1, 3, 1, 2))
+    assert v.flatten().tolist() == pytest.approx([4.0] * 3, abs=1e-6)
+    assert ours(preset="tiny").attend.uniform_mix == 0.0
+    assert ours(preset="tiny", pooling="mean", uniform_mix=0.5).attend.uniform_mix == 0.5
+    with pytest.raises(PartialFaceError, match=r"model\.uniform_mix.*pooling=mean"):
+        ModelConfig(uniform_mix=0.5)
+    with pytest.raises(PartialFaceError, match=r"model\.uniform_mix"):
+        ModelConfig(pooling="mean", uniform_mix=1.5)
+
+
 def test_aggregate_is_k_separate_linears() -> None:
     torch.manual_seed(2)
     agg = Aggregate(K=3, in_features=6, out_features=4)

@@ -55,16 +55,22 @@ class Attend(nn.Module):
     pooling "sum": v_k = Σ_ij Ã_k[i,j] F[:, i, j]; "mean": the same divided by Σ_ij Ã_k[i,j] (s_k cancels).
     ``temperature`` T: s = softmax_k(GAP(Â_k) / T); the paper's T = 1 keeps s_max / s_min <= e, T < 1 lets
     s spread (s_max / s_min <= e^(1/T)).
+    ``uniform_mix`` β (mean pooling only): v_k = (1 - β) v_k + β GAP(F), each map's pooling mixed with a uniform
+    map (a holistic path; 0 = the paper's). Ã is returned unmixed (where the maps look).
     The recalibration runs in float32 (also under autocast); the pooling in F's dtype.
     """
 
-    def __init__(self, pooling: str = "sum", eps: float = 1e-6, temperature: float = 1.0) -> None:
+    def __init__(self, pooling: str = "sum", eps: float = 1e-6, temperature: float = 1.0,
+                 uniform_mix: float = 0.0) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if uniform_mix and pooling != "mean":
+            raise ValueError("uniform_mix needs pooling 'mean'")
         self.pooling = pooling
         self.eps = eps
         self.temperature = float(temperature)
+        self.uniform_mix = float(uniform_mix)
 
     def recalibrate(self, A: Tensor) -> tuple[Tensor, Tensor]:
         """A: (B, K, H, W) -> (s: (B, K), A_tilde: (B, K, H, W)), both float32."""
@@ -77,6 +83,8 @@ class Attend(nn.Module):
         v = torch.einsum("bkhw,bchw->bkc", A_tilde.to(F.dtype), F)
         if self.pooling == "mean":
             v = v / A_tilde.sum(dim=(2, 3)).clamp_min(self.eps).unsqueeze(-1).to(v.dtype)
+        if self.uniform_mix:
+            v = (1.0 - self.uniform_mix) * v + self.uniform_mix * F.mean(dim=(2, 3)).unsqueeze(1)
         return v, s, A_tilde
 
 
@@ -110,7 +118,7 @@ class AttentionModel(FaceModel):
         default: the paper's ResNet Extract."""
         super().__init__(cfg)
         self.extract = extract if extract is not None else Extract(cfg)
-        self.attend = Attend(cfg.pooling, temperature=cfg.s_temperature)
+        self.attend = Attend(cfg.pooling, temperature=cfg.s_temperature, uniform_mix=cfg.uniform_mix)
         self.aggregate = Aggregate(cfg.K, feature_channels or cfg.feature_channels, cfg.embedding_dim)
 
     def forward_features(self, x: Tensor) -> Tensor:

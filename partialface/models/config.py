@@ -49,7 +49,9 @@ class ModelConfig:
     framing: how the input is cut from the aligned 160x160 face ("resize", "dlib-chip", or "auto": the
     registered model's own; see partialface.models.framing); s_temperature: T in s = softmax_k(GAP(Â_k) / T),
     1 = the paper's (which bounds s_max / s_min by e); below 1 lets the importance weights spread (a
-    deviation, measured in docs/results.md).
+    deviation, measured in docs/results.md); uniform_mix: β in v_k = (1 - β) · (Ã_k-weighted mean of F) + β · GAP(F),
+    every map's pooling mixed with a uniform map, a holistic path through the same aggregation layers
+    (0 = the paper's; needs pooling "mean"; a deviation, measured in docs/results.md).
     """
 
     name: str = "ours"
@@ -67,6 +69,7 @@ class ModelConfig:
     pretrained: str = ""
     framing: str = "auto"
     s_temperature: float = 1.0
+    uniform_mix: float = 0.0
     #: free-form note (e.g. which preset this came from); ignored by the builders
     preset_name: str = field(default="", compare=False)
 
@@ -101,6 +104,10 @@ class ModelConfig:
             raise bad("s_temperature", f"must be > 0 (1 = the paper's softmax), got {self.s_temperature}")
         if self.pooling not in POOLINGS:
             raise bad("pooling", f"must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if not 0.0 <= float(self.uniform_mix) <= 1.0:
+            raise bad("uniform_mix", f"must be in [0, 1] (0 = the paper's pooling), got {self.uniform_mix}")
+        if self.uniform_mix and self.pooling != "mean":
+            raise bad("uniform_mix", "mixes mean-pooled vectors: set model.pooling=mean too")
 
     # ---------------------------------------------------------------- derived geometry
     @property

@@ -22,6 +22,11 @@ feature branch only the last 256-channel stage, run densely at 4x4 (F is dlib's 
 grid), and the attention branch one 3x3 convolution to 64 channels + ReLU on the trunk's output, then the
 1x1 convolution to K: 1.08x dlib_resnet's FLOPs at 150 px, where ``ours_dlib`` costs 2.6x.
 
+``dlib_dense`` (the control for ``ours_dlib_light``): the same trunk and dense feature branch, no attention:
+f = dlib's fc of the mean of F over the 4x4 grid. It is ``ours_dlib_light`` with every map uniform, so the two
+differ only by the attention (docs/results.md: dlib's weights run this way gain 2-3 points on the centred
+protocols over dlib's own 2x2 pooling, without any training).
+
 Shapes (160x160 input, K maps, D = ``cfg.embedding_dim``):
 ``Extract``: trunk (stem, stages 0-2) -> (B, 128, 9, 9); feature branch -> F (B, 256, 9, 9); attention
 branch -> 1x1 conv to K -> ReLU -> A (B, K, 9, 9). ``Attend`` and ``Aggregate`` are the paper's
@@ -39,8 +44,10 @@ from torch import Tensor, nn
 
 from partialface.errors import PartialFaceError
 from partialface.models.attention import AttentionModel
+from partialface.models.base import FaceModel
 from partialface.models.config import ModelConfig
 from partialface.models.dlib_resnet import STAGE_CHANNELS, DlibBlock, DlibResNet, zero_padded_add
+from partialface.models.outputs import ModelOutput
 from partialface.models.registry import register_model
 
 #: the trunk ends after stages[TRUNK_STAGES - 1] (the 128-channel stage); the feature branch is the rest
@@ -195,3 +202,49 @@ def build_ours_dlib_light(cfg: ModelConfig) -> DlibAttentionModel:
     attention branch: about 1.07x dlib_resnet's FLOPs where ours_dlib costs 2.6x (150 px)."""
     return DlibAttentionModel(cfg, trunk_stages=4, light=True)
 
+
+
+class DlibDense(FaceModel):
+    """``dlib_dense``: dlib's network with its last 256-channel stage run densely (4x4 maps for a 150 px chip, where
+    dlib's are 2x2), averaged and projected by dlib's fc. x: (B, 3, H, W) -> ModelOutput(f (B, D))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        base = DlibResNet(ModelConfig(name="dlib_resnet", embedding_dim=cfg.embedding_dim))
+        stages = list(base.stages)
+        self.input_adapter = base.input_adapter
+        self.trunk = nn.Sequential(base.stem, *stages[:4])
+        self.feature_branch = dilated_stages(stages[4:])
+        self.fc = base.fc
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """F: (B, 256, h, w), dlib's final features on the dense grid."""
+        return self.feature_branch(self.trunk(self.input_adapter(x)))
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        return ModelOutput(f=self.fc(self.forward_features(x).mean(dim=(2, 3))))
+
+    def trunk_modules(self) -> list[nn.Module]:
+        """dlib's stem and 32- and 64-channel stages: the layers dlib_resnet freezes too."""
+        return list(self.trunk)[: FROZEN_STAGES + 1]
+
+    def load_pretrained(self, source: DlibResNet) -> None:
+        """Every layer from its dlib counterpart (the dense blocks take the strided blocks' weights)."""
+        if source.fc.weight.shape != self.fc.weight.shape:
+            raise PartialFaceError(
+                f"model.embedding_dim: dlib_dense takes dlib's fc 256 -> {source.fc.out_features}; "
+                f"set model.embedding_dim={source.fc.out_features} (got {self.embedding_dim})"
+            )
+        self.input_adapter.load_state_dict(source.input_adapter.state_dict())
+        self.trunk[0].load_state_dict(source.stem.state_dict())
+        for i in range(4):
+            self.trunk[i + 1].load_state_dict(source.stages[i].state_dict())
+        for dense, block in zip(self.feature_branch.children(), source.stages[4].children(), strict=True):
+            dense.load_state_dict(block.state_dict())
+        self.fc.load_state_dict(source.fc.state_dict())
+
+
+@register_model("dlib_dense", framing="dlib-chip")
+def build_dlib_dense(cfg: ModelConfig) -> DlibDense:
+    """dlib's network with its last stage dense (4x4): ours_dlib_light without the attention, its control."""
+    return DlibDense(cfg)

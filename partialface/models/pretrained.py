@@ -22,7 +22,7 @@ def _source_kind(spec: str) -> str:
 
 #: the pretrained networks each model can start from
 _TAKES = {
-    "dlib": ("dlib_resnet", "ours_dlib", "ours_dlib_light"),
+    "dlib": ("dlib_resnet", "dlib_dense", "ours_dlib", "ours_dlib_light"),
     "sface": ("sface", "ours_sface", "ours_sface_shared"),
 }
 
