@@ -53,3 +53,37 @@ def test_export_errors_are_one_line(run_dir: Path, tmp_path: Path, capsys: pytes
     assert main(["weights", "export", str(run_dir), str(tmp_path / "m.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "no such run" in err[0] and ".safetensors" in err[1]
+
+
+def test_export_uniform_mix(run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--uniform-mix 1 writes an attention model whose f is the mean over k of W_k GAP(F) + b_k (every map
+    uniform), computed here from the weights by hand; the operating points go. Errors: sum pooling (the tiny
+    run), a model without attention."""
+    import json
+
+    from partialface.models import ModelConfig, create_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny", pooling="mean")
+    m = create_model(cfg).eval()
+    src, out = tmp_path / "mean.safetensors", tmp_path / "mixed.safetensors"
+    ckpt.save_weights(src, {f"model.{k}": v for k, v in m.state_dict().items()},
+                      {"model_config": json.dumps(cfg.to_dict()), "operating_points": "{}"})
+    assert main(["weights", "export", str(src), str(out), "--uniform-mix", "1"]) == 0
+    mixed = ckpt.load_model(out)
+    _, meta = ckpt.load_weights(out)
+    assert mixed.config.uniform_mix == 1.0 and "operating_points" not in meta
+    x = torch.randn(2, 3, cfg.input_size, cfg.input_size)
+    with torch.no_grad():
+        g = m.forward_features(x).mean(dim=(2, 3))  # (B, C)
+        want = torch.stack([g @ w.T + b for w, b in zip(m.aggregate.weight, m.aggregate.bias, strict=True)]).mean(0)
+        torch.testing.assert_close(mixed(x).f, want, rtol=1e-4, atol=1e-5)
+    capsys.readouterr()
+    assert main(["weights", "export", str(run_dir), str(tmp_path / "a.safetensors"), "--uniform-mix", "0.5"]) == 2
+    base = create_model(ModelConfig.preset("tiny", name="resnet50", pooling="mean"))
+    plain = tmp_path / "plain.safetensors"
+    ckpt.save_weights(plain, {f"model.{k}": v for k, v in base.state_dict().items()},
+                      {"model_config": json.dumps(base.config.to_dict())})
+    assert main(["weights", "export", str(plain), str(tmp_path / "b.safetensors"), "--uniform-mix", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "pooling=mean" in err[0] and "not an attention model" in err[1]

@@ -62,6 +62,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         description="Write a trained model (weights + config, no classifier head) as one safetensors file.",
     )
     _model_out_args(p)
+    p.add_argument("--uniform-mix", type=float, default=None, metavar="B",
+                   help="write model.uniform_mix = B (attention models with mean pooling: each map's pooling mixed "
+                        "with a uniform map, 1 = no attention; the weights are unchanged, the operating points "
+                        "dropped: recalibrate)")
     p = sub.add_parser(
         "interpolate",
         help="blend a fine-tuned model with the pretrained network it started from (WiSE-FT)",
@@ -115,11 +119,14 @@ def _pinned_config(meta: dict[str, str]) -> str:
     return json.dumps(config)
 
 
-def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
-    """Write the model of run ``src`` to ``out`` (model tensors + metadata, atomically); float16 with ``fp16``.
+def export_model(src: Path, out: Path, fp16: bool = False, uniform_mix: float | None = None) -> tuple[int, int]:
+    """Write the model of run ``src`` to ``out`` (model tensors + metadata, atomically); float16 with ``fp16``;
+    ``uniform_mix``: set model.uniform_mix (and drop the operating points, which it changes).
     Returns (tensors, bytes written)."""
     import torch
 
+    from partialface.evaluation.calibrate import METADATA_KEY
+    from partialface.models import ModelConfig
     from partialface.training.checkpoint import _weights_file, load_weights, save_weights
 
     _check_src_out(src, out)
@@ -130,7 +137,18 @@ def export_model(src: Path, out: Path, fp16: bool = False) -> tuple[int, int]:
              if k.startswith("model.")}
     if fp16 and any(torch.isinf(v).any() for v in model.values() if v.dtype == torch.float16):
         raise PartialFaceError(f"{src}: weights overflow float16; export without --fp16")
-    save_weights(out, model, {**meta, "model_config": _pinned_config(meta), "exported_from": str(src),
+    config = _pinned_config(meta)
+    if uniform_mix is not None:
+        from partialface.models import create_model
+
+        mixed = {**json.loads(config), "uniform_mix": uniform_mix}
+        cfg = ModelConfig.from_dict(mixed)  # PartialFaceError naming model.uniform_mix for a bad value
+        with torch.device("meta"):
+            if not create_model(cfg).has_attention:
+                raise PartialFaceError(f"--uniform-mix: {src} is {cfg.name!r}, not an attention model")
+        config = json.dumps(mixed)
+        meta = {k: v for k, v in meta.items() if k != METADATA_KEY}
+    save_weights(out, model, {**meta, "model_config": config, "exported_from": str(src),
                               "dtype": "float16" if fp16 else "float32"})
     return len(model), out.stat().st_size
 
@@ -247,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
               f"partialface calibrate {args.out} --data HELD_OUT --out {args.out}")
         return 0
     if args.weights_command == "export":
-        n, size = export_model(args.src, args.out, args.fp16)
+        n, size = export_model(args.src, args.out, args.fp16, args.uniform_mix)
         print(f"wrote {args.out} ({n} tensors, {size / 1e6:.2f} MB{', float16' if args.fp16 else ''}) from {args.src}")
         return 0
     if args.weights_command != "import-dlib":  # pragma: no cover - argparse offers import-dlib, export, export-onnx
