@@ -33,6 +33,8 @@ CATALOGUE: dict[str, str] = {
     "resnet50-nofinetune-celeba": "celeba-cpu-2026-11-27/resnet50-nofinetune.safetensors",
     "ours_dlib-ft": "celeba-cpu-2026-12-03-wise/ours_dlib-ft.safetensors",
     "dlib_resnet-ft": "celeba-cpu-2026-12-03-wise/dlib_resnet-ft.safetensors",
+    "dlib_dense-ft": "celeba-cpu-2026-12-03-dense/dlib_dense-ft.safetensors",
+    "dlib_dense-ft7k": "celeba-cpu-2026-12-03-dense/dlib_dense-ft7k.safetensors",
     "ours_dlib-ft7k": "celeba-cpu-2026-12-02/ours_dlib-ft.safetensors",
     "dlib_resnet-ft7k": "celeba-cpu-2026-12-02/dlib_resnet-ft.safetensors",
     "ours_dlib-7min": "celeba-cpu-2026-11-27/ours_dlib.safetensors",
