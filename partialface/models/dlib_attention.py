@@ -142,6 +142,29 @@ class DlibExtract(nn.Module):
         return F, A
 
 
+def _check_fc(source: DlibResNet, dim: int, what: str) -> None:
+    """PartialFaceError naming model.embedding_dim unless ``dim`` is the size of dlib's descriptor."""
+    if source.fc.out_features != dim:
+        raise PartialFaceError(
+            f"model.embedding_dim: {what} dlib's fc 256 -> {source.fc.out_features}; "
+            f"set model.embedding_dim={source.fc.out_features} (got {dim})"
+        )
+
+
+def _copy_dlib_layers(source: DlibResNet, input_adapter: nn.Module, trunk: nn.Sequential,
+                      dense: list[tuple[nn.Module, int, int]]) -> None:
+    """dlib's input adapter, stem and first ``len(trunk) - 1`` stages into ``trunk``; for each (branch, first, end)
+    the blocks of ``source.stages[first:end]`` into the dense blocks of ``branch``, in order."""
+    input_adapter.load_state_dict(source.input_adapter.state_dict())
+    trunk[0].load_state_dict(source.stem.state_dict())
+    for i in range(len(trunk) - 1):
+        trunk[i + 1].load_state_dict(source.stages[i].state_dict())
+    for branch, first, end in dense:
+        blocks = [b for stage in list(source.stages)[first:end] for b in stage.children()]
+        for block_dense, block in zip(branch.children(), blocks, strict=True):
+            block_dense.load_state_dict(block.state_dict())
+
+
 def _init_relu_conv(conv: nn.Conv2d) -> None:
     nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
     nn.init.zeros_(conv.bias)  # type: ignore[arg-type]
@@ -168,23 +191,13 @@ class DlibAttentionModel(AttentionModel):
     def load_pretrained(self, source: DlibResNet) -> None:
         """Trunk from dlib's stem and first stages, the feature branch from the remaining stages, the (dense)
         attention branch from the first stage after the trunk, each aggregation layer from dlib's fc."""
-        if source.fc.out_features != self.embedding_dim:
-            raise PartialFaceError(
-                f"model.embedding_dim: ours_dlib's aggregation starts from dlib's fc 256 -> "
-                f"{source.fc.out_features}; set model.embedding_dim={source.fc.out_features} "
-                f"(got {self.embedding_dim})"
-            )
+        _check_fc(source, self.embedding_dim, "ours_dlib's aggregation starts from")
         ex = self.extract
-        ex.input_adapter.load_state_dict(source.input_adapter.state_dict())
-        ex.trunk[0].load_state_dict(source.stem.state_dict())
         t = ex.trunk_stages
-        for i in range(t):
-            ex.trunk[i + 1].load_state_dict(source.stages[i].state_dict())
-        branches = [(ex.feature_branch, len(source.stages))] + ([] if ex.light else [(ex.attention_branch, t + 1)])
-        for branch, n in branches:
-            blocks = [b for s in list(source.stages)[t:n] for b in s.children()]
-            for dense, block in zip(branch.children(), blocks, strict=True):
-                dense.load_state_dict(block.state_dict())
+        branches: list[tuple[nn.Module, int, int]] = [(ex.feature_branch, t, len(source.stages))]
+        if not ex.light:
+            branches.append((ex.attention_branch, t, t + 1))
+        _copy_dlib_layers(source, ex.input_adapter, ex.trunk, branches)
         with torch.no_grad():
             self.aggregate.weight.copy_(source.fc.weight.expand_as(self.aggregate.weight))
             self.aggregate.bias.zero_()
@@ -201,7 +214,6 @@ def build_ours_dlib_light(cfg: ModelConfig) -> DlibAttentionModel:
     """The attention model on dlib's ResNet at its own 4x4 grid (after the first 256-channel stage), with a light
     attention branch: about 1.07x dlib_resnet's FLOPs where ours_dlib costs 2.6x (150 px)."""
     return DlibAttentionModel(cfg, trunk_stages=4, light=True)
-
 
 
 class DlibDense(FaceModel):
@@ -230,17 +242,8 @@ class DlibDense(FaceModel):
 
     def load_pretrained(self, source: DlibResNet) -> None:
         """Every layer from its dlib counterpart (the dense blocks take the strided blocks' weights)."""
-        if source.fc.weight.shape != self.fc.weight.shape:
-            raise PartialFaceError(
-                f"model.embedding_dim: dlib_dense takes dlib's fc 256 -> {source.fc.out_features}; "
-                f"set model.embedding_dim={source.fc.out_features} (got {self.embedding_dim})"
-            )
-        self.input_adapter.load_state_dict(source.input_adapter.state_dict())
-        self.trunk[0].load_state_dict(source.stem.state_dict())
-        for i in range(4):
-            self.trunk[i + 1].load_state_dict(source.stages[i].state_dict())
-        for dense, block in zip(self.feature_branch.children(), source.stages[4].children(), strict=True):
-            dense.load_state_dict(block.state_dict())
+        _check_fc(source, self.embedding_dim, "dlib_dense takes")
+        _copy_dlib_layers(source, self.input_adapter, self.trunk, [(self.feature_branch, 4, len(source.stages))])
         self.fc.load_state_dict(source.fc.state_dict())
 
 
