@@ -80,7 +80,7 @@ class Attend(nn.Module):
 
     def forward(self, F: Tensor, A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         s, A_tilde = self.recalibrate(A)
-        v = torch.einsum("bkhw,bchw->bkc", A_tilde.to(F.dtype), F)
+        v = A_tilde.to(F.dtype).flatten(2) @ F.flatten(2).transpose(1, 2)  # (B, K, HW) @ (B, HW, C)
         if self.pooling == "mean":
             v = v / A_tilde.sum(dim=(2, 3)).clamp_min(self.eps).unsqueeze(-1).to(v.dtype)
         if self.uniform_mix:
@@ -104,7 +104,7 @@ class Aggregate(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, v: Tensor) -> tuple[Tensor, Tensor]:
-        fk = torch.einsum("bkc,kdc->bkd", v, self.weight.to(v.dtype)) + self.bias.to(v.dtype)
+        fk = (v.transpose(0, 1) @ self.weight.to(v.dtype).transpose(1, 2)).transpose(0, 1) + self.bias.to(v.dtype)
         return fk.mean(dim=1), fk
 
 
