@@ -94,6 +94,29 @@ def test_float_paths_match_eager_float32_on_random_weights(name: str) -> None:
         assert _cos(got, ref).min() >= 0.9999, (name, path)
 
 
+def test_onnx_runner_slices_a_cpu_batch_without_changing_a_row() -> None:
+    """A CPU batch of 5 run in slices of 2 (3 ONNX Runtime calls) gives each face the embedding it gets in one
+    call of 5 and alone (the rows stay in order: each row matches its own single-face run)."""
+    from partialface.inference.onnx_export import export_bytes
+    from partialface.inference.runners import CPU_SLICE, EmbeddingOf, OnnxRunner
+    from partialface.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ours", preset="tiny").eval()
+    graph = export_bytes(EmbeddingOf(model), 160, ["f"])
+    x = (_faces(5, seed=3).float() - 127.5) / 128
+    sliced, whole = OnnxRunner(graph, CPU, cpu_slice=2), OnnxRunner(graph, CPU, cpu_slice=0)
+    assert sliced.slice == 2 and whole.slice == 0 and OnnxRunner(graph, CPU).slice == CPU_SLICE
+    calls: list[int] = []
+    run = sliced.run
+    sliced.run = lambda xs, outputs=None: (calls.append(len(xs)), run(xs, outputs))[1]  # type: ignore[method-assign]
+    got, ref = sliced(x).numpy(), whole(x).numpy()
+    assert calls == [2, 2, 1]
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
+    for i in range(5):
+        np.testing.assert_allclose(got[i], whole(x[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (the CUDA paths run on a GPU only)")
 @pytest.mark.parametrize("path", ["eager", "bf16", "fp16", "onnx"])
 def test_cuda_paths_match_cpu_float32(path: str) -> None:

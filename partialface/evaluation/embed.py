@@ -273,7 +273,8 @@ def embed_dataset(
         pos = {k: i for i, k in enumerate(old["keys"].tolist())}
         if all(k in pos for k in keys_arr.tolist()):
             rows = np.fromiter((pos[k] for k in keys_arr.tolist()), np.int64, count=len(keys_arr))
-            have = {n: old[n][rows] for n in names if n in old}
+            same_rows = len(rows) == len(pos) and bool((rows == np.arange(len(rows))).all())  # no copy of GBs
+            have = {n: old[n] if same_rows else old[n][rows] for n in names if n in old}
     elif old is not None:
         print(f"note: {cache} was made by other weights or settings; embedding again", file=sys.stderr)
     st.reused_variants = len(have)

@@ -105,9 +105,10 @@ class ModelEmbedder(Embedder):
         if buf is None or tuple(buf.shape) != shape or buf.device != images.device:
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             buf = self._buf = torch.empty(shape, dtype=torch.float32, device=images.device, memory_format=fmt)
-        # x / 128 - 127.5 / 128 in two passes: bit-equal to (x - 127.5) / 128 (both steps exact for uint8 x)
-        torch.mul(images, 1.0 / 128.0, out=buf)
-        return buf.sub_(127.5 / 128.0)
+        # a cast-copy, then (x - 127.5) / 128 in place: both steps exact for uint8 x, so bit-equal to training's.
+        # (torch.mul(uint8, scalar, out=float) runs 3x slower than the cast-copy and two float passes.)
+        buf.copy_(images)
+        return buf.sub_(127.5).mul_(1.0 / 128.0)
 
     def _init_runner(self, module: nn.Module, path: str, input_size: int) -> None:
         """Set up the runner of ``module`` (x (B, 3, S, S) -> (B, D)) on ``path``; int8 waits for calibrate."""
