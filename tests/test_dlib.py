@@ -382,3 +382,30 @@ def test_exported_dlib_graph_embeds_like_the_port(tmp_path: Path, monkeypatch: p
     ref = DlibEmbedder("cpu", infer="eager")(faces).numpy()
     got = load_embedder(str(tmp_path / "dlib.onnx"), torch.device("cpu"))(faces).numpy()
     assert np.abs(got - ref).max() < 1e-5 and _cosine(got, ref).min() > 0.999999
+
+
+def test_affine_export_form_is_the_same_function_with_the_bias_last() -> None:
+    """dlib's affine as ONNX Runtime fuses it (x * weight + bias): the same values as the layer, and the exported
+    graph's Add takes the constant second (ONNX Runtime folds only that order into the conv before it)."""
+    import io
+
+    import onnx
+
+    from partialface.models.dlib_resnet import Affine
+
+    torch.manual_seed(0)
+    layer = Affine(4)
+    with torch.no_grad():
+        layer.weight.normal_()
+        layer.bias.normal_()
+    x = torch.randn(2, 4, 5, 5)
+    form = layer.export_form()
+    torch.testing.assert_close(form(x), x * layer.weight[:, None, None] + layer.bias[:, None, None], rtol=0, atol=1e-6)
+    torch.testing.assert_close(form(x), layer(x), rtol=0, atol=1e-6)
+    buf = io.BytesIO()
+    torch.onnx.export(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), form), (torch.randn(1, 3, 8, 8),), buf,
+                      input_names=["x"], opset_version=17, dynamo=False)
+    graph = onnx.load_from_string(buf.getvalue()).graph
+    consts = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    adds = [n for n in graph.node if n.op_type == "Add"]
+    assert adds and all(n.input[0] not in consts and n.input[1] in consts for n in adds)
