@@ -367,6 +367,26 @@ def test_resize_to_dlib_is_the_exact_truncated_bilinear() -> None:
     assert resize_to_dlib(small) is small
 
 
+def test_framing_stays_exact_under_bf16_autocast() -> None:
+    """dlib's chips under bf16 autocast (the bf16 paths) are the float32 ones, bit for bit, and equal
+    :func:`resize_to_dlib`: autocast would otherwise run the resize's matrix products in bf16, whose 8-bit
+    mantissa cannot hold the integer sums (up to 255 x 149^2)."""
+    from partialface.evaluation.dlib_model import FramedDlib, resize_to_dlib
+
+    model = create_model("dlib_resnet", preset="tiny")
+    assert isinstance(model, DlibResNet)
+    framed, seen = FramedDlib(model).eval(), []
+    model.embed = lambda chips: (seen.append(chips), chips.mean((2, 3)))[1]  # type: ignore[method-assign]
+    faces = torch.from_numpy(np.random.default_rng(7).integers(0, 256, (3, 3, 160, 160), dtype=np.uint8))
+    x = (faces.float() - 127.5) / 128
+    with torch.inference_mode():
+        framed(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            framed(x)
+    ref = (resize_to_dlib(faces).float() - model.pixel_mean.view(1, 3, 1, 1)) / 256
+    assert seen[1].dtype == torch.float32 and torch.equal(seen[0], ref) and torch.equal(seen[1], ref)
+
+
 def test_exported_dlib_graph_embeds_like_the_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`weights export-onnx dlib`: dlib's framing inside the graph; on 160x160 faces it gives DlibEmbedder's
     descriptors (the chips are bit-identical, so only float rounding of the network differs)."""

@@ -74,7 +74,8 @@ def test_auto_takes_the_fastest_exact_path_and_bad_choices_say_why() -> None:
     from partialface.devices import native_bf16
 
     assert (unavailable("bf16", CPU) is None) == native_bf16(CPU)
-    assert set(CHOICES) == {"auto", "eager", "bf16", "fp16", "onnx", "int8"}
+    assert set(CHOICES) == {"auto", "eager", "compile", "bf16", "compile-bf16", "fp16", "onnx", "int8"}
+    assert (unavailable("compile-bf16", CPU) is None) == (native_bf16(CPU) and unavailable("compile", CPU) is None)
 
 
 @pytest.mark.parametrize("name", ["ours", "resnet50", "resnet41", "dlib_resnet", "ours_dlib"])
@@ -117,8 +118,37 @@ def test_onnx_runner_slices_a_cpu_batch_without_changing_a_row() -> None:
         np.testing.assert_allclose(got[i], whole(x[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("path", ["compile", "compile-bf16"])
+def test_compiled_paths_match_eager_and_pad_the_last_slice(path: str) -> None:
+    """torch.compile on fixed slices of 2: a batch of 5 runs as 3 calls of shape (2, ...) (the last padded with
+    zeros), compiles once, and gives each face its own embedding: float32 cosine >= 0.9999 to the model's
+    eager forward (bf16 >= 0.999), each row equal to the same face run alone."""
+    from partialface.inference.runners import CompiledRunner, EmbeddingOf
+    from partialface.models import create_model
+
+    if unavailable(path, CPU) is not None:
+        pytest.skip(f"{path} here: {unavailable(path, CPU)}")
+    torch.manual_seed(0)
+    model = create_model("ours", preset="tiny").eval()
+    s = model.config.input_size
+    x = torch.nn.functional.interpolate((_faces(5, seed=4).float() - 127.5) / 128, size=s, mode="area")
+    with torch.inference_mode():
+        ref = model(x).f.numpy()
+    runner = make_runner(EmbeddingOf(model), path, CPU, s)
+    assert isinstance(runner, CompiledRunner) and not runner.channels_last
+    runner.slice = 2
+    shapes: list[tuple[int, ...]] = []
+    call = runner._call
+    runner._call = lambda xs: (shapes.append(tuple(xs.shape)), call(xs))[1]  # type: ignore[method-assign]
+    got = runner(x).numpy()
+    assert shapes == [(2, 3, s, s)] * 3 and runner.ready == {(2, 3, s, s)}
+    assert _cos(got, ref).min() >= (0.9999 if path == "compile" else 0.999)
+    for i in (0, 4):
+        np.testing.assert_allclose(got[i], runner(x[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (the CUDA paths run on a GPU only)")
-@pytest.mark.parametrize("path", ["eager", "bf16", "fp16", "onnx"])
+@pytest.mark.parametrize("path", ["eager", "compile", "bf16", "compile-bf16", "fp16", "onnx"])
 def test_cuda_paths_match_cpu_float32(path: str) -> None:
     """On a GPU: each path against CPU float32 (exact paths cosine >= 0.9999, autocast >= 0.999)."""
     from partialface.inference.runners import EmbeddingOf
@@ -133,7 +163,7 @@ def test_cuda_paths_match_cpu_float32(path: str) -> None:
     with torch.inference_mode():
         ref = model(x).f.numpy()
     got = make_runner(EmbeddingOf(model), path, cuda, 160)(x.to(cuda)).cpu().numpy()
-    assert _cos(got, ref).min() >= (0.9999 if path in ("eager", "onnx") else 0.999)
+    assert _cos(got, ref).min() >= (0.9999 if path in ("eager", "compile", "onnx") else 0.999)
 
 
 def test_int8_path_is_close_on_a_trained_model_and_needs_calibration() -> None:

@@ -141,13 +141,15 @@ class FramedDlib(torch.nn.Module):
         self.register_buffer("rxt", corner_weights(size, DLIB_INPUT_SIZE).T.contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pixels = torch.round(x.float() * 128.0 + 127.5)
-        if self.geometry == "resize":
-            chips = resize_pixels(pixels, self.ry, self.rxt)
-        else:
-            chips = chip_from_aligned(pixels.clamp(0, 255).to(torch.uint8)).to(torch.float32)
-        mean = self.model.pixel_mean.to(chips.dtype).view(1, 3, 1, 1)
-        return self.model.embed((chips - mean) / 256.0)
+        with torch.autocast(x.device.type, enabled=False):  # the chips are exact on every path, bf16 included
+            pixels = torch.round(x.float() * 128.0 + 127.5)
+            if self.geometry == "resize":
+                chips = resize_pixels(pixels, self.ry, self.rxt)
+            else:
+                chips = chip_from_aligned(pixels.clamp(0, 255).to(torch.uint8)).to(torch.float32)
+            mean = self.model.pixel_mean.to(chips.dtype).view(1, 3, 1, 1)
+            chips = (chips - mean) / 256.0
+        return self.model.embed(chips)
 
 
 def import_dlib(option: str = "--model dlib-bin") -> Any:

@@ -112,10 +112,10 @@ class ModelEmbedder(Embedder):
 
     def _init_runner(self, module: nn.Module, path: str, input_size: int) -> None:
         """Set up the runner of ``module`` (x (B, 3, S, S) -> (B, D)) on ``path``; int8 waits for calibrate."""
-        from partialface.inference.runners import make_runner
+        from partialface.inference.runners import AUTOCAST, make_runner
 
         self.path, self.input_size = path, input_size
-        self.autocast = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(path)
+        self.autocast = AUTOCAST.get(path)
         self._make = lambda calibration=None: make_runner(module, path, self.device, input_size, calibration)
         self.needs_calibration = path == "int8"
         self.runner = None if self.needs_calibration else self._make()

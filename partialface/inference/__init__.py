@@ -1,6 +1,6 @@
-"""Inference: the processor's capabilities, inference paths (PyTorch eager / bf16, ONNX Runtime float32 / int8)
-and the ONNX export. Sits on the models layer: imports models and data, nothing above them. Nothing is
-imported until used (ONNX Runtime is loaded only by the onnx / int8 paths)."""
+"""Inference: the processor's capabilities, inference paths (PyTorch eager / bf16, torch.compile, ONNX Runtime
+float32 / int8) and the ONNX export. Sits on the models layer: imports models and data, nothing above them.
+Nothing is imported until used (ONNX Runtime is loaded only by the onnx / int8 paths)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ _LAZY = {
     "OnnxRunner": "partialface.inference.runners",
     "Runner": "partialface.inference.runners",
     "TorchRunner": "partialface.inference.runners",
+    "CompiledRunner": "partialface.inference.runners",
     "choose_path": "partialface.inference.runners",
     "make_runner": "partialface.inference.runners",
     "quantize_int8": "partialface.inference.runners",

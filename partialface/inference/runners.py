@@ -6,7 +6,10 @@ A *runner* maps a normalised batch x (B, 3, S, S) float32 on its device to (B, D
 path      what runs                                                              precision
 ========  =====================================================================  =========================
 eager     PyTorch, channels_last (measured 1.4-1.5x contiguous on CPU)           float32 (exact)
+compile   ``torch.compile`` (inductor, frozen weights) on fixed-size slices        float32 (exact)
 bf16      PyTorch, bf16 autocast + channels_last (CPU with AMX/AVX512-BF16, CUDA) reduced
+compile-  ``torch.compile`` of the bf16 autocast model on fixed-size slices:      reduced
+bf16      oneDNN's prepacked AMX kernels on CPU (5x eager float32 for dlib)
 fp16      PyTorch, fp16 autocast + channels_last (CUDA only)                      reduced
 onnx      ONNX Runtime on the exported graph (CPU or CUDA execution provider)    float32 (exact)
 int8      ONNX Runtime, static int8 quantisation (QDQ, per-channel weights),     reduced
@@ -15,7 +18,8 @@ int8      ONNX Runtime, static int8 quantisation (QDQ, per-channel weights),    
 
 ``auto`` takes the fastest *exact* path the machine supports: ``onnx`` when ONNX Runtime has an execution
 provider for the device, else ``eager`` (docs/benchmarks.md has the measurements behind this rule). Reduced
-precision is only used when asked for: it must pass the accuracy bar first (docs/benchmarks.md).
+precision is only used when asked for: it must pass the accuracy bar first (docs/benchmarks.md). The compiled
+paths compile once per input size (10-40 s on a 2-core CPU, a C++ compiler needed there): for long jobs.
 """
 
 from __future__ import annotations
@@ -30,11 +34,13 @@ from torch import Tensor, nn
 
 from partialface.errors import PartialFaceError
 
-PATHS = ("eager", "bf16", "fp16", "onnx", "int8")
+PATHS = ("eager", "compile", "bf16", "compile-bf16", "fp16", "onnx", "int8")
 #: values of ``--infer``
 CHOICES = ("auto", *PATHS)
 #: paths whose embeddings equal eager float32 to float rounding (cosine >= 0.9999)
-EXACT = ("eager", "onnx")
+EXACT = ("eager", "compile", "onnx")
+#: the reduced float dtype of each autocast path
+AUTOCAST = {"bf16": torch.bfloat16, "compile-bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _ort_providers(device: torch.device) -> list[str] | None:
@@ -49,12 +55,26 @@ def _ort_providers(device: torch.device) -> list[str] | None:
     return ["CPUExecutionProvider"] if "CPUExecutionProvider" in have else None
 
 
+def _cxx_compiler() -> str | None:
+    """The C++ compiler inductor would use on the CPU (``CXX``, else c++ / g++ / clang++), None if none."""
+    import shutil
+
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
 def unavailable(path: str, device: torch.device) -> str | None:
     """Why ``path`` cannot run on ``device`` here (None: it can)."""
     from partialface.devices import native_bf16
 
     if path == "eager":
         return None
+    if path in ("compile", "compile-bf16"):
+        reason = None if path == "compile" else unavailable("bf16", device)
+        return reason or (None if device.type != "cpu" or _cxx_compiler() else
+                          "torch.compile needs a C++ compiler on the CPU (install g++, or set CXX)")
     if path == "bf16":
         return None if native_bf16(device) else "this processor has no native bf16 (AMX or AVX512-BF16)"
     if path == "fp16":
@@ -108,6 +128,60 @@ class TorchRunner(Runner):
     def __call__(self, x: Tensor) -> Tensor:
         with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             return self.module(x).float()
+
+
+class _Autocast(nn.Module):
+    """``module`` under autocast to ``dtype`` (inside the graph that torch.compile traces): x -> float32."""
+
+    def __init__(self, module: nn.Module, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            return self.module(x).float()
+
+
+#: images per call of a compiled model: every call has this shape (the last slice of a batch is padded), so
+#: it compiles once. Measured for dlib on an AMX Xeon (2 threads, docs/benchmarks.md): 32 > 64 > 128.
+COMPILE_SLICE = {"cpu": 32, "cuda": 256}
+
+
+class CompiledRunner(Runner):
+    """``torch.compile`` (inductor, weights frozen into the graph: oneDNN's prepacked kernels on CPU) of the
+    model in float32 or under ``dtype`` autocast, run on slices of a fixed ``slice`` images (the last one
+    zero-padded), contiguous input (measured faster than channels_last with dlib's framing in the graph)."""
+
+    def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype | None = None,
+                 path: str = "compile", slice: int | None = None) -> None:
+        self.path, self.device, self.dtype = path, device, dtype
+        self.slice = slice or COMPILE_SLICE.get(device.type, 32)
+        self.module = _Autocast(module.to(device).eval(), dtype).eval()
+        self.compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
+        self.ready: set[tuple[int, ...]] = set()
+
+    def _call(self, x: Tensor) -> Tensor:
+        if x.shape in self.ready:
+            return self.compiled(x)
+        try:  # the first call of a shape compiles: a failure there is the machine's, said in one line
+            y = self.compiled(x)
+        except Exception as e:
+            raise PartialFaceError(f"--infer {self.path}: torch.compile failed on this machine "
+                                   f"({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); "
+                                   "use --infer eager or onnx") from None
+        self.ready.add(tuple(x.shape))
+        return y
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x, n, s = x.contiguous(), len(x), self.slice
+        with torch.inference_mode():
+            parts = []
+            for i in range(0, n, s):
+                part = x[i : i + s]
+                if len(part) < s:
+                    part = torch.cat([part, part.new_zeros((s - len(part), *part.shape[1:]))])
+                parts.append(self._call(part)[: min(s, n - i)])
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 #: images per ONNX Runtime call on the CPU: a larger batch is run in slices of this many. Measured on real
@@ -200,8 +274,9 @@ def make_runner(module: nn.Module, path: str, device: torch.device, input_size: 
     """A runner of ``module`` (x (B, 3, S, S) -> (B, D) tensor, e.g. :class:`EmbeddingOf`) on an already chosen
     ``path`` (:func:`choose_path`). ``int8`` needs ``calibration`` (N, 3, S, S) float32 model inputs."""
     if path in ("eager", "bf16", "fp16"):
-        dtype = {"eager": None, "bf16": torch.bfloat16, "fp16": torch.float16}[path]
-        return TorchRunner(module, device, dtype, path)
+        return TorchRunner(module, device, AUTOCAST.get(path), path)
+    if path in ("compile", "compile-bf16"):
+        return CompiledRunner(module, device, AUTOCAST.get(path), path)
     if path not in ("onnx", "int8"):
         raise PartialFaceError(f"--infer {path!r}: choose one of {', '.join(CHOICES)}")
     from partialface.inference.onnx_export import export_bytes
@@ -215,10 +290,13 @@ def make_runner(module: nn.Module, path: str, device: torch.device, input_size: 
 
 
 __all__ = [
+    "AUTOCAST",
     "CHOICES",
+    "COMPILE_SLICE",
     "CPU_SLICE",
     "EXACT",
     "PATHS",
+    "CompiledRunner",
     "EmbeddingOf",
     "OnnxRunner",
     "Runner",

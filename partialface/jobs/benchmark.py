@@ -82,8 +82,10 @@ def add_infer_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--infer", choices=INFER_CHOICES, default=None,
                         help="inference path: auto (default: the fastest exact float32 path here, ONNX Runtime "
                         "when installed, else PyTorch), eager (PyTorch float32), onnx (ONNX Runtime float32), "
-                        "bf16 (bf16 autocast), fp16 (CUDA autocast), int8 (ONNX Runtime static int8, calibrated "
-                        "on the first 256 faces); reduced precision only when asked (see docs/benchmarks.md)")
+                        "compile (torch.compile float32), bf16 (bf16 autocast), compile-bf16 (torch.compile of "
+                        "bf16 autocast: the fastest on CPUs with AMX, after 10-40 s compiling), fp16 (CUDA "
+                        "autocast), int8 (ONNX Runtime static int8, calibrated on the first 256 faces); reduced "
+                        "precision only when asked (see docs/benchmarks.md)")
 
 
 def run(args: argparse.Namespace) -> int:
