@@ -24,6 +24,7 @@ models random initial weights (speed does not depend on them).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -33,11 +34,18 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI sets it (partialface.cli.OMP_ENV), before torch
-import torch
+from partialface.cli import omp_env  # imports no torch
 
-from partialface.inference.hardware import cpu_info
-from partialface.inference.runners import PATHS, EmbeddingOf, make_runner, unavailable
+# OpenMP waits as the CLI sets them, before torch loads: a short spin when only compiled paths are measured
+_PATHS_ARG = [b for a, b in itertools.pairwise(sys.argv) if a == "--paths"]
+OMP = omp_env(["--infer", "compile"] if _PATHS_ARG and all(
+    p.startswith("compile") for p in _PATHS_ARG[-1].split(",") if p) else [])
+for _k, _v in OMP.items():
+    os.environ.setdefault(_k, _v)
+import torch  # noqa: E402
+
+from partialface.inference.hardware import cpu_info  # noqa: E402
+from partialface.inference.runners import PATHS, EmbeddingOf, make_runner, unavailable  # noqa: E402
 
 FAMILIES = ("dlib_resnet", "ours_dlib", "ours:cpu", "ours:paper", "resnet50:paper")
 
@@ -222,7 +230,9 @@ def main() -> None:
               else args.e2e.split(","))
     cpu = cpu_info()
     print(f"# bench_infer: {cpu.describe()}; device {device}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; batch {args.batch}; {time.strftime('%Y-%m-%d')}")
+          f"{torch.get_num_threads()} threads; batch {args.batch}; OpenMP "
+          f"{' '.join(f'{k}={os.environ.get(k)}' for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT'))}; "
+          f"{time.strftime('%Y-%m-%d')}")
     for p, why in skipped.items():
         print(f"# path {p} skipped: {why}")
     mm = matmul_limit(device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import os
 import sys
 from collections.abc import Sequence
@@ -51,13 +52,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
 #: 184 images/s; sleeping: 199 and 188), and the benchmark, whose PyTorch threads (variants) and ONNX Runtime
 #: threads (the model) take turns on the same cores, embedded 1.4x faster (docs/benchmarks.md).
 OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: ... except for the compiled paths (``--infer compile`` / ``compile-bf16``): all their work is PyTorch's, in
+#: many short parallel regions back to back, and sleeping threads cost them 25 % (dlib, AMX Xeon, idle: 613 vs
+#: 820 faces/s); a short spin (libgomp's count; its default is 300,000) keeps 96 % of that speed and stays
+#: well-behaved on a busy machine (docs/benchmarks.md).
+COMPILED_OMP_ENV = {"GOMP_SPINCOUNT": "10000"}
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser; only ``command``'s module is imported (to add its options), after :data:`OMP_ENV`."""
+def omp_env(argv: Sequence[str] = ()) -> dict[str, str]:
+    """The OpenMP environment defaults for a command line: :data:`COMPILED_OMP_ENV` for ``--infer compile*``,
+    else :data:`OMP_ENV`."""
+    infer = [b for a, b in itertools.pairwise(argv) if a == "--infer"]
+    infer += [a.partition("=")[2] for a in argv if a.startswith("--infer=")]
+    return COMPILED_OMP_ENV if infer and infer[-1].startswith("compile") else OMP_ENV
+
+
+def build_parser(command: str | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The argument parser; only ``command``'s module is imported (to add its options), after the OpenMP
+    environment of :func:`omp_env` (a user's own setting wins)."""
     from partialface import __version__
 
-    for key, value in OMP_ENV.items():
+    for key, value in omp_env(argv).items():
         os.environ.setdefault(key, value)
 
     parser = argparse.ArgumentParser(prog="partialface", description=__doc__.splitlines()[0])
@@ -76,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
+    parser = build_parser(command if command in COMMANDS else None, argv)
     args = parser.parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)

@@ -145,6 +145,21 @@ def test_demo_sets_passive_omp_waits_before_torch_loads(command: str) -> None:
     assert r.stdout.split() == ["False", "ACTIVE"]
 
 
+
+def test_compiled_paths_get_a_short_spin_instead_of_passive_waits() -> None:
+    from partialface.cli import COMPILED_OMP_ENV, OMP_ENV, omp_env
+
+    assert omp_env(["benchmark", "--model", "dlib", "--infer", "compile-bf16"]) == COMPILED_OMP_ENV
+    assert omp_env(["benchmark", "--infer=compile"]) == COMPILED_OMP_ENV
+    assert omp_env(["benchmark", "--infer", "onnx"]) == OMP_ENV == omp_env(["benchmark"]) == omp_env()
+    code = ("import os, sys; from partialface.cli import build_parser; "
+            "build_parser('benchmark', ['benchmark', '--infer', 'compile-bf16']); "
+            "print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert r.stdout.split() == ["None", COMPILED_OMP_ENV["GOMP_SPINCOUNT"]]
+
+
 def test_weights_digest_follows_content_not_bytes(tmp_path: Path) -> None:
     import torch
 
