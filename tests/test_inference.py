@@ -147,6 +147,22 @@ def test_compiled_paths_match_eager_and_pad_the_last_slice(path: str) -> None:
         np.testing.assert_allclose(got[i], runner(x[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
 
 
+def test_faster_path_note_only_for_long_exact_cpu_jobs_on_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    from partialface.inference import hardware, runners
+
+    amx = hardware.CpuInfo("GenuineIntel", "Xeon", frozenset({"avx512f", "amx_tile", "amx_bf16"}), 2, "6/143")
+    monkeypatch.setattr(hardware, "cpu_info", lambda: amx)
+    monkeypatch.setattr(runners, "unavailable", lambda path, device: None)
+    note = runners.faster_path_note("onnx", CPU, 562_173)
+    assert note is not None and "--infer compile-bf16" in note and "562,173" in note
+    assert runners.faster_path_note("eager", CPU, runners.LONG_JOB) is not None
+    assert runners.faster_path_note("onnx", CPU, runners.LONG_JOB - 1) is None  # short: compiling would not pay
+    assert runners.faster_path_note("bf16", CPU, 10**6) is None  # already reduced precision: the user chose
+    assert runners.faster_path_note("onnx", torch.device("cuda"), 10**6) is None
+    monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.CpuInfo("AuthenticAMD", "EPYC", frozenset({"avx2"}), 2))
+    assert runners.faster_path_note("onnx", CPU, 10**6) is None  # no AMX: float32 is the fast path there
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here (the CUDA paths run on a GPU only)")
 @pytest.mark.parametrize("path", ["eager", "compile", "bf16", "compile-bf16", "fp16", "onnx"])
 def test_cuda_paths_match_cpu_float32(path: str) -> None:

@@ -268,6 +268,12 @@ def run_benchmark(
     keys = pairs.images()
     paths = [found[k] for k in keys]
     variants = required_variants(benchmarks)
+    if infer is None and amp == "auto":  # the user chose nothing: say what the machine could do instead
+        from partialface.inference.runners import faster_path_note
+
+        for note in {faster_path_note(getattr(e, "path", ""), dev, len(keys) * len(variants)) for e in embedders}:
+            if note:
+                print(note, file=sys.stderr)
     bench_rows: list[dict[str, Any]] = []
     proto_rows: list[dict[str, Any]] = []
     model_rows: list[dict[str, Any]] = []
