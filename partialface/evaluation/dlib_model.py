@@ -117,8 +117,10 @@ class DlibEmbedder(ModelEmbedder):
         self.model: DlibResNet = model
         self.module = model
         self._init_runner(FramedDlib(model, geometry), choose_path(infer, self.device), IMAGE_SIZE)
+        # bf16 paths before 2026-12-06 framed in bf16 (inexact chips): their caches must not be reused
+        fixed = ":float32-framing" if self.autocast is not None else ""
         self.fingerprint = path_fingerprint(
-            f"dlib-port:{file_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}", self.path)
+            f"dlib-port:{file_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}{fixed}", self.path)
 
     def _geometry_tag(self) -> str:
         return "resize" if self.geometry == "resize" else f"chip{DLIB_CHIP_BOX_160}"
