@@ -135,20 +135,6 @@ class Runner:
         raise NotImplementedError
 
 
-class TorchRunner(Runner):
-    """PyTorch eager, float32 or under autocast (``dtype`` bf16 / fp16), channels_last."""
-
-    def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype | None = None,
-                 path: str = "eager") -> None:
-        self.path, self.device, self.dtype = path, device, dtype
-        self.channels_last = True
-        self.module = module.to(device).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-
-    def __call__(self, x: Tensor) -> Tensor:
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            return self.module(x).float()
-
-
 class _Autocast(nn.Module):
     """``module`` under autocast to ``dtype`` (inside the graph that torch.compile traces): x -> float32."""
 
@@ -159,6 +145,21 @@ class _Autocast(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             return self.module(x).float()
+
+
+class TorchRunner(Runner):
+    """PyTorch eager, float32 or under autocast (``dtype`` bf16 / fp16), channels_last."""
+
+    def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype | None = None,
+                 path: str = "eager") -> None:
+        self.path, self.device, self.dtype = path, device, dtype
+        self.channels_last = True
+        self.module = module.to(device).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self._run = _Autocast(self.module, dtype)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return self._run(x)
 
 
 #: images per call of a compiled model: every call has this shape (the last slice of a batch is padded), so
