@@ -357,14 +357,40 @@ def test_resize_to_dlib_is_the_exact_truncated_bilinear() -> None:
     from partialface.evaluation.dlib_model import resize_to_dlib
 
     rng = np.random.default_rng(5)
-    for img in (rng.integers(0, 256, (3, 3, 160, 160)), np.tile(np.arange(160) % 7 * 30, (2, 3, 160, 1))):
+    faces = [rng.integers(0, 256, (3, 3, 160, 160)), np.tile(np.arange(160) % 7 * 30, (2, 3, 160, 1))]
+    # other sizes: block form on both axes (300), on one (250 x 160), on none (161 x 170), upsampling (100 x 120)
+    faces += [rng.integers(0, 256, (2, 3, h, w)) for h, w in ((300, 300), (250, 160), (161, 170), (100, 120))]
+    for img in faces:
         t = torch.from_numpy(img.astype(np.uint8))
         ref = torch.floor(F.interpolate(t.double(), size=(150, 150), mode="bilinear", align_corners=True) + 1e-9)
         got = resize_to_dlib(t)
-        assert got.dtype == torch.uint8 and torch.equal(got.double(), ref)
+        assert got.dtype == torch.uint8 and torch.equal(got.double(), ref), t.shape
     assert resize_to_dlib(t[..., :150, :150]) is not None  # already 150: returned as is
     small = torch.zeros(1, 3, 150, 150, dtype=torch.uint8)
     assert resize_to_dlib(small) is small
+
+
+def test_two_tap_blocks_rebuild_the_dense_resize_matrix() -> None:
+    """The block form (wa, wb) of 160 -> 150, placed back at its taps, is dlib's whole (150, 160) weight matrix
+    (nothing outside the taps): the benchmark's framing runs in it (4 flops per output instead of 320)."""
+    from partialface.evaluation.dlib_model import DlibResize, corner_weights, two_tap_blocks
+
+    for n in (160, 300, 151):
+        form = two_tap_blocks(n, 150)
+        assert form is not None
+        wa, wb = form
+        nb, q = wa.shape
+        p = n // nb
+        dense = torch.zeros(150, n)
+        for b in range(nb):
+            for m in range(q):
+                dense[q * b + m, p * b + m] += wa[b, m]
+                dense[q * b + m, p * b + m + 1] += wb[b, m]
+        assert torch.equal(dense, corner_weights(n, 150)), n
+    assert two_tap_blocks(160, 150)[0].shape == (10, 15)  # type: ignore[index]
+    assert two_tap_blocks(161, 150) is None and two_tap_blocks(170, 150) is None
+    assert DlibResize(160, 160, 150).blocked == {"h": True, "w": True}
+    assert DlibResize(161, 160, 150).blocked == {"h": False, "w": True}
 
 
 def test_framing_stays_exact_under_bf16_autocast() -> None:

@@ -121,8 +121,9 @@ def test_onnx_runner_slices_a_cpu_batch_without_changing_a_row() -> None:
 @pytest.mark.parametrize("path", ["compile", "compile-bf16"])
 def test_compiled_paths_match_eager_and_pad_the_last_slice(path: str) -> None:
     """torch.compile on fixed slices of 2: a batch of 5 runs as 3 calls of shape (2, ...) (the last padded with
-    zeros), compiles once, and gives each face its own embedding: float32 cosine >= 0.9999 to the model's
-    eager forward (bf16 >= 0.999), each row equal to the same face run alone."""
+    zeros), compiles once per input dtype, and gives each face its own embedding: float32 cosine >= 0.9999 to
+    the model's eager forward (bf16 >= 0.999), each row equal to the same face run alone. The uint8 faces
+    themselves (``takes_pixels``, in NHWC as the benchmark's variants) give the same embeddings."""
     from partialface.inference.runners import CompiledRunner, EmbeddingOf
     from partialface.models import create_model
 
@@ -131,20 +132,25 @@ def test_compiled_paths_match_eager_and_pad_the_last_slice(path: str) -> None:
     torch.manual_seed(0)
     model = create_model("ours", preset="tiny").eval()
     s = model.config.input_size
-    x = torch.nn.functional.interpolate((_faces(5, seed=4).float() - 127.5) / 128, size=s, mode="area")
+    faces = torch.nn.functional.interpolate(_faces(5, seed=4).float(), size=s, mode="area").round().to(torch.uint8)
+    x = (faces.float() - 127.5) / 128
     with torch.inference_mode():
         ref = model(x).f.numpy()
     runner = make_runner(EmbeddingOf(model), path, CPU, s)
-    assert isinstance(runner, CompiledRunner) and not runner.channels_last
+    assert isinstance(runner, CompiledRunner) and not runner.channels_last and runner.takes_pixels
     runner.slice = 2
     shapes: list[tuple[int, ...]] = []
     call = runner._call
     runner._call = lambda xs: (shapes.append(tuple(xs.shape)), call(xs))[1]  # type: ignore[method-assign]
     got = runner(x).numpy()
-    assert shapes == [(2, 3, s, s)] * 3 and runner.ready == {(2, 3, s, s)}
-    assert _cos(got, ref).min() >= (0.9999 if path == "compile" else 0.999)
+    pixels = runner(faces.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)).numpy()  # an NHWC buffer
+    assert shapes == [(2, 3, s, s)] * 6
+    assert runner.ready == {(torch.float32, (2, 3, s, s)), (torch.uint8, (2, 3, s, s))}
+    bar = 0.9999 if path == "compile" else 0.999
+    assert _cos(got, ref).min() >= bar and _cos(pixels, ref).min() >= bar
     for i in (0, 4):
         np.testing.assert_allclose(got[i], runner(x[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(pixels[i], runner(faces[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
 
 
 def test_faster_path_note_only_for_long_exact_cpu_jobs_on_amx(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ the whole face; ``dlib`` keeps the plain resize the benchmark's protocol asks fo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,26 +62,78 @@ def corner_weights(n: int, size: int) -> torch.Tensor:
     return w
 
 
-def resize_pixels(pixels: torch.Tensor, ry: torch.Tensor, rxt: torch.Tensor) -> torch.Tensor:
-    """Integer-valued float pixels (B, 3, H, W) -> dlib's truncated bilinear resize (B, 3, S, S) as floats:
-    ``floor(ry @ pixels @ rxt / (S - 1)^2)`` with ry = corner_weights(H, S), rxt = corner_weights(W, S).T.
+def two_tap_blocks(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The block form of dlib's resize n -> size, where it has one: (wa, wb), each (nb, q) float32, such that
+    output q * b + m = wa[b, m] * pixel[p * b + m] + wb[b, m] * pixel[p * b + m + 1] (times size - 1), with
+    p = n / nb, q = size / nb. 160 -> 150 has it (10 blocks of 16 pixels -> 15 outputs: 15 x 159 = 16 x 149 + 1).
+    None where no number of blocks fits."""
+    w = corner_weights(n, size)
+    g = math.gcd(n, size)
+    for nb in sorted((d for d in range(1, g + 1) if g % d == 0), reverse=True):
+        q, p = size // nb, n // nb
+        if q >= p:  # taps m and m + 1 must both lie inside the block
+            continue
+        rows = torch.arange(size).view(nb, q)
+        cols = p * torch.arange(nb)[:, None] + torch.arange(q)[None, :]
+        wa, wb = w[rows, cols], w[rows, cols + 1]
+        if torch.equal(wa + wb, w.sum(1).view(nb, q)):  # every row's whole weight sits on those two taps
+            return wa, wb
+    return None
 
-    Exact in float32 on every device and runtime: every product and partial sum is an integer below 2^24
-    (at most 255 x 149^2 for 150 px), and the quotient of two such integers never rounds across an integer
-    (it stays at least 1 / (S - 1)^2 below the next one, more than half an ulp of 256)."""
-    den = float((ry.shape[0] - 1) ** 2)
-    return torch.floor(torch.matmul(torch.matmul(ry, pixels), rxt) / den)
+
+class DlibResize(torch.nn.Module):
+    """dlib's truncated bilinear resize, exactly: integer-valued float pixels (B, C, H, W) -> (B, C, size, size)
+    floats ``floor(ry @ pixels @ rxt / (size - 1)^2)`` with ry = corner_weights(H, size), rxt =
+    corner_weights(W, size).T.
+
+    Each axis runs in its block form (:func:`two_tap_blocks`: two strided slices times weight tables, 4 flops
+    per output, no gather) where it has one, else as a dense matrix product (2 x H flops per output). Exact in
+    float32 either way: every product and partial sum is an integer below 2^24 (at most 255 x 149^2 for
+    150 px), and the quotient of two such integers never rounds across an integer (it stays at least
+    1 / (size - 1)^2 below the next one, more than half an ulp of 256)."""
+
+    def __init__(self, h: int, w: int, size: int) -> None:
+        super().__init__()
+        self.size, self.den = size, float((size - 1) ** 2)
+        self.blocked: dict[str, bool] = {}
+        for axis, n in (("h", h), ("w", w)):
+            form = two_tap_blocks(n, size)
+            self.blocked[axis] = form is not None
+            if form is not None:
+                self.register_buffer(f"wa_{axis}", form[0], persistent=False)
+                self.register_buffer(f"wb_{axis}", form[1], persistent=False)
+            else:
+                dense = corner_weights(n, size)
+                self.register_buffer(f"r_{axis}", dense if axis == "h" else dense.T.contiguous(), persistent=False)
+
+    @staticmethod
+    def _blocks(x: torch.Tensor, dim: int, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+        """The two-tap pass along ``dim`` (2 or 3) of x (B, C, H, W), weights (nb, q)."""
+        nb, q = wa.shape
+        v = x.unflatten(dim, (nb, x.shape[dim] // nb))
+        if dim == 2:
+            wa, wb = wa[:, :, None], wb[:, :, None]
+        return (v.narrow(dim + 1, 0, q) * wa + v.narrow(dim + 1, 1, q) * wb).flatten(dim, dim + 1)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        t = pixels
+        for dim, axis in ((2, "h"), (3, "w")):
+            if self.blocked[axis]:
+                t = self._blocks(t, dim, getattr(self, f"wa_{axis}"), getattr(self, f"wb_{axis}"))
+            else:
+                r = getattr(self, f"r_{axis}")
+                t = torch.matmul(r, t) if dim == 2 else torch.matmul(t, r)
+        return torch.floor(t / self.den)
 
 
 def resize_to_dlib(images: torch.Tensor, size: int = DLIB_INPUT_SIZE) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> uint8 (B, 3, size, size): bilinear on dlib's corner-aligned grid, truncated
-    (as ``dlib.resize_image``), exactly (:func:`resize_pixels`). Returns the input itself when it already has
+    (as ``dlib.resize_image``), exactly (:class:`DlibResize`). Returns the input itself when it already has
     the size. A float interpolation would flip the truncation of values within rounding of an integer."""
     h, w = images.shape[-2:]
     if h == size and w == size:
         return images
-    ry, rxt = corner_weights(h, size).to(images.device), corner_weights(w, size).T.to(images.device)
-    return resize_pixels(images.to(torch.float32), ry, rxt).to(torch.uint8)
+    return DlibResize(h, w, size).to(images.device)(images.to(torch.float32)).to(torch.uint8)
 
 
 def to_dlib_chips(images: torch.Tensor, geometry: str = "resize") -> torch.Tensor:
@@ -131,22 +184,18 @@ class FramedDlib(torch.nn.Module):
     ``weights export-onnx dlib`` ships): x (B, 3, S, S) = (face - 127.5) / 128, S = ``size`` -> the face's pixels
     -> dlib's chip (``geometry``: the exact resize, or the chip box) -> :func:`dlib_input` -> (B, 128)."""
 
-    ry: torch.Tensor
-    rxt: torch.Tensor
-
     def __init__(self, model: DlibResNet, geometry: str = "resize", size: int = 160) -> None:
         super().__init__()
         if geometry not in GEOMETRIES:
             raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
         self.model, self.geometry = model, geometry
-        self.register_buffer("ry", corner_weights(size, DLIB_INPUT_SIZE), persistent=False)
-        self.register_buffer("rxt", corner_weights(size, DLIB_INPUT_SIZE).T.contiguous(), persistent=False)
+        self.resize = DlibResize(size, size, DLIB_INPUT_SIZE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):  # the chips are exact on every path, bf16 included
             pixels = torch.round(x.float() * 128.0 + 127.5)
             if self.geometry == "resize":
-                chips = resize_pixels(pixels, self.ry, self.rxt)
+                chips = self.resize(pixels)
             else:
                 chips = chip_from_aligned(pixels.clamp(0, 255).to(torch.uint8)).to(torch.float32)
             mean = self.model.pixel_mean.to(chips.dtype).view(1, 3, 1, 1)
@@ -210,9 +259,11 @@ __all__ = [
     "PREPROCESS_VERSION",
     "DlibBinEmbedder",
     "DlibEmbedder",
+    "DlibResize",
     "FramedDlib",
     "chip_from_aligned",
     "import_dlib",
     "resize_to_dlib",
     "to_dlib_chips",
+    "two_tap_blocks",
 ]

@@ -110,6 +110,14 @@ class ModelEmbedder(Embedder):
         buf.copy_(images)
         return buf.sub_(127.5).mul_(1.0 / 128.0)
 
+    def runner_input(self, images: torch.Tensor) -> torch.Tensor:
+        """What the runner takes for (B, 3, 160, 160) uint8 faces: the faces themselves where it normalises in
+        its graph (``Runner.takes_pixels``) and no framing or resizing is needed, else :meth:`prepare`'s input."""
+        native = images.shape[-1] == self.input_size and images.shape[-2] == self.input_size
+        if getattr(self.runner, "takes_pixels", False) and self.framing == "resize" and native:
+            return images
+        return self.prepare(images)
+
     def _init_runner(self, module: nn.Module, path: str, input_size: int) -> None:
         """Set up the runner of ``module`` (x (B, 3, S, S) -> (B, D)) on ``path``; int8 waits for calibrate."""
         from partialface.inference.runners import AUTOCAST, make_runner
@@ -128,7 +136,7 @@ class ModelEmbedder(Embedder):
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.runner is None:
             raise RuntimeError(f"{self.name}: the int8 path is not calibrated yet (call calibrate first)")
-        return self.runner(self.prepare(images))
+        return self.runner(self.runner_input(images))
 
 
 def path_fingerprint(fingerprint: str, path: str) -> str:

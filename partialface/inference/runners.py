@@ -125,11 +125,14 @@ class Runner:
     """x: (B, 3, S, S) float32 on ``device`` -> (B, D) float32 on ``device``.
 
     ``channels_last``: the input layout the runner wants (callers fill their buffers in it; any layout works).
+    ``takes_pixels``: it also takes the uint8 faces (B, 3, S, S) themselves and normalises them in its graph,
+    ``(x - 127.5) / 128`` as training's ``preprocess``, bit for bit (saves the caller a float pass).
     """
 
     path: str
     device: torch.device
     channels_last: bool = False
+    takes_pixels: bool = False
 
     def __call__(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -145,6 +148,17 @@ class _Autocast(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         with torch.autocast(x.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             return self.module(x).float()
+
+
+class _Pixels(nn.Module):
+    """uint8 faces x (B, 3, S, S) -> ``module((x - 127.5) / 128)``: the normalisation inside the graph."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module((x.float() - 127.5) * (1.0 / 128.0))
 
 
 class TorchRunner(Runner):
@@ -170,36 +184,46 @@ COMPILE_SLICE = {"cpu": 32, "cuda": 256}
 class CompiledRunner(Runner):
     """``torch.compile`` (inductor, weights frozen into the graph: oneDNN's prepacked kernels on CPU) of the
     model in float32 or under ``dtype`` autocast, run on slices of a fixed ``slice`` images (the last one
-    zero-padded), contiguous input (measured faster than channels_last with dlib's framing in the graph)."""
+    zero-padded). Takes normalised input (contiguous: measured faster than channels_last with dlib's framing in
+    the graph) or uint8 faces (``takes_pixels``; channels_last, as the benchmark's variants come: the
+    normalisation and the layout change fuse into the graph's first kernel)."""
+
+    takes_pixels = True
 
     def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype | None = None,
                  path: str = "compile", slice: int | None = None) -> None:
         self.path, self.device, self.dtype = path, device, dtype
         self.slice = slice or COMPILE_SLICE.get(device.type, 32)
         self.module = _Autocast(module.to(device).eval(), dtype).eval()
-        self.compiled = torch.compile(self.module, dynamic=False, options={"freezing": True})
-        self.ready: set[tuple[int, ...]] = set()
+        self.compiled = {dt: torch.compile(m, dynamic=False, options={"freezing": True})
+                         for dt, m in ((torch.float32, self.module), (torch.uint8, _Pixels(self.module)))}
+        self.ready: set[tuple[torch.dtype, tuple[int, ...]]] = set()
 
     def _call(self, x: Tensor) -> Tensor:
-        if x.shape in self.ready:
-            return self.compiled(x)
+        key, compiled = (x.dtype, tuple(x.shape)), self.compiled[x.dtype]
+        if key in self.ready:
+            return compiled(x)
         try:  # the first call of a shape compiles: a failure there is the machine's, said in one line
-            y = self.compiled(x)
+            y = compiled(x)
         except Exception as e:
             raise PartialFaceError(f"--infer {self.path}: torch.compile failed on this machine "
                                    f"({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); "
                                    "use --infer eager or onnx") from None
-        self.ready.add(tuple(x.shape))
+        self.ready.add(key)
         return y
 
     def __call__(self, x: Tensor) -> Tensor:
-        x, n, s = x.contiguous(), len(x), self.slice
+        fmt = torch.channels_last if x.dtype == torch.uint8 else torch.contiguous_format
+        if x.dtype != torch.uint8:
+            x = x.float()
+        x, n, s = x.contiguous(memory_format=fmt), len(x), self.slice
         with torch.inference_mode():
             parts = []
             for i in range(0, n, s):
                 part = x[i : i + s]
-                if len(part) < s:
+                if len(part) < s:  # padded in the same layout: one graph per input size
                     part = torch.cat([part, part.new_zeros((s - len(part), *part.shape[1:]))])
+                    part = part.contiguous(memory_format=fmt)
                 parts.append(self._call(part)[: min(s, n - i)])
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
