@@ -110,12 +110,22 @@ def test_onnx_runner_slices_a_cpu_batch_without_changing_a_row() -> None:
     assert sliced.slice == 2 and whole.slice == 0 and OnnxRunner(graph, CPU).slice == CPU_SLICE
     calls: list[int] = []
     run = sliced.run
-    sliced.run = lambda xs, outputs=None: (calls.append(len(xs)), run(xs, outputs))[1]  # type: ignore[method-assign]
+    sliced.run = lambda xs, outputs=None, dtype=np.float32: (  # type: ignore[method-assign]
+        calls.append(len(xs)), run(xs, outputs, dtype))[1]
     got, ref = sliced(x).numpy(), whole(x).numpy()
     assert calls == [2, 2, 1]
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
     for i in range(5):
         np.testing.assert_allclose(got[i], whole(x[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
+    # the uint8 faces themselves (an NHWC buffer, as the benchmark's variants): the same normalised input in the
+    # graph, so the same embeddings; the pixel session is made once, sliced like the float one
+    nhwc = _faces(5, seed=3).permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert sliced.takes_pixels and nhwc.dtype == torch.uint8
+    np.testing.assert_allclose(sliced(nhwc).numpy(), got, rtol=0, atol=1e-6)
+    pixels = sliced._pixels
+    assert pixels is not None and pixels.slice == 2 and pixels.input_name == "pixels"
+    np.testing.assert_allclose(sliced(_faces(5, seed=3)).numpy(), got, rtol=0, atol=1e-6)  # NCHW works too
+    assert sliced._pixels is pixels
 
 
 @pytest.mark.parametrize("path", ["compile", "compile-bf16"])

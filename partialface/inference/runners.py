@@ -234,10 +234,40 @@ class CompiledRunner(Runner):
 CPU_SLICE = 32
 
 
+def pixel_graph(graph: bytes | str | os.PathLike[str]) -> bytes:
+    """An ONNX graph with input x (B, 3, S, S) normalised -> the same graph on uint8 faces ``pixels``
+    (B, S, S, 3) (NHWC, as the benchmark's variant buffers): Transpose, Cast and (x - 127.5) / 128 in front, so
+    x is the same float32 tensor, bit for bit, made by ONNX Runtime's threads."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load_from_string(graph) if isinstance(graph, bytes) else onnx.load(os.fspath(graph))
+    g = m.graph
+    x = g.input[0]
+    b, _, h, w = (d.dim_param or d.dim_value for d in x.type.tensor_type.shape.dim)
+    g.initializer.extend([helper.make_tensor("pixels_mid", TensorProto.FLOAT, [], [127.5]),
+                          helper.make_tensor("pixels_scale", TensorProto.FLOAT, [], [1.0 / 128.0])])
+    prefix = [helper.make_node("Transpose", ["pixels"], ["pixels_nchw"], perm=[0, 3, 1, 2]),
+              helper.make_node("Cast", ["pixels_nchw"], ["pixels_float"], to=TensorProto.FLOAT),
+              helper.make_node("Sub", ["pixels_float", "pixels_mid"], ["pixels_centred"]),
+              helper.make_node("Mul", ["pixels_centred", "pixels_scale"], [x.name])]
+    nodes = prefix + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    g.input.remove(x)
+    g.input.insert(0, helper.make_tensor_value_info("pixels", TensorProto.UINT8, [b, h, w, 3]))
+    return m.SerializeToString()
+
+
 class OnnxRunner(Runner):
     """ONNX Runtime on an ONNX graph (bytes or a file) whose first output is the embedding (B, D).
 
-    On the CPU a batch runs in slices of ``cpu_slice`` images (default :data:`CPU_SLICE`; 0: whole batches)."""
+    On the CPU a batch runs in slices of ``cpu_slice`` images (default :data:`CPU_SLICE`; 0: whole batches).
+    uint8 faces (``takes_pixels``) run on a second session of the graph with :func:`pixel_graph`'s prefix,
+    made on first use."""
+
+    takes_pixels = True
+    _pixels: OnnxRunner | None = None
 
     def __init__(self, model: bytes | str | os.PathLike[str], device: torch.device, path: str = "onnx",
                  threads: int | None = None, cpu_slice: int = CPU_SLICE) -> None:
@@ -246,7 +276,7 @@ class OnnxRunner(Runner):
         providers = _ort_providers(device)
         if providers is None:
             raise PartialFaceError(f"--infer {path}: {unavailable('onnx', device)}")
-        self.path, self.device = path, device
+        self.path, self.device, self.threads, self.source = path, device, threads, model
         self.slice = cpu_slice if device.type == "cpu" else 0
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads or torch.get_num_threads()
@@ -263,14 +293,22 @@ class OnnxRunner(Runner):
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
 
-    def run(self, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
-        """The graph's outputs (all, or ``outputs`` by name) for x (B, 3, S, S) float32."""
-        return list(self.session.run(outputs, {self.input_name: np.ascontiguousarray(x, np.float32)}))
+    def run(self, x: np.ndarray, outputs: list[str] | None = None, dtype: type = np.float32) -> list[np.ndarray]:
+        """The graph's outputs (all, or ``outputs`` by name) for x (B, 3, S, S) float32 (or its input's own
+        dtype and layout)."""
+        return list(self.session.run(outputs, {self.input_name: np.ascontiguousarray(x, dtype)}))
 
     def __call__(self, x: Tensor) -> Tensor:
-        xn = x.detach().float().cpu().numpy()
+        if x.dtype == torch.uint8:
+            if self._pixels is None:
+                self._pixels = OnnxRunner(pixel_graph(self.source), self.device, self.path, self.threads, self.slice)
+            return self._pixels._run_all(x.detach().cpu().permute(0, 2, 3, 1).numpy(), np.uint8)
+        return self._run_all(x.detach().float().cpu().numpy(), np.float32)
+
+    def _run_all(self, xn: np.ndarray, dtype: type) -> Tensor:
+        """The embeddings of the whole batch xn, in slices."""
         n = self.slice if 0 < self.slice < len(xn) else len(xn)
-        parts = [self.run(xn[i : i + n], [self.output_name])[0] for i in range(0, len(xn), n)]
+        parts = [self.run(xn[i : i + n], [self.output_name], dtype)[0] for i in range(0, len(xn), n)]
         return torch.from_numpy(parts[0] if len(parts) == 1 else np.concatenate(parts)).to(self.device)
 
 
