@@ -2,7 +2,8 @@
 
 One run, the same faces for every row. For each model x path (``partialface.inference.runners``):
 - bare: the runner on ready, normalised input batches (``--batch``): images/s and achieved GFLOP/s (FLOPs per
-  image from ``torch.utils.flop_counter``, 2 x multiply-adds of convolutions and matrix products);
+  image from ``torch.utils.flop_counter``, 2 x multiply-adds of convolutions and matrix products); runners that
+  take the uint8 faces themselves (``takes_pixels``) get them as the benchmark gives them (NHWC);
 - x eager: the ratio to the eager float32 path of the same model; x mm: GFLOP/s over the float32 matrix-product
   limit measured first in the same run (the best of PyTorch's and ONNX Runtime's 2048x2048 float32 product,
   ``--threads`` threads: the machine's practical float32 limit);
@@ -12,8 +13,9 @@ One run, the same faces for every row. For each model x path (``partialface.infe
   the same variants for the same number of embeddings, interleaved with the e2e runs (``--rounds``, medians);
 - cos: the smallest cosine to eager float32 over the faces.
 Weights: dlib's pretrained network where the extra is installed (``dlib_resnet`` as ``--model dlib`` runs it:
-160x160 faces in, dlib's exact resize to 150 and the network; FLOPs count both), otherwise and for the other
-models random initial weights (speed does not depend on them).
+160x160 faces in, dlib's exact resize to 150 and the network; the resize runs in its block form, 4 flops per
+output, which the FLOP count leaves out), otherwise and for the other models random initial weights (speed does
+not depend on them).
 ``--profile`` prints where the eager float32 time of each model goes (torch.profiler, top operators).
 
     .venv/bin/python benchmarks/bench_infer.py                       # all families, all paths of this machine
@@ -137,7 +139,8 @@ def faces_dir(root: Path, n: int, src: Path | None) -> Path:
 def e2e_rate(family: str, path: str, folder: Path, device: torch.device, batch: int, variants: int,
              tmp: Path, rounds: int = 2) -> tuple[float, float]:
     """(e2e, sustained bare) embeddings/s, interleaved ``rounds`` times, medians. e2e: the benchmark's
-    embed_dataset on ``folder`` (the first ``variants`` of the full 73); sustained bare: the same embedder's
+    embed_dataset on ``folder`` (the first ``variants`` of the full 73; after one warm-up call, so a compiled
+    path's one-off compile is not in it); sustained bare: the same embedder's
     forward alone on ready batches of those variants (real faces), the same number of embeddings. Like with
     like: the best-of-3 bare column times one call of a warm batch, a peak a whole run does not sustain."""
     from partialface.data.lfw import PairsFile
@@ -163,6 +166,7 @@ def e2e_rate(family: str, path: str, folder: Path, device: torch.device, batch: 
         emb.calibrate(torch.from_numpy(np.stack([read_image(p) for p in paths[:64]])).permute(0, 3, 1, 2))
     imgs = torch.from_numpy(np.stack([decode_aligned(p) for p in paths[:batch]])).to(device)
     ready = [emb.runner_input(x).clone() for _, x in PartialFaceBatcher(imgs).variants(vs[:8])]
+    emb(imgs)  # one-off set-up out of the timing: a compiled path's compile, the uint8 session of ONNX Runtime
     e2e, bare = [], []
     for r in range(rounds):
         st = EmbedStats()
@@ -253,17 +257,21 @@ def main() -> None:
             gflop = flops_per_image(module, size, device="cpu") / 1e9
             x = torch.nn.functional.interpolate((faces.permute(0, 3, 1, 2).float() - 127.5) / 128, size=size,
                                                 mode="bilinear", antialias=True)
-            xb = x.repeat((args.batch + len(x) - 1) // len(x), 1, 1, 1)[: args.batch].to(device)
+            reps = (args.batch + len(x) - 1) // len(x)
+            xb = x.repeat(reps, 1, 1, 1)[: args.batch].to(device)
+            fb = faces.repeat(reps, 1, 1, 1)[: args.batch]  # (B, 160, 160, 3) uint8
             with torch.inference_mode():
                 ref = module.to(device)(x.to(device)).float().cpu()
             rates: dict[str, float] = {}
             for path in paths:
                 runner = make_runner(module, path, device, size, calibration=x.numpy() if path == "int8" else None)
                 fmt = torch.channels_last if runner.channels_last else torch.contiguous_format
-                xin = xb.contiguous(memory_format=fmt)
+                xin, xone = xb.contiguous(memory_format=fmt), x.to(device).contiguous(memory_format=fmt)
+                if runner.takes_pixels and size == faces.shape[1]:  # as the benchmark feeds it: uint8 NHWC faces
+                    xin, xone = (f.to(device).permute(0, 3, 1, 2) for f in (fb, faces))
                 rate = _best_rate(lambda r=runner, xi=xin: r(xi), args.batch, device, args.repeats)  # type: ignore[misc]
                 rates[path] = rate
-                got = runner(x.to(device).contiguous(memory_format=fmt)).cpu()
+                got = runner(xone).cpu()
                 cos = float(torch.nn.functional.cosine_similarity(got, ref).min())
                 if path in e2e:
                     e, sb = e2e_rate(family, path, folder, device, args.batch, args.variants, tmp, args.rounds)

@@ -163,6 +163,25 @@ def test_compiled_paths_match_eager_and_pad_the_last_slice(path: str) -> None:
         np.testing.assert_allclose(pixels[i], runner(faces[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
 
 
+def test_embedders_hand_the_uint8_faces_only_to_runners_that_normalise_them() -> None:
+    """``runner_input``: the faces themselves for a runner that takes pixels at the model's own size (ONNX
+    Runtime here), training's normalised input otherwise (eager; a model of another input size); both routes give
+    the same embeddings."""
+    from partialface.evaluation.embedders import TorchEmbedder
+    from partialface.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("ours", preset="cpu").eval()
+    faces = _faces(3, seed=8)
+    onnx, eager = (TorchEmbedder("m", model, CPU, infer=p) for p in ("onnx", "eager"))
+    assert onnx.runner_input(faces) is faces
+    x = eager.runner_input(faces)
+    assert x.dtype == torch.float32 and torch.equal(x, (faces.float() - 127.5) / 128)
+    assert _cos(onnx(faces).numpy(), eager(faces).numpy()).min() >= 0.9999
+    tiny = TorchEmbedder("t", create_model("ours", preset="tiny").eval(), CPU, infer="onnx")  # 64 px input
+    assert tiny.runner_input(faces).shape == (3, 3, 64, 64) and tiny.runner_input(faces).dtype == torch.float32
+
+
 def test_faster_path_note_only_for_long_exact_cpu_jobs_on_amx(monkeypatch: pytest.MonkeyPatch) -> None:
     from partialface.inference import hardware, runners
 
