@@ -211,32 +211,6 @@ def test_zero_padded_add_matches_dlib_loops() -> None:
     assert torch.equal(zero_padded_add(a, b), want) and torch.equal(zero_padded_add(b, a), want)
 
 
-def test_folded_affines_are_the_same_function() -> None:
-    """``folded_form`` (the compiled bf16 path's rewrite): each affine folded into its conv gives the block's
-    and the stem's own output in float64 (plain and downsampling blocks, non-trivial affines); the compile-bf16
-    runner runs the folded network, the exact compile path the network as it is."""
-    from partialface.inference.runners import CompiledRunner
-
-    torch.manual_seed(3)
-    for mod, x in ((dr.DlibBlock(8, 8, down=False), torch.randn(2, 8, 9, 9)),
-                   (dr.DlibBlock(8, 16, down=True), torch.randn(2, 8, 11, 11)),
-                   (dr.DlibStem(), torch.randn(2, 3, 33, 33))):
-        for aff in (m for m in mod.modules() if isinstance(m, dr.Affine)):
-            with torch.no_grad():
-                aff.weight.uniform_(0.2, 3.0)
-                aff.bias.uniform_(-1.0, 1.0)
-        mod = mod.double().eval()
-        folded = mod.folded_form()  # type: ignore[operator]
-        assert not any(isinstance(m, dr.Affine) for m in folded.modules())
-        with torch.no_grad():
-            torch.testing.assert_close(folded(x.double()), mod(x.double()), rtol=0, atol=1e-10)
-    model = create_model("dlib_resnet", preset="tiny")
-    affines = lambda r: sum(isinstance(m, dr.Affine) for m in r.module.modules())  # noqa: E731
-    assert affines(CompiledRunner(model, torch.device("cpu"), None, "compile")) == 1 + 2 * 14
-    assert affines(CompiledRunner(model, torch.device("cpu"), torch.bfloat16, "compile-bf16")) == 0
-    assert sum(isinstance(m, dr.Affine) for m in model.modules()) == 1 + 2 * 14  # the model itself is untouched
-
-
 def test_input_normalisation() -> None:
     img = torch.tensor([0, 255, 128], dtype=torch.uint8).view(1, 3, 1, 1).expand(1, 3, 2, 2)
     x = dlib_input(img)

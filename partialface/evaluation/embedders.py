@@ -141,9 +141,9 @@ class ModelEmbedder(Embedder):
 
 def path_fingerprint(fingerprint: str, path: str) -> str:
     """Exact paths share the float32 cache (the same numbers to float rounding); reduced precision gets its own."""
-    from partialface.inference.runners import CACHE_TAG, EXACT
+    from partialface.inference.runners import EXACT
 
-    return fingerprint if path in EXACT else f"{fingerprint}|{CACHE_TAG.get(path, path)}"
+    return fingerprint if path in EXACT else f"{fingerprint}|{path}"
 
 
 class TorchEmbedder(ModelEmbedder):

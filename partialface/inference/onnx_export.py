@@ -54,18 +54,17 @@ def output_names(model: nn.Module, input_size: int) -> list[str]:
     return [n for n in OUTPUTS if getattr(out, n, None) is not None]
 
 
-def export_forms(module: nn.Module, form: str = "export_form") -> nn.Module:
-    """``module``, or a copy of it in which every submodule that has the method ``form`` (default
-    ``export_form()``: an exact rewrite of itself for ONNX Runtime, e.g. SFace's conv + BN + PReLU) is replaced by
-    what it returns."""
-    if not any(hasattr(m, form) for m in module.modules()):
+def export_forms(module: nn.Module) -> nn.Module:
+    """``module``, or a copy of it in which every submodule that has an ``export_form()`` (an exact rewrite of
+    itself for ONNX Runtime, e.g. SFace's conv + BN + PReLU) is replaced by that form."""
+    if not any(hasattr(m, "export_form") for m in module.modules()):
         return module
     module = copy.deepcopy(module)
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            if hasattr(child, form):
-                setattr(parent, name, cast(Callable[[], nn.Module], getattr(child, form))())
+            if hasattr(child, "export_form"):
+                setattr(parent, name, cast(Callable[[], nn.Module], child.export_form)())
             else:
                 swap(child)
 

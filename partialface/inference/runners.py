@@ -41,9 +41,6 @@ CHOICES = ("auto", *PATHS)
 EXACT = ("eager", "compile", "onnx")
 #: the reduced float dtype of each autocast path
 AUTOCAST = {"bf16": torch.bfloat16, "compile-bf16": torch.bfloat16, "fp16": torch.float16}
-#: a reduced-precision path's name in cache keys, where its numbers changed since it was first measured
-#: (compile-bf16: affines folded into the convs, 2026-12-06)
-CACHE_TAG = {"compile-bf16": "compile-bf16+folded"}
 
 
 def _ort_providers(device: torch.device) -> list[str] | None:
@@ -195,12 +192,8 @@ class CompiledRunner(Runner):
 
     def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype | None = None,
                  path: str = "compile", slice: int | None = None) -> None:
-        from partialface.inference.onnx_export import export_forms
-
         self.path, self.device, self.dtype = path, device, dtype
         self.slice = slice or COMPILE_SLICE.get(device.type, 32)
-        if dtype is not None:  # reduced precision: per-channel affines folded into their convs (``folded_form``)
-            module = export_forms(module, "folded_form")
         self.module = _Autocast(module.to(device).eval(), dtype).eval()
         self.compiled = {dt: torch.compile(m, dynamic=False, options={"freezing": True})
                          for dt, m in ((torch.float32, self.module), (torch.uint8, _Pixels(self.module)))}
@@ -380,7 +373,6 @@ def make_runner(module: nn.Module, path: str, device: torch.device, input_size: 
 
 __all__ = [
     "AUTOCAST",
-    "CACHE_TAG",
     "CHOICES",
     "COMPILE_SLICE",
     "CPU_SLICE",

@@ -41,7 +41,6 @@ dlib's file from an installed ``face-recognition-models`` on first use (``pip in
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import os
@@ -110,18 +109,6 @@ class _AffineMulAdd(nn.Module):
         return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
 
-def fold_affine(conv: nn.Conv2d, affine: Affine) -> nn.Conv2d:
-    """A copy of ``conv`` followed by ``affine``, as one conv: weight * a[o], bias * a[o] + b[o] per output
-    channel o (the same function; float rounding differs)."""
-    folded = copy.deepcopy(conv)
-    a, b = affine.weight.detach(), affine.bias.detach()
-    with torch.no_grad():
-        folded.weight.mul_(a.view(-1, 1, 1, 1))
-        bias = folded.bias.detach() if folded.bias is not None else torch.zeros_like(b)
-        folded.bias = nn.Parameter(bias * a + b)
-    return folded
-
-
 def zero_padded_add(a: Tensor, b: Tensor) -> Tensor:
     """dlib's ``add_prev``: a, b (B, C?, H?, W?) -> (B, max C, max H, max W), each zero-padded at the end
     of its channels, rows and columns before the sum."""
@@ -162,14 +149,6 @@ class DlibBlock(nn.Module):
         y = self.affine2(self.conv2(F.relu(self.affine1(self.conv1(x)))))
         return F.relu(zero_padded_add(y, shortcut))
 
-    def folded_form(self) -> DlibBlock:
-        """This block with each affine folded into its conv (:func:`fold_affine`), for the compiled bf16 path:
-        oneDNN then fuses conv + bias + ReLU (+ the residual) into one kernel (docs/benchmarks.md)."""
-        block = copy.deepcopy(self)
-        block.conv1, block.conv2 = fold_affine(self.conv1, self.affine1), fold_affine(self.conv2, self.affine2)
-        block.affine1, block.affine2 = nn.Identity(), nn.Identity()  # type: ignore[assignment]
-        return block
-
 
 class DlibStem(nn.Module):
     """conv 7x7/2 (no padding) -> affine -> ReLU -> max-pool 3x3/2 (no padding). (B, 3, H, W) -> (B, 32, h, w)."""
@@ -181,12 +160,6 @@ class DlibStem(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.max_pool2d(F.relu(self.affine(self.conv(x))), 3, 2)
-
-    def folded_form(self) -> DlibStem:
-        """The stem with its affine folded into the conv (:func:`fold_affine`)."""
-        stem = copy.deepcopy(self)
-        stem.conv, stem.affine = fold_affine(self.conv, self.affine), nn.Identity()  # type: ignore[assignment]
-        return stem
 
 
 class ProjectToDlibInput(nn.Module):
@@ -403,7 +376,6 @@ __all__ = [
     "build_dlib_resnet",
     "cache_dir",
     "dlib_input",
-    "fold_affine",
     "installed_dat_file",
     "load_dlib_resnet",
     "resolve_weights",
