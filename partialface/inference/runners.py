@@ -9,7 +9,7 @@ eager     PyTorch, channels_last (measured 1.4-1.5x contiguous on CPU)          
 compile   ``torch.compile`` (inductor, frozen weights) on fixed-size slices        float32 (exact)
 bf16      PyTorch, bf16 autocast + channels_last (CPU with AMX/AVX512-BF16, CUDA) reduced
 compile-  ``torch.compile`` of the bf16 autocast model on fixed-size slices:      reduced
-bf16      oneDNN's prepacked AMX kernels on CPU (4x eager float32 for dlib)
+bf16      oneDNN's prepacked AMX kernels on CPU (5x eager float32 for dlib)
 fp16      PyTorch, fp16 autocast + channels_last (CUDA only)                      reduced
 onnx      ONNX Runtime on the exported graph (CPU or CUDA execution provider)    float32 (exact)
 int8      ONNX Runtime, static int8 quantisation (QDQ, per-channel weights),     reduced
@@ -108,7 +108,7 @@ LONG_JOB = 50_000
 
 def faster_path_note(path: str, device: torch.device, embeddings: int) -> str | None:
     """One line for a user whose exact float32 ``path`` (what ``auto`` took) leaves most of the machine unused:
-    on a CPU with AMX, a job of at least :data:`LONG_JOB` embeddings of a large network runs about 2x faster on
+    on a CPU with AMX, a job of at least :data:`LONG_JOB` embeddings of a large network runs 2-3x faster on
     ``compile-bf16`` (reduced precision, so only a note). None where there is nothing to say."""
     from partialface.inference.hardware import cpu_info
 
@@ -117,7 +117,7 @@ def faster_path_note(path: str, device: torch.device, embeddings: int) -> str | 
     if unavailable("compile-bf16", device) is not None:
         return None
     return (f"note: this CPU has AMX: for a network of dlib's size or larger, --infer compile-bf16 computes these "
-            f"{embeddings:,} embeddings about 2x faster in bf16 (accuracy within 0.1 point for dlib; small networks "
+            f"{embeddings:,} embeddings 2-3x faster in bf16 (accuracy within 0.1 point for dlib; small networks "
             "gain nothing; docs/benchmarks.md)")
 
 
