@@ -158,7 +158,9 @@ class _Pixels(nn.Module):
         self.module = module
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.module((x.float() - 127.5) * (1.0 / 128.0))
+        from partialface.models.outputs import preprocess
+
+        return self.module(preprocess(x))
 
 
 class TorchRunner(Runner):
