@@ -365,6 +365,10 @@ def test_resize_to_dlib_is_the_exact_truncated_bilinear() -> None:
         ref = torch.floor(F.interpolate(t.double(), size=(150, 150), mode="bilinear", align_corners=True) + 1e-9)
         got = resize_to_dlib(t)
         assert got.dtype == torch.uint8 and torch.equal(got.double(), ref), t.shape
+        nhwc = resize_to_dlib(t.contiguous(memory_format=torch.channels_last))  # rows of W x C values
+        assert torch.equal(nhwc.double(), ref), t.shape
+        if t.shape[-1] == t.shape[-2] and t.shape[-1] in (160, 300):  # block form on both axes: in NHWC
+            assert nhwc.is_contiguous(memory_format=torch.channels_last)
     assert resize_to_dlib(t[..., :150, :150]) is not None  # already 150: returned as is
     small = torch.zeros(1, 3, 150, 150, dtype=torch.uint8)
     assert resize_to_dlib(small) is small
@@ -409,8 +413,40 @@ def test_framing_stays_exact_under_bf16_autocast() -> None:
         framed(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             framed(x)
+            framed(x.contiguous(memory_format=torch.channels_last))  # the NHWC form of the framing
     ref = (resize_to_dlib(faces).float() - model.pixel_mean.view(1, 3, 1, 1)) / 256
-    assert seen[1].dtype == torch.float32 and torch.equal(seen[0], ref) and torch.equal(seen[1], ref)
+    assert all(c.dtype == torch.float32 and torch.equal(c, ref) for c in seen)
+    assert seen[2].is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("path", ["compile", "compile-bf16"])
+def test_compiled_dlib_frames_exactly_in_its_own_graph(path: str) -> None:
+    """The compiled paths run dlib's framing as a graph of its own (``FramedDlib.compile_stages``), from uint8
+    NHWC faces (the benchmark's variants) and from normalised input: its chips are the eager chips bit for bit,
+    and the embeddings match the eager forward (cosine >= 0.9999 in float32, >= 0.999 in bf16)."""
+    from partialface.evaluation.dlib_model import FramedDlib
+    from partialface.inference.runners import CompiledRunner, make_runner, unavailable
+
+    if unavailable(path, torch.device("cpu")) is not None:
+        pytest.skip(f"{path} here: {unavailable(path, torch.device('cpu'))}")
+    torch.manual_seed(0)
+    framed = FramedDlib(create_model("dlib_resnet", preset="tiny")).eval()
+    faces = torch.from_numpy(np.random.default_rng(9).integers(0, 256, (3, 160, 160, 3), dtype=np.uint8))
+    faces = faces.permute(0, 3, 1, 2)  # an NHWC buffer, as the benchmark's variants
+    x = (faces.float() - 127.5) / 128
+    with torch.inference_mode():
+        ref, chips = framed(x), framed.chips(x)
+    runner = make_runner(framed, path, torch.device("cpu"), 160)
+    assert isinstance(runner, CompiledRunner)
+    runner.slice = 3
+    bar = 0.9999 if path == "compile" else 0.999
+    for inp in (faces, x):
+        got = runner(inp)
+        assert torch.nn.functional.cosine_similarity(got, ref).min() >= bar
+        front = runner.compiled[inp.dtype]
+        assert len(front) == 2
+        with torch.inference_mode():
+            assert torch.equal(front[0](inp), chips)
 
 
 def test_exported_dlib_graph_embeds_like_the_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -161,6 +161,15 @@ def test_compiled_paths_match_eager_and_pad_the_last_slice(path: str) -> None:
     for i in (0, 4):
         np.testing.assert_allclose(got[i], runner(x[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
         np.testing.assert_allclose(pixels[i], runner(faces[i : i + 1]).numpy()[0], rtol=0, atol=1e-5)
+    # the conv weights are frozen into the graph (folded with their batch norm and prepacked at compile time), so
+    # changing the model's own conv weights afterwards changes the eager forward and not the compiled one
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(0.5)
+        changed = model(x).f.numpy()
+    assert _cos(changed, ref).min() < 0.99
+    np.testing.assert_allclose(runner(x).numpy(), got, rtol=0, atol=1e-6)
 
 
 def test_embedders_hand_the_uint8_faces_only_to_runners_that_normalise_them() -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -108,14 +108,30 @@ class DlibResize(torch.nn.Module):
 
     @staticmethod
     def _blocks(x: torch.Tensor, dim: int, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-        """The two-tap pass along ``dim`` (2 or 3) of x (B, C, H, W), weights (nb, q)."""
+        """The two-tap pass along ``dim`` of x (any rank), weights (nb, q)."""
         nb, q = wa.shape
+        trail = (1,) * (x.dim() - dim - 1)
         v = x.unflatten(dim, (nb, x.shape[dim] // nb))
-        if dim == 2:
-            wa, wb = wa[:, :, None], wb[:, :, None]
-        return (v.narrow(dim + 1, 0, q) * wa + v.narrow(dim + 1, 1, q) * wb).flatten(dim, dim + 1)
+        return (v.narrow(dim + 1, 0, q) * wa.view(nb, q, *trail) + v.narrow(dim + 1, 1, q) * wb.view(nb, q, *trail)
+                ).flatten(dim, dim + 1)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixels: torch.Tensor, mean: torch.Tensor | None = None, div: float = 1.0) -> torch.Tensor:
+        """The chips, then ``(chips - mean[channel]) / div`` where ``mean`` (C,) is given, in the input's layout.
+        Channels-last input with the block form on both axes runs as an NHWC image, each row of W x C values
+        one contiguous run (a compiled graph vectorises along it, where the NCHW form's innermost run is C)."""
+        b, c, h, w = pixels.shape
+        nhwc = (c > 1 and self.blocked["h"] and self.blocked["w"] and not pixels.is_contiguous()
+                and pixels.is_contiguous(memory_format=torch.channels_last))
+        if nhwc:  # rows (B, H, W * C); the W pass stays (B, size, blocks, q * C) to the end: no div / mod in indices
+            wa_h, wb_h, wa_w, wb_w = (cast(torch.Tensor, getattr(self, n)) for n in ("wa_h", "wb_h", "wa_w", "wb_w"))
+            t = self._blocks(pixels.permute(0, 2, 3, 1).reshape(b, h, w * c), 1, wa_h, wb_h)
+            nb, q = wa_w.shape
+            wa, wb = wa_w.repeat_interleave(c, dim=1), wb_w.repeat_interleave(c, dim=1)
+            v = t.unflatten(2, (nb, w * c // nb))
+            t = torch.floor((v.narrow(3, 0, q * c) * wa + v.narrow(3, c, q * c) * wb) / self.den)
+            if mean is not None:
+                t = (t - mean.to(t.dtype).repeat(q)) / div
+            return t.reshape(b, self.size, self.size, c).permute(0, 3, 1, 2)
         t = pixels
         for dim, axis in ((2, "h"), (3, "w")):
             if self.blocked[axis]:
@@ -123,7 +139,8 @@ class DlibResize(torch.nn.Module):
             else:
                 r = getattr(self, f"r_{axis}")
                 t = torch.matmul(r, t) if dim == 2 else torch.matmul(t, r)
-        return torch.floor(t / self.den)
+        t = torch.floor(t / self.den)
+        return t if mean is None else (t - mean.to(t.dtype).view(1, -1, 1, 1)) / div
 
 
 def resize_to_dlib(images: torch.Tensor, size: int = DLIB_INPUT_SIZE) -> torch.Tensor:
@@ -191,16 +208,36 @@ class FramedDlib(torch.nn.Module):
         self.model, self.geometry = model, geometry
         self.resize = DlibResize(size, size, DLIB_INPUT_SIZE)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, enabled=False):  # the chips are exact on every path, bf16 included
+    def chips(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 3, S, S) -> dlib's network input (B, 3, 150, 150) float32, :func:`dlib_input` of the chips, in
+        x's layout. Exact on every path, bf16 included (autocast is off here)."""
+        with torch.autocast(x.device.type, enabled=False):
             pixels = torch.round(x.float() * 128.0 + 127.5)
             if self.geometry == "resize":
-                chips = self.resize(pixels)
-            else:
-                chips = chip_from_aligned(pixels.clamp(0, 255).to(torch.uint8)).to(torch.float32)
-            mean = self.model.pixel_mean.to(chips.dtype).view(1, 3, 1, 1)
-            chips = (chips - mean) / 256.0
-        return self.model.embed(chips)
+                return self.resize(pixels, self.model.pixel_mean, 256.0)
+            chips = chip_from_aligned(pixels.clamp(0, 255).to(torch.uint8)).to(torch.float32)
+            return (chips - self.model.pixel_mean.to(chips.dtype).view(1, 3, 1, 1)) / 256.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(self.chips(x))
+
+    def compile_stages(self) -> tuple[torch.nn.Module, torch.nn.Module]:
+        """(x -> :meth:`chips`, chips -> embedding): what ``runners.CompiledRunner`` compiles as two graphs. The
+        chips are the first graph's output, so inductor writes them in the framing's own loop order (rows of
+        W x C values, vectorised); inside one graph it computed them in the conv's (innermost loop: the 3
+        channels) at 6x the cost (docs/benchmarks.md)."""
+        return _Method(self, "chips"), _Method(self.model, "embed")
+
+
+class _Method(torch.nn.Module):
+    """``getattr(module, name)`` as a module's forward: one stage of :meth:`FramedDlib.compile_stages`."""
+
+    def __init__(self, module: torch.nn.Module, name: str) -> None:
+        super().__init__()
+        self.module, self.name = module, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, getattr(self.module, self.name)(x))
 
 
 def import_dlib(option: str = "--model dlib-bin") -> Any:

@@ -188,29 +188,55 @@ class CompiledRunner(Runner):
     model in float32 or under ``dtype`` autocast, run on slices of a fixed ``slice`` images (the last one
     zero-padded). Takes normalised input (contiguous: measured faster than channels_last with dlib's framing in
     the graph) or uint8 faces (``takes_pixels``; channels_last, as the benchmark's variants come: the
-    normalisation and the layout change fuse into the graph's first kernel)."""
+    normalisation and the layout change fuse into the graph's first kernel).
+
+    In float32 the model runs in its :func:`~partialface.inference.onnx_export.export_forms` (dlib's affine as
+    Mul then Add), which inductor's freezing folds into the conv before it, exact to float rounding; oneDNN then
+    fuses conv + ReLU and conv + residual add. Under bf16 the model keeps its own form: folded scales round
+    differently in bf16 and failed the accuracy bar (docs/benchmarks.md). A module with ``compile_stages()``
+    (input -> network input, network input -> embedding; dlib's framing) compiles as two graphs, the first in
+    float32 whatever ``dtype``."""
 
     takes_pixels = True
 
     def __init__(self, module: nn.Module, device: torch.device, dtype: torch.dtype | None = None,
                  path: str = "compile", slice: int | None = None) -> None:
+        from partialface.inference.onnx_export import export_forms
+
         self.path, self.device, self.dtype = path, device, dtype
         self.slice = slice or COMPILE_SLICE.get(device.type, 32)
-        self.module = _Autocast(module.to(device).eval(), dtype).eval()
-        self.compiled = {dt: torch.compile(m, dynamic=False, options={"freezing": True})
-                         for dt, m in ((torch.float32, self.module), (torch.uint8, _Pixels(self.module)))}
+        module = module.to(device).eval()
+        stages = getattr(module, "compile_stages", None)
+        front, net = stages() if stages is not None else (None, module)
+        net = _Autocast(export_forms(net) if dtype is None else net, dtype).eval()
+        compiled_net = torch.compile(net, dynamic=False)
+        #: per input dtype, the compiled graphs run one after the other
+        self.compiled = ({torch.float32: [compiled_net], torch.uint8: [torch.compile(_Pixels(net), dynamic=False)]}
+                         if front is None else
+                         {torch.float32: [torch.compile(front, dynamic=False), compiled_net],
+                          torch.uint8: [torch.compile(_Pixels(front), dynamic=False), compiled_net]})
         self.ready: set[tuple[torch.dtype, tuple[int, ...]]] = set()
 
+    def _run(self, x: Tensor) -> Tensor:
+        for graph in self.compiled[x.dtype]:
+            x = graph(x)
+        return x
+
     def _call(self, x: Tensor) -> Tensor:
-        key, compiled = (x.dtype, tuple(x.shape)), self.compiled[x.dtype]
-        if key in self.ready:
-            return compiled(x)
-        try:  # the first call of a shape compiles: a failure there is the machine's, said in one line
-            y = compiled(x)
-        except Exception as e:
-            raise PartialFaceError(f"--infer {self.path}: torch.compile failed on this machine "
-                                   f"({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); "
-                                   "use --infer eager or onnx") from None
+        import torch._inductor.config as inductor_config
+
+        key = (x.dtype, tuple(x.shape))
+        # freezing must be on while dynamo traces, not only in inductor (``torch.compile(options=...)`` reaches
+        # inductor alone): dynamo then hands the weights over as constants to fold and prepack
+        with inductor_config.patch(freezing=True):
+            if key in self.ready:
+                return self._run(x)
+            try:  # the first call of a shape compiles: a failure there is the machine's, said in one line
+                y = self._run(x)
+            except Exception as e:
+                raise PartialFaceError(f"--infer {self.path}: torch.compile failed on this machine "
+                                       f"({type(e).__name__}: {str(e).strip().splitlines()[0][:160]}); "
+                                       "use --infer eager or onnx") from None
         self.ready.add(key)
         return y
 
