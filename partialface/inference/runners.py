@@ -9,7 +9,7 @@ eager     PyTorch, channels_last (measured 1.4-1.5x contiguous on CPU)          
 compile   ``torch.compile`` (inductor, frozen weights) on fixed-size slices        float32 (exact)
 bf16      PyTorch, bf16 autocast + channels_last (CPU with AMX/AVX512-BF16, CUDA) reduced
 compile-  ``torch.compile`` of the bf16 autocast model on fixed-size slices:      reduced
-bf16      oneDNN's prepacked AMX kernels on CPU (5x eager float32 for dlib)
+bf16      oneDNN's prepacked AMX kernels on CPU (7x eager float32 for dlib)
 fp16      PyTorch, fp16 autocast + channels_last (CUDA only)                      reduced
 onnx      ONNX Runtime on the exported graph (CPU or CUDA execution provider)    float32 (exact)
 int8      ONNX Runtime, static int8 quantisation (QDQ, per-channel weights),     reduced
@@ -108,17 +108,17 @@ LONG_JOB = 50_000
 
 def faster_path_note(path: str, device: torch.device, embeddings: int) -> str | None:
     """One line for a user whose exact float32 ``path`` (what ``auto`` took) leaves most of the machine unused:
-    on a CPU with AMX, a job of at least :data:`LONG_JOB` embeddings of a large network runs 2-3x faster on
-    ``compile-bf16`` (reduced precision, so only a note). None where there is nothing to say."""
+    on a CPU with AMX, a job of at least :data:`LONG_JOB` embeddings runs 1.4x (``ours`` cpu) to 3x (dlib) faster
+    on ``compile-bf16`` (reduced precision, so only a note). None where there is nothing to say."""
     from partialface.inference.hardware import cpu_info
 
     if device.type != "cpu" or path not in EXACT or embeddings < LONG_JOB or not cpu_info().amx:
         return None
     if unavailable("compile-bf16", device) is not None:
         return None
-    return (f"note: this CPU has AMX: for a network of dlib's size or larger, --infer compile-bf16 computes these "
-            f"{embeddings:,} embeddings 2-3x faster in bf16 (accuracy within 0.1 point for dlib; small networks "
-            "gain nothing; docs/benchmarks.md)")
+    return (f"note: this CPU has AMX: --infer compile-bf16 computes these {embeddings:,} embeddings in bf16, 1.4x "
+            "(small networks) to 3x (dlib's size) faster than float32 (accuracy within 0.1 point on LFW for dlib and "
+            "ours; docs/benchmarks.md)")
 
 
 class Runner:
@@ -186,9 +186,8 @@ COMPILE_SLICE = {"cpu": 32, "cuda": 256}
 class CompiledRunner(Runner):
     """``torch.compile`` (inductor, weights frozen into the graph: oneDNN's prepacked kernels on CPU) of the
     model in float32 or under ``dtype`` autocast, run on slices of a fixed ``slice`` images (the last one
-    zero-padded). Takes normalised input (contiguous: measured faster than channels_last with dlib's framing in
-    the graph) or uint8 faces (``takes_pixels``; channels_last, as the benchmark's variants come: the
-    normalisation and the layout change fuse into the graph's first kernel).
+    zero-padded). Takes normalised input (made contiguous) or uint8 faces (``takes_pixels``; channels_last, as
+    the benchmark's variants come: the normalisation and the layout change fuse into the graph's first kernel).
 
     In float32 the model runs in its :func:`~partialface.inference.onnx_export.export_forms` (dlib's affine as
     Mul then Add), which inductor's freezing folds into the conv before it, exact to float rounding; oneDNN then
