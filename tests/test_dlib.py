@@ -497,3 +497,28 @@ def test_affine_export_form_is_the_same_function_with_the_bias_last() -> None:
     consts = {t.name for t in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
     adds = [n for n in graph.node if n.op_type == "Add"]
     assert adds and all(n.input[0] not in consts and n.input[1] in consts for n in adds)
+
+
+def test_compile_forms_swap_dlibs_affine_and_nothing_else() -> None:
+    """The float32 compiled path runs ``export_forms(model, "compile_form")``: dlib's affine becomes Mul then Add
+    (which inductor folds into the conv), the same function; SFace's conv + BN + PReLU keeps its own form (its
+    ONNX Runtime form, two convs, ran 1.5x slower compiled: 33 against 49 faces/s, docs/benchmarks.md)."""
+    from partialface.inference.onnx_export import export_forms
+    from partialface.models.dlib_resnet import Affine
+    from partialface.models.sface import ConvBNPReLU
+
+    torch.manual_seed(0)
+    model = create_model("dlib_resnet", preset="tiny").eval()
+    for m in model.modules():
+        if isinstance(m, Affine):
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_()
+    folded = export_forms(model, "compile_form")
+    assert not any(isinstance(m, Affine) for m in folded.modules())
+    assert any(isinstance(m, Affine) for m in model.modules())  # a copy: the model itself is untouched
+    x = torch.randn(2, 3, 150, 150)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded.embed(x), model.embed(x), rtol=0, atol=1e-5)
+    block = torch.nn.Sequential(ConvBNPReLU(3, 4, 3))
+    assert export_forms(block, "compile_form") is block and export_forms(block) is not block

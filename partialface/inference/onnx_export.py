@@ -54,17 +54,18 @@ def output_names(model: nn.Module, input_size: int) -> list[str]:
     return [n for n in OUTPUTS if getattr(out, n, None) is not None]
 
 
-def export_forms(module: nn.Module) -> nn.Module:
-    """``module``, or a copy of it in which every submodule that has an ``export_form()`` (an exact rewrite of
-    itself for ONNX Runtime, e.g. SFace's conv + BN + PReLU) is replaced by that form."""
-    if not any(hasattr(m, "export_form") for m in module.modules()):
+def export_forms(module: nn.Module, hook: str = "export_form") -> nn.Module:
+    """``module``, or a copy of it in which every submodule that has a ``hook()`` method (an exact rewrite of
+    itself: ``export_form`` for ONNX Runtime, e.g. SFace's conv + BN + PReLU; ``compile_form`` for inductor) is
+    replaced by what it returns."""
+    if not any(hasattr(m, hook) for m in module.modules()):
         return module
     module = copy.deepcopy(module)
 
     def swap(parent: nn.Module) -> None:
         for name, child in parent.named_children():
-            if hasattr(child, "export_form"):
-                setattr(parent, name, cast(Callable[[], nn.Module], child.export_form)())
+            if hasattr(child, hook):
+                setattr(parent, name, cast(Callable[[], nn.Module], getattr(child, hook))())
             else:
                 swap(child)
 

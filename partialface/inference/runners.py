@@ -189,12 +189,12 @@ class CompiledRunner(Runner):
     zero-padded). Takes normalised input (made contiguous) or uint8 faces (``takes_pixels``; channels_last, as
     the benchmark's variants come: the normalisation and the layout change fuse into the graph's first kernel).
 
-    In float32 the model runs in its :func:`~partialface.inference.onnx_export.export_forms` (dlib's affine as
-    Mul then Add), which inductor's freezing folds into the conv before it, exact to float rounding; oneDNN then
-    fuses conv + ReLU and conv + residual add. Under bf16 the model keeps its own form: folded scales round
-    differently in bf16 and failed the accuracy bar (docs/benchmarks.md). A module with ``compile_stages()``
-    (input -> network input, network input -> embedding; dlib's framing) compiles as two graphs, the first in
-    float32 whatever ``dtype``."""
+    In float32 the model runs in its ``compile_form`` (:func:`~partialface.inference.onnx_export.export_forms`:
+    dlib's affine as Mul then Add), which inductor's freezing folds into the conv before it, exact to float
+    rounding; oneDNN then fuses conv + ReLU and conv + residual add. Under bf16 the model keeps its own form:
+    folded scales round differently in bf16 and failed the accuracy bar (docs/benchmarks.md). A module with
+    ``compile_stages()`` (input -> network input, network input -> embedding; dlib's framing) compiles as two
+    graphs, the first in float32 whatever ``dtype``."""
 
     takes_pixels = True
 
@@ -207,7 +207,7 @@ class CompiledRunner(Runner):
         module = module.to(device).eval()
         stages = getattr(module, "compile_stages", None)
         front, net = stages() if stages is not None else (None, module)
-        net = _Autocast(export_forms(net) if dtype is None else net, dtype).eval()
+        net = _Autocast(export_forms(net, "compile_form") if dtype is None else net, dtype).eval()
         compiled_net = torch.compile(net, dynamic=False)
         #: per input dtype, the compiled graphs run one after the other
         self.compiled = ({torch.float32: [compiled_net], torch.uint8: [torch.compile(_Pixels(net), dynamic=False)]}

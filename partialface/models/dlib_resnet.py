@@ -97,6 +97,11 @@ class Affine(nn.Module):
         the time in layout changes, docs/benchmarks.md). ``x * weight + bias`` folds into the conv."""
         return _AffineMulAdd(self)
 
+    def compile_form(self) -> nn.Module:
+        """The same form for ``torch.compile`` in float32: inductor's freezing folds a Mul and an Add by constants
+        into the conv before them (``addcmul`` it leaves alone)."""
+        return _AffineMulAdd(self)
+
 
 class _AffineMulAdd(nn.Module):
     """:class:`Affine` as Mul then Add, the bias second. x: (B, C, H, W)."""
