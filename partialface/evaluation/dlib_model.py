@@ -107,13 +107,19 @@ class DlibResize(torch.nn.Module):
                 self.register_buffer(f"r_{axis}", dense if axis == "h" else dense.T.contiguous(), persistent=False)
 
     @staticmethod
-    def _blocks(x: torch.Tensor, dim: int, wa: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
-        """The two-tap pass along ``dim`` of x (any rank), weights (nb, q)."""
+    def _blocks(x: torch.Tensor, dim: int, wa: torch.Tensor, wb: torch.Tensor, c: int = 1,
+                flat: bool = True) -> torch.Tensor:
+        """The two-tap pass along ``dim`` of x (any rank), weights (nb, q). ``c`` > 1: that dim holds (pixel,
+        channel) pairs, channel fastest (an NHWC row), so each tap is q x c values shifted by c. ``flat`` False
+        keeps the result's (blocks, q x c) dims."""
         nb, q = wa.shape
+        if c > 1:
+            wa, wb = wa.repeat_interleave(c, dim=1), wb.repeat_interleave(c, dim=1)
         trail = (1,) * (x.dim() - dim - 1)
         v = x.unflatten(dim, (nb, x.shape[dim] // nb))
-        return (v.narrow(dim + 1, 0, q) * wa.view(nb, q, *trail) + v.narrow(dim + 1, 1, q) * wb.view(nb, q, *trail)
-                ).flatten(dim, dim + 1)
+        y = v.narrow(dim + 1, 0, q * c) * wa.view(nb, q * c, *trail) + v.narrow(dim + 1, c, q * c) * wb.view(
+            nb, q * c, *trail)
+        return y.flatten(dim, dim + 1) if flat else y
 
     def forward(self, pixels: torch.Tensor, mean: torch.Tensor | None = None, div: float = 1.0) -> torch.Tensor:
         """The chips, then ``(chips - mean[channel]) / div`` where ``mean`` (C,) is given, in the input's layout.
@@ -125,12 +131,9 @@ class DlibResize(torch.nn.Module):
         if nhwc:  # rows (B, H, W * C); the W pass stays (B, size, blocks, q * C) to the end: no div / mod in indices
             wa_h, wb_h, wa_w, wb_w = (cast(torch.Tensor, getattr(self, n)) for n in ("wa_h", "wb_h", "wa_w", "wb_w"))
             t = self._blocks(pixels.permute(0, 2, 3, 1).reshape(b, h, w * c), 1, wa_h, wb_h)
-            nb, q = wa_w.shape
-            wa, wb = wa_w.repeat_interleave(c, dim=1), wb_w.repeat_interleave(c, dim=1)
-            v = t.unflatten(2, (nb, w * c // nb))
-            t = torch.floor((v.narrow(3, 0, q * c) * wa + v.narrow(3, c, q * c) * wb) / self.den)
+            t = torch.floor(self._blocks(t, 2, wa_w, wb_w, c, flat=False) / self.den)
             if mean is not None:
-                t = (t - mean.to(t.dtype).repeat(q)) / div
+                t = (t - mean.to(t.dtype).repeat(wa_w.shape[1])) / div
             return t.reshape(b, self.size, self.size, c).permute(0, 3, 1, 2)
         t = pixels
         for dim, axis in ((2, "h"), (3, "w")):
