@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from partialface.cli import omp_env  # imports no torch
+from partialface.inference.memory import keep_freed_memory
 
 # OpenMP waits as the CLI sets them, before torch loads: a short spin when only compiled paths are measured
 _PATHS_ARG = [b for a, b in itertools.pairwise(sys.argv) if a == "--paths"]
@@ -44,6 +45,7 @@ OMP = omp_env(["--infer", "compile"] if _PATHS_ARG and all(
     p.startswith("compile") for p in _PATHS_ARG[-1].split(",") if p) else [])
 for _k, _v in OMP.items():
     os.environ.setdefault(_k, _v)
+MALLOC = keep_freed_memory()  # as the CLI does (PARTIALFACE_MALLOC=system measures without it)
 import torch  # noqa: E402
 
 from partialface.inference.hardware import cpu_info  # noqa: E402
@@ -238,7 +240,7 @@ def main() -> None:
     print(f"# bench_infer: {cpu.describe()}; device {device}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; batch {args.batch}; OpenMP "
           f"{' '.join(f'{k}={os.environ.get(k)}' for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT'))}; "
-          f"{time.strftime('%Y-%m-%d')}")
+          f"malloc {'keeps freed memory' if MALLOC else 'as the system has it'}; {time.strftime('%Y-%m-%d')}")
     for p, why in skipped.items():
         print(f"# path {p} skipped: {why}")
     mm = matmul_limit(device)

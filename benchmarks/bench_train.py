@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from partialface.inference.memory import keep_freed_memory
 from partialface.losses import build_criterion
 from partialface.models import create_model
 from partialface.models.framing import framing_of, to_model_input
@@ -178,9 +179,11 @@ def main() -> None:
     ap.add_argument("--loader", action="store_true", help="also time the data pipeline")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for --loader")
     args = ap.parse_args()
+    malloc = keep_freed_memory()  # as `partialface train` does (PARTIALFACE_MALLOC=system measures without it)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"malloc {'keeps freed memory' if malloc else 'as the system has it'}")
     header = (
         f"{'preset':<7}{'device':<12}{'batch':>6}{'amp':>6}{'cl':>4}{'train img/s med/best':>22}{'aug %':>7}"
         f"{'infer img/s med/best':>22}{'GFLOP/img':>10}{'train TFLOP/s':>14}{'infer TFLOP/s':>14}"

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from partialface.errors import PartialFaceError
+from partialface.inference.memory import keep_freed_memory
 
 #: name -> (module implementing configure/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -93,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else None, argv)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # every command is a long loop of same-sized buffers: no page faults per call
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except PartialFaceError as e:

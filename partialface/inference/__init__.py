@@ -10,6 +10,7 @@ from typing import Any
 _LAZY = {
     "CpuInfo": "partialface.inference.hardware",
     "cpu_info": "partialface.inference.hardware",
+    "keep_freed_memory": "partialface.inference.memory",
     "CHOICES": "partialface.inference.runners",
     "EXACT": "partialface.inference.runners",
     "PATHS": "partialface.inference.runners",
