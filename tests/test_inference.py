@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from partialface.errors import PartialFaceError
 from partialface.inference.hardware import _parse_cpuinfo, cpu_info
@@ -349,6 +350,26 @@ def test_split_prelu_is_the_same_function_and_falls_back_above_slope_one() -> No
         with torch.no_grad():
             block.act.weight[3] = 1.5
         assert block.export_form() is block
+
+
+def test_compiled_bf16_stem_pools_of_few_channels_run_atens_kernel_exactly() -> None:
+    """Under compile-bf16 on a CPU a stem's max pool over fewer than 32 maps runs ATen's kernel (inductor's code
+    took 3.7x as long there, docs/benchmarks.md); wider pools stay inductor's. Against a brute-force 3x3/2 max
+    with -inf padding, on negative and positive bf16 values, eager and compiled, the layout kept."""
+    from partialface.inference.onnx_export import export_forms
+    from partialface.models.resnet import MaxPool, Stem
+
+    narrow = export_forms(Stem(16), "compile_bf16_form")
+    assert not isinstance(narrow.pool, MaxPool)
+    assert isinstance(export_forms(Stem(32), "compile_bf16_form").pool, MaxPool)
+    assert isinstance(export_forms(Stem(16), "compile_form").pool, MaxPool)  # float32: inductor's own is faster
+    torch.manual_seed(0)
+    x = torch.randn(3, 16, 37, 40).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    want = F.pad(x.float(), (1, 1, 1, 1), value=float("-inf")).unfold(2, 3, 2).unfold(3, 3, 2).amax((-2, -1))
+    with torch.inference_mode():
+        for got in (narrow.pool(x), torch.compile(narrow.pool, dynamic=False)(x)):
+            assert got.dtype == torch.bfloat16 and got.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(got.float(), want)
 
 
 def test_onnx_file_scores_like_its_checkpoint_in_the_benchmark(tmp_path: Path) -> None:

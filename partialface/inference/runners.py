@@ -192,7 +192,8 @@ class CompiledRunner(Runner):
     In float32 the model runs in its ``compile_form`` (:func:`~partialface.inference.onnx_export.export_forms`:
     dlib's affine as Mul then Add), which inductor's freezing folds into the conv before it, exact to float
     rounding; oneDNN then fuses conv + ReLU and conv + residual add. Under bf16 the model keeps its own form:
-    folded scales round differently in bf16 and failed the accuracy bar (docs/benchmarks.md). A module with
+    folded scales round differently in bf16 and failed the accuracy bar (docs/benchmarks.md); on a CPU it runs its
+    ``compile_bf16_form``s instead (a ResNet stem's max pool over 16 channels as ATen's kernel). A module with
     ``compile_stages()`` (input -> network input, network input -> embedding; dlib's framing) compiles as two
     graphs, the first in float32 whatever ``dtype``."""
 
@@ -207,7 +208,8 @@ class CompiledRunner(Runner):
         module = module.to(device).eval()
         stages = getattr(module, "compile_stages", None)
         front, net = stages() if stages is not None else (None, module)
-        net = _Autocast(export_forms(net, "compile_form") if dtype is None else net, dtype).eval()
+        form = "compile_form" if dtype is None else "compile_bf16_form" if device.type == "cpu" else None
+        net = _Autocast(export_forms(net, form) if form else net, dtype).eval()
         compiled_net = torch.compile(net, dynamic=False)
         #: per input dtype, the compiled graphs run one after the other
         self.compiled = ({torch.float32: [compiled_net], torch.uint8: [torch.compile(_Pixels(net), dynamic=False)]}
