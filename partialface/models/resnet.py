@@ -11,7 +11,6 @@ input gives 20x20 maps). Everything is channels_last-friendly (no ``view`` on th
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +49,7 @@ class Bottleneck(nn.Module):
 
 
 @functools.cache
-def _aten_max_pool() -> Callable[[Tensor, int, int, int], Tensor]:
+def _register_max_pool() -> None:
     """Registers ``torch.ops.partialface.max_pool2d(x, kernel, stride, padding)``: ATen's max pool as an operator
     that inductor calls as it is instead of generating code for it (on first use, not at import)."""
 
@@ -62,16 +61,14 @@ def _aten_max_pool() -> Callable[[Tensor, int, int, int], Tensor]:
     def _(x: Tensor, kernel: int, stride: int, padding: int) -> Tensor:
         return F.max_pool2d(x, kernel, stride, padding)
 
-    return max_pool2d
-
 
 class MaxPool(nn.MaxPool2d):
     """The stem's 3x3/2 max pool over ``channels`` maps: (B, C, H, W) -> (B, C, ceil(H / 2), ceil(W / 2)).
 
     ``compile_bf16_form()``: for ``torch.compile`` under bf16 on a CPU. With fewer than 32 channels a channels-last
-    pixel is less than one AVX-512 register of bf16, and inductor's code loads it piece by piece: 5.5 ms per 32
-    faces for the cpu preset's 16 channels, against 1.5 ms for ATen's kernel and 0.4 ms in float32, and 40 % of
-    the whole compiled network (docs/benchmarks.md). Those pools run ATen's kernel; a max is exact either way."""
+    pixel is less than one AVX-512 register of bf16, and inductor's code loads it piece by piece: 5.6 ms per 32
+    faces for the cpu preset's 16 channels (40 % of its compiled network), against 1.7 ms for ATen's kernel inside
+    the graph and 0.4 ms in float32 (docs/benchmarks.md). Those pools run ATen's kernel; a max is exact either way."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(3, stride=2, padding=1)
@@ -86,7 +83,7 @@ class _AtenMaxPool(nn.Module):
 
     def __init__(self, pool: MaxPool) -> None:
         super().__init__()
-        _aten_max_pool()
+        _register_max_pool()
         self.args = (int(pool.kernel_size), int(pool.stride), int(pool.padding))  # type: ignore[arg-type]
 
     def forward(self, x: Tensor) -> Tensor:
