@@ -127,7 +127,11 @@ def train(cfg: TrainConfig, resume: bool = False, pause_at_s: float | None = Non
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     try:
-        return _Trainer(cfg, info, device, resume, pause_at_s).run()
+        result = _Trainer(cfg, info, device, resume, pause_at_s).run()
+        # every rank done before any leaves the group: a gloo rank whose peer tore down first can abort in
+        # gloo's threads at exit ("terminate called without an active exception", once in CI)
+        barrier()
+        return result
     finally:
         torch.set_num_threads(threads)
         cleanup()
