@@ -12,22 +12,19 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
+from bench_infer import _best_rate  # this folder: the scripts run as files
 
 from partialface.inference.hardware import cpu_info
 from partialface.models.resnet import MaxPool
 
 
-def best_ms(fn: object, x: torch.Tensor, repeats: int = 5, calls: int = 20) -> float:
-    best = float("inf")
+def best_ms(fn: Callable[[torch.Tensor], object], x: torch.Tensor, calls: int = 20) -> float:
+    """ms per call of ``fn(x)``: the best of 5 rounds of ``calls`` (bench_infer's timing)."""
     with torch.inference_mode():
-        for _ in range(repeats):
-            t = time.perf_counter()
-            for _ in range(calls):
-                fn(x)  # type: ignore[operator]
-            best = min(best, (time.perf_counter() - t) / calls)
-    return 1e3 * best
+        return 1e3 / _best_rate(lambda: [fn(x) for _ in range(calls)], calls, torch.device("cpu"), 5)
 
 
 def main() -> None:
