@@ -522,3 +522,32 @@ def test_compile_forms_swap_dlibs_affine_and_nothing_else() -> None:
         torch.testing.assert_close(folded.embed(x), model.embed(x), rtol=0, atol=1e-5)
     block = torch.nn.Sequential(ConvBNPReLU(3, 4, 3))
     assert export_forms(block, "compile_form") is block and export_forms(block) is not block
+
+
+def test_compiled_bf16_stem_pools_first_bit_for_bit() -> None:
+    """Under compile-bf16 on a CPU dlib's stem runs pool first (``DlibStem.compile_bf16_form``): the conv with
+    weights and bias times sign(a), the max pool, then ``relu(|a| t + b)``. Against the stem (affine weights of
+    both signs and zero), bit for bit: eager in float32 and under bf16 autocast, compiled
+    under bf16 against the compiled stem, and eager against a brute-force 3x3/2 max; float32 keeps the stem."""
+    from partialface.inference.onnx_export import export_forms
+    from partialface.models.dlib_resnet import DlibStem
+
+    torch.manual_seed(0)
+    stem = DlibStem().eval()
+    with torch.no_grad():
+        stem.affine.weight.copy_(torch.linspace(-1.5, 1.5, 32))
+        stem.affine.weight[5] = 0.0
+        stem.affine.bias.normal_(0, 0.2)
+    form = export_forms(torch.nn.Sequential(stem), "compile_bf16_form")[0]
+    assert not isinstance(form, DlibStem) and isinstance(export_forms(torch.nn.Sequential(stem), "compile_form")[0],
+                                                         DlibStem)
+    x = torch.randn(2, 3, 83, 90).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        y = stem.affine(stem.conv(x))  # brute force: 3x3/2 windows, no padding, max of the ReLU
+        want = torch.relu(y).unfold(2, 3, 2).unfold(3, 3, 2).amax((-2, -1))
+        assert torch.equal(form(x), want) and torch.equal(stem(x), want)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, ref = form(x), stem(x)
+            assert torch.equal(got, ref)
+            compiled = [torch.compile(m, dynamic=False)(x) for m in (form, stem)]
+    assert torch.equal(compiled[0], compiled[1])

@@ -193,9 +193,9 @@ class CompiledRunner(Runner):
     dlib's affine as Mul then Add), which inductor's freezing folds into the conv before it, exact to float
     rounding; oneDNN then fuses conv + ReLU and conv + residual add. Under bf16 the model keeps its own form:
     folded scales round differently in bf16 and failed the accuracy bar (docs/benchmarks.md); on a CPU it runs its
-    ``compile_bf16_form``s instead (a ResNet stem's max pool over 16 channels as ATen's kernel). A module with
-    ``compile_stages()`` (input -> network input, network input -> embedding; dlib's framing) compiles as two
-    graphs, the first in float32 whatever ``dtype``."""
+    ``compile_bf16_form``s instead (a ResNet stem's max pool over 16 channels as ATen's kernel; dlib's stem pool
+    first). A module with ``compile_stages()`` (input -> network input, network input -> embedding; dlib's
+    framing) compiles as two graphs, the first in float32 whatever ``dtype``."""
 
     takes_pixels = True
 
