@@ -41,10 +41,12 @@ dlib's file from an installed ``face-recognition-models`` on first use (``pip in
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -187,12 +189,10 @@ class _PoolFirstStem(nn.Module):
         super().__init__()
         a = stem.affine.weight.detach()
         sign = torch.where(a < 0, -1.0, 1.0).to(a)
-        conv = stem.conv
-        self.conv = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                              device=a.device, dtype=a.dtype)
+        self.conv = copy.deepcopy(stem.conv)
         with torch.no_grad():
-            self.conv.weight.copy_(conv.weight * sign.view(-1, 1, 1, 1))
-            self.conv.bias.copy_(conv.bias * sign)  # type: ignore[union-attr]
+            self.conv.weight.mul_(sign.view(-1, 1, 1, 1))
+            cast(Tensor, self.conv.bias).mul_(sign)
         self.weight = nn.Parameter(a * sign, requires_grad=False)
         self.bias = nn.Parameter(stem.affine.bias.detach().clone(), requires_grad=False)
 
