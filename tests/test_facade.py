@@ -91,6 +91,35 @@ def test_an_attention_model_gives_importance_and_maps(tmp_path: Path) -> None:
         partialface.verify(face, face, str(tmp_path / "bare.safetensors"), aligned=True)
 
 
+def test_the_inference_path_can_be_forced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``infer`` (API) / ``--infer`` (photo commands): ``auto`` takes the fastest exact path, a named path is used
+    as it is, and the embeddings agree across paths (cosine >= 0.9999); a bad or int8 path is one clear error
+    before any photo is read."""
+    from partialface.api import Gallery
+    from partialface.inference.runners import choose_path
+
+    root = make_identities(tmp_path / "faces", 2, 1)
+    faces = [read_image(p) for p in sorted(root.rglob("*.png"))]
+    auto, eager = partialface.api.load("ours-celeba"), partialface.api.load("ours-celeba", infer="eager")
+    assert auto.embedder.path == choose_path("auto", torch.device("cpu")) and eager.embedder.path == "eager"
+    f_auto, f_eager = auto.embed(np.stack(faces))[0], eager.embed(np.stack(faces))[0]
+    assert (f_auto * f_eager).sum(1).min() >= 0.9999
+    (got,) = partialface.embed(faces[0], "ours-celeba", aligned=True, infer="eager", regions=False)
+    assert np.allclose(got.embedding, f_eager[0], atol=1e-6)
+    assert Gallery(None, "ours-celeba", infer="eager")._model is eager
+    for bad, message in (("nope", "choose one of"), ("int8", "--infer int8")):
+        with pytest.raises(PartialFaceError, match=message):
+            partialface.embed(str(tmp_path / "missing.png"), "ours-celeba", infer=bad)  # fails before the photo
+    a, b = (str(p) for p in sorted(root.rglob("*.png")))
+    assert main(["verify", a, b, "--aligned", "--model", "ours-celeba", "--infer", "eager", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "ours-celeba"
+    for cmd in (["verify", a, b], ["embed", a, "--out", str(tmp_path / "e.npz")]):
+        assert main([*cmd, "--aligned", "--model", "ours-celeba", "--infer", "nope"]) == 2
+        err = capsys.readouterr().err
+        assert "--infer 'nope': choose one of" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "e.npz").exists()
+
+
 def test_a_holistic_model_runs_once_per_face(tmp_path: Path) -> None:
     """The facade runs a model's PyTorch module a second time only for the attention outputs (s, Ã): a
     holistic model's faces cost one pass (of ONNX Runtime, or of the module), an attention model's two."""

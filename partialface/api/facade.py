@@ -91,14 +91,17 @@ def to_rgb(image: Image, what: str = "image") -> np.ndarray:
 class _Model:
     """A loaded model for the facade: its embedder, its attention module (if any) and operating points."""
 
-    def __init__(self, spec: str, device: str) -> None:
+    def __init__(self, spec: str, device: str, infer: str = "auto") -> None:
         from partialface.devices import resolve_device
         from partialface.evaluation.calibrate import read_operating_points
         from partialface.evaluation.embed import load_embedder
         from partialface.training.checkpoint import load_weights
 
+        if infer == "int8":  # its activation ranges come from the benchmark's faces (calibrate); photos have none
+            raise PartialFaceError("--infer int8: the benchmark's path (calibrated on its faces); for photos choose "
+                                   "auto, eager, onnx, compile, bf16, compile-bf16 or fp16")
         self.spec = spec
-        self.embedder = load_embedder(spec, resolve_device(device))
+        self.embedder = load_embedder(spec, resolve_device(device), infer=infer)
         self.name = self.embedder.name
         source = Path(self.embedder.source)
         self.points = read_operating_points(load_weights(source)[1]) if source.suffix == ".safetensors" else None
@@ -184,13 +187,20 @@ def _normalised(shares: np.ndarray) -> np.ndarray:
     return np.where(total > 0, shares / np.where(total > 0, total, 1.0), 1.0 / shares.shape[-1])
 
 
-@lru_cache(maxsize=4)
-def load(model: str | None = None, device: str = "cpu") -> _Model:
+def load(model: str | None = None, device: str = "cpu", infer: str = "auto") -> _Model:
     """The facade's model (cached): a shipped model's name, a run folder, .safetensors or .onnx file;
-    None = :data:`partialface.models.catalogue.DEFAULT_MODEL`."""
+    None = :data:`partialface.models.catalogue.DEFAULT_MODEL`. ``infer``: the inference path
+    (``partialface.inference.runners``): ``auto``, the fastest exact one here, or one forced by name (e.g.
+    ``compile-bf16`` for long jobs on a CPU with AMX); the embedding space is the same on every path."""
     from partialface.models.catalogue import DEFAULT_MODEL
 
-    return _Model(model or DEFAULT_MODEL, device)
+    return _load(model or DEFAULT_MODEL, device, infer)
+
+
+@lru_cache(maxsize=4)
+def _load(model: str, device: str, infer: str) -> _Model:
+    """:func:`load`'s cache, keyed on the resolved arguments however they were passed."""
+    return _Model(model, device, infer)
 
 
 def find_faces(image: Image, aligned: bool = False, what: str = "image") -> list[dict[str, Any]]:
@@ -215,15 +225,15 @@ def find_faces(image: Image, aligned: bool = False, what: str = "image") -> list
 
 
 def embed(image: Image, model: str | None = None, *, aligned: bool = False, regions: bool = True,
-          device: str = "cpu") -> list[Face]:
+          device: str = "cpu", infer: str = "auto") -> list[Face]:
     """Every face of ``image``, best first, embedded by ``model`` (see :func:`load`); [] when none is found.
     ``regions``: give each face its per-region account (for models without attention: 5 more embeddings)."""
     from partialface.geometry.regions import REGIONS
 
+    m = load(model, device, infer)  # a bad model or path fails before any detection
     found = find_faces(image, aligned)
     if not found:
         return []
-    m = load(model, device)
     stack = np.stack([d["aligned"] for d in found])
     f, attention = m.embed(stack)
     shares = m.regions(stack, f, attention) if regions else None
@@ -236,18 +246,18 @@ def embed(image: Image, model: str | None = None, *, aligned: bool = False, regi
 
 
 def verify(image1: Image, image2: Image, model: str | None = None, *, far: float = 1e-3, kind: str = "holistic",
-           aligned: bool = False, regions: bool = True, device: str = "cpu") -> Verification:
+           aligned: bool = False, regions: bool = True, device: str = "cpu", infer: str = "auto") -> Verification:
     """Same person? The best face of each image, compared at the model's threshold for ``far`` and ``kind``
     ("holistic", or "partial" when a face is partly hidden: partial pairs have their own threshold);
     ``regions``: the per-region account of the faces and of the pair."""
-    m = load(model, device)
+    m = load(model, device, infer)
     if m.points is None:
         raise PartialFaceError(f"--model {m.name}: it has no operating points (thresholds); measure them with "
                                "`partialface calibrate MODEL --data HELD_OUT_FACES --out FILE`")
     threshold = m.points.at(far, kind)  # a bad --far or kind fails before any detection
     pair, notes = [], []
     for image, what in ((image1, "first image"), (image2, "second image")):
-        faces = embed(image, model, aligned=aligned, regions=regions, device=device)
+        faces = embed(image, model, aligned=aligned, regions=regions, device=device, infer=infer)
         name = str(image) if isinstance(image, (str, os.PathLike)) else what
         if not faces:
             raise PartialFaceError(f"{name}: no face found (give another photo, or an aligned 160x160 face with "

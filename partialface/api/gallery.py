@@ -97,29 +97,30 @@ class Gallery:
     """Identities and their templates, searchable by face. ``path`` None: in memory (``save`` writes it out);
     a missing file is created (atomically) on the spot. ``model`` None: the gallery's own model for an
     existing file, the default model for a new one; another model than the gallery's is refused.
-    ``fusion`` (new galleries only): ``max`` or ``mean`` (module docstring); ``index``: ``flat`` or ``hnsw``."""
+    ``fusion`` (new galleries only): ``max`` or ``mean`` (module docstring); ``index``: ``flat`` or ``hnsw``;
+    ``infer``: the inference path of the faces it embeds (:func:`partialface.api.load`)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, model: str | None = None, *,
-                 fusion: str | None = None, index: str = "flat", device: str = "cpu") -> None:
+                 fusion: str | None = None, index: str = "flat", device: str = "cpu", infer: str = "auto") -> None:
         if index not in INDEXES:
             raise PartialFaceError(f"--index {index}: choose one of {', '.join(INDEXES)}")
         if fusion is not None and fusion not in FUSIONS:
             raise PartialFaceError(f"--fusion {fusion}: choose one of {', '.join(FUSIONS)}")
         self.path = Path(path) if path is not None else None
-        self.index_kind, self.device = index, device
+        self.index_kind, self.device, self.infer = index, device, infer
         if self.path is not None and self.path.exists():
             self._conn = self._open(self.path)
             meta = self.meta
             if fusion is not None and fusion != meta["fusion"]:
                 raise PartialFaceError(f"--fusion {fusion}: {self.path} was made with fusion {meta['fusion']} "
                                        "(fixed when a gallery is made)")
-            self._model = load(model or meta["model_spec"], device)
+            self._model = load(model or meta["model_spec"], device, infer)
             if self._model.weights != meta["weights"]:
                 raise PartialFaceError(
                     f"{self.path}: a gallery of model {meta['model']}, not of {self._model.name} (their embeddings "
                     f"do not compare); use --model {meta['model_spec']}, or enrol into a new gallery")
         else:
-            self._model = load(model, device)
+            self._model = load(model, device, infer)
             self._conn = self._create(self.path, self._model, fusion or "max")
         self.fusion = self.meta["fusion"]
         self._index: Any = None
@@ -209,7 +210,8 @@ class Gallery:
         vectors, sources = [], []
         for image in items:
             label = str(image) if isinstance(image, (str, os.PathLike)) else f"an image of {name}"
-            faces = embed(image, self._model.spec, aligned=aligned, regions=False, device=self.device)
+            faces = embed(image, self._model.spec, aligned=aligned, regions=False, device=self.device,
+                          infer=self.infer)
             if not faces:
                 raise PartialFaceError(f"{label}: no face found; nothing enrolled for {name} (give another photo)")
             vectors.append(faces[0].embedding)
@@ -283,12 +285,12 @@ class Gallery:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], model: str | None = None, *, index: str = "flat",
-             device: str = "cpu") -> Gallery:
+             device: str = "cpu", infer: str = "auto") -> Gallery:
         """An existing gallery file (PartialFaceError when it is missing)."""
         if not Path(path).exists():
             raise PartialFaceError(f"{path}: no such gallery (enrol someone first: partialface enroll {path} NAME "
                                    "IMAGES...)")
-        return cls(path, model, index=index, device=device)
+        return cls(path, model, index=index, device=device, infer=infer)
 
     def close(self) -> None:
         self._conn.close()
@@ -360,7 +362,8 @@ class Gallery:
                        aligned: bool = False) -> list[Identification]:
         """:meth:`identify` for every face of ``image``, best first."""
         threshold = self.threshold(far, kind)
-        faces = embed(image, self._model.spec, aligned=aligned, regions=False, device=self.device)
+        faces = embed(image, self._model.spec, aligned=aligned, regions=False, device=self.device,
+                          infer=self.infer)
         if not faces:
             label = str(image) if isinstance(image, (str, os.PathLike)) else "probe"
             raise PartialFaceError(f"{label}: no face found (give another photo, or an aligned 160x160 face with "

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from partialface.errors import PartialFaceError
+from partialface.jobs.options import add_photo_infer_argument
 
 FIELDS = ("paths", "found", "faces", "embeddings", "boxes", "landmarks", "errors")
 
@@ -43,6 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=32, help="faces embedded at once (default 32)")
     parser.add_argument("--save-every", type=int, default=256, help="photos between saves of the work (default 256)")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    add_photo_infer_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch < 1 or args.save_every < 1:
         raise PartialFaceError("--batch and --save-every must be >= 1")
     photos = [str(p) for p in image_inputs(args.sources)]
-    model = load(args.model, args.device)  # a bad --model fails before any photo is read
+    model = load(args.model, args.device, args.infer)  # a bad --model / --infer fails before any photo is read
     dim = model.embedder.embedding_dim
     partial = out.with_name(out.name + ".partial.npz")
     rows = _resume(partial, photos, model.weights)

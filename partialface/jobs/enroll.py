@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from partialface.errors import PartialFaceError
+from partialface.jobs.options import add_photo_infer_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip images that cannot be read or hold no face (listed on stderr) instead of stopping")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    add_photo_infer_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -60,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     # an existing gallery is checked (and its model taken) first; a new one is made only once all is embedded
-    gallery = Gallery(args.gallery, args.model, fusion=args.fusion, device=args.device) \
+    gallery = Gallery(args.gallery, args.model, fusion=args.fusion, device=args.device, infer=args.infer) \
         if Path(args.gallery).exists() else None
     spec = gallery.meta["model_spec"] if gallery is not None else args.model or DEFAULT_MODEL
-    load(spec, args.device)
+    load(spec, args.device, args.infer)
     total = sum(len(images) for _, images in plan)
     bar = tqdm(total=total, desc="enroll", unit="img", disable=args.no_progress or total < 2, file=sys.stderr)
     items, skipped = [], 0
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         vectors, sources = [], []
         for path in images:
             try:
-                faces = embed(path, spec, aligned=args.aligned, regions=False, device=args.device)
+                faces = embed(path, spec, aligned=args.aligned, regions=False, device=args.device, infer=args.infer)
                 if not faces:
                     raise PartialFaceError(f"{path}: no face found; nothing was enrolled (give another photo, or "
                                            "--skip-bad)")
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise PartialFaceError(f"{args.gallery}: no image could be enrolled ({skipped} skipped)")
     if gallery is None:
-        gallery = Gallery(args.gallery, spec, fusion=args.fusion, device=args.device)
+        gallery = Gallery(args.gallery, spec, fusion=args.fusion, device=args.device, infer=args.infer)
     added = gallery.enroll_many(items)
     print(f"enrolled {added} image(s) of {len(items)} identit{'y' if len(items) == 1 else 'ies'} into {args.gallery} "
           f"(now {len(gallery)} identities; model {gallery.model})" + (f"; {skipped} skipped" if skipped else ""))

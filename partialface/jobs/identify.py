@@ -7,6 +7,7 @@ import argparse
 import json
 
 from partialface.errors import PartialFaceError
+from partialface.jobs.options import add_photo_infer_argument
 from partialface.jobs.verify import _far
 
 
@@ -21,6 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="the gallery's model, if it moved (default: the gallery's own)")
     parser.add_argument("--aligned", action="store_true", help="the probes are aligned 160x160 faces already")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    add_photo_infer_argument(parser)
     parser.add_argument("--all-faces", action="store_true",
                         help="identify every face of each photo (PROBE#1 is the best), not only the best one")
     parser.add_argument("--json", action="store_true", help="one JSON object per probe (the documented fields)")
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from partialface.data.folders import image_inputs
 
     probes = image_inputs(args.probes)
-    gallery = Gallery.open(args.gallery, args.model)
+    gallery = Gallery.open(args.gallery, args.model, device=args.device, infer=args.infer)
     threshold = gallery.threshold(args.far, args.kind)  # a bad --far fails before any photo is read
     if args.top_k < 1:
         raise PartialFaceError(f"--top-k {args.top_k}: must be >= 1")

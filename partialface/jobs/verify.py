@@ -10,6 +10,7 @@ import os
 import sys
 
 from partialface.errors import PartialFaceError
+from partialface.jobs.options import add_photo_infer_argument
 
 
 def _far(text: str) -> float:
@@ -33,6 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the threshold for whole faces (default) or for a partly hidden face")
     parser.add_argument("--aligned", action="store_true", help="A and B are aligned 160x160 faces already")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    add_photo_infer_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (the documented fields)")
     parser.add_argument("--explain", metavar="OUT.png", default=None,
                         help="draw the two faces, what the decision rested on and the per-region shares into OUT.png")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain is not None and not args.explain.lower().endswith(".png"):
         raise PartialFaceError(f"--explain {args.explain}: give a .png file name")
     res = verify(args.image1, args.image2, args.model, far=args.far, kind=args.kind, aligned=args.aligned,
-                 device=args.device)
+                 device=args.device, infer=args.infer)
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.explain is not None:
