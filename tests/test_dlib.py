@@ -468,7 +468,9 @@ def test_exported_dlib_graph_embeds_like_the_port(tmp_path: Path, monkeypatch: p
     from partialface.devices import native_bf16
 
     if native_bf16(torch.device("cpu")):  # a bf16 cache from before the exact framing is never reused
-        assert DlibEmbedder("cpu", infer="bf16").fingerprint.endswith(":float32-framing|bf16")
+        bf16 = DlibEmbedder("cpu", infer="bf16")
+        assert bf16.fingerprint.endswith(":float32-framing|bf16")
+        assert bf16.weights_id == eager.weights_id  # the same embedding space (a gallery takes either path)
     assert "float32-framing" not in eager.fingerprint
 
 

@@ -109,7 +109,7 @@ class _Model:
     @property
     def weights(self) -> str:
         """What identifies the embedding space: the weights' digest (the fingerprint before any inference path)."""
-        return self.embedder.fingerprint.split("|")[0] or self.embedder.source
+        return self.embedder.weights_id or self.embedder.source
 
     def embed(self, aligned: np.ndarray) -> tuple[np.ndarray, Any]:
         """(N, 160, 160, 3) uint8 -> (L2-normalised (N, D) float32, the attention outputs (s, Ã) or None)."""

@@ -190,10 +190,15 @@ class DlibEmbedder(ModelEmbedder):
         self.model: DlibResNet = model
         self.module = model
         self._init_runner(FramedDlib(model, geometry), choose_path(infer, self.device), IMAGE_SIZE)
+        self._weights_id = f"dlib-port:{file_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}"
         # bf16 paths before 2026-12-06 framed in bf16 (inexact chips): their caches must not be reused
         fixed = ":float32-framing" if self.autocast is not None else ""
-        self.fingerprint = path_fingerprint(
-            f"dlib-port:{file_digest(file)}:{PREPROCESS_VERSION}:{self._geometry_tag()}{fixed}", self.path)
+        self.fingerprint = path_fingerprint(self._weights_id + fixed, self.path)
+
+    @property
+    def weights_id(self) -> str:
+        """The port's weights and framing, whatever the path (the cache tag of the bf16 paths left out)."""
+        return self._weights_id
 
     def _geometry_tag(self) -> str:
         return "resize" if self.geometry == "resize" else f"chip{DLIB_CHIP_BOX_160}"

@@ -42,6 +42,11 @@ class Embedder:
     module: nn.Module | None = None
     fingerprint: str = ""
 
+    @property
+    def weights_id(self) -> str:
+        """What identifies the embedding space whatever the inference path: the fingerprint before its path."""
+        return self.fingerprint.split("|")[0]
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
