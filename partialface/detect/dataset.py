@@ -307,7 +307,7 @@ def _batches(loaded: Iterable[_Loaded], size: int) -> Iterator[list[_Loaded]]:
         yield batch
 
 
-def _detect(images: list[np.ndarray], device: str) -> list[list[Any] | Exception]:
+def _detect(images: list[np.ndarray], device: str, compile: bool = False) -> list[list[Any] | Exception]:
     """Faces per image via ``partialface.detect.detect_faces_batch``; an image whose detection raises
     gets the exception instead (the batch is retried one image at a time)."""
     import partialface.detect as detect
@@ -315,13 +315,13 @@ def _detect(images: list[np.ndarray], device: str) -> list[list[Any] | Exception
     if not images:
         return []
     try:
-        return list(detect.detect_faces_batch(images, device=device))
+        return list(detect.detect_faces_batch(images, device=device, compile=compile))
     except Exception:
         pass
     out: list[list[Any] | Exception] = []
     for im in images:
         try:
-            out.append(list(detect.detect_faces_batch([im], device=device)[0]))
+            out.append(list(detect.detect_faces_batch([im], device=device, compile=compile)[0]))
         except Exception as e:
             out.append(e)
     return out
@@ -353,8 +353,10 @@ def align_dataset(
     device: str = "auto",
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    compile: bool = False,
 ) -> AlignSummary:
     """Align every image under ``src`` into ``dst`` (see the module docstring); returns the summary.
+    ``compile``: the detector's P-Net as a compiled graph (``MTCNN(compile=True)``; CPU), compiled before any image.
 
     Raises PartialFaceError for user errors (before any image is touched); per-image failures are recorded.
     """
@@ -373,7 +375,14 @@ def align_dataset(
     todo, skipped = _plan(src_p, dst_p, rels, given, state)
     need_detector = any(item.points is None for item in todo)
     dev = str(resolve_device(device)) if need_detector or device != "auto" else "cpu"
-    _align_all(todo, state, dev, batch_size, n_workers, progress)
+    if compile and need_detector:
+        if not dev.startswith("cpu"):
+            raise PartialFaceError(f"--compile: for the detector on a CPU (--device {device} gives {dev}); run "
+                                   "without --compile")
+        from partialface.detect import default_detector
+
+        default_detector(dev, compile=True).compile_now()  # a failure here is one line, before any image
+    _align_all(todo, state, dev, batch_size, n_workers, progress, compile)
 
     kinds = [state.failures[r][0] for r in rels if r in state.failures]
     no_face = kinds.count(NO_FACE)
@@ -453,7 +462,8 @@ def _plan(
     return todo, skipped
 
 
-def _align_all(todo: Sequence[_Item], state: _State, dev: str, batch_size: int, n_workers: int, progress: bool) -> None:
+def _align_all(todo: Sequence[_Item], state: _State, dev: str, batch_size: int, n_workers: int, progress: bool,
+               compile: bool = False) -> None:
     """Decode ahead, detect in batches, warp and write in the pool; record every outcome (also on Ctrl-C)."""
     pool: Executor = ThreadPoolExecutor(n_workers, thread_name_prefix="align") if n_workers else _InlineExecutor()
     pending: deque[Future[tuple[_Item, np.ndarray | None]]] = deque()
@@ -479,7 +489,7 @@ def _align_all(todo: Sequence[_Item], state: _State, dev: str, batch_size: int, 
         for batch in _batches(prefetch, batch_size):
             readable = [b for b in batch if b.image is not None]
             to_detect = [b for b in readable if b.item.points is None]
-            found = _detect([b.image for b in to_detect if b.image is not None], dev)
+            found = _detect([b.image for b in to_detect if b.image is not None], dev, compile)
             faces_of = {id(b): f for b, f in zip(to_detect, found, strict=True)}
             for b in batch:
                 if b.image is None:

@@ -211,7 +211,9 @@ class PNet(nn.Module):
 
     def forward(self, x: torch.Tensor, exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = prelu(self.conv1(x), self.prelu1.weight)
-        if exclude is not None:
+        if exclude is not None and torch.compiler.is_compiling():  # a static graph: a mask fused with its kernels
+            x = x.masked_fill(exclude.unsqueeze(1), -math.inf)
+        elif exclude is not None:
             rows = x.permute(0, 2, 3, 1)  # (N, H, W, C): rows of C values, contiguous for channels_last
             if x.is_contiguous(memory_format=torch.channels_last):  # 5x faster than a boolean index
                 rows.view(-1, x.shape[1]).index_fill_(0, exclude.flatten().nonzero().squeeze(1), -math.inf)
