@@ -363,7 +363,7 @@ class Gallery:
         """:meth:`identify` for every face of ``image``, best first."""
         threshold = self.threshold(far, kind)
         faces = embed(image, self._model.spec, aligned=aligned, regions=False, device=self.device,
-                          infer=self.infer)
+                      infer=self.infer)
         if not faces:
             label = str(image) if isinstance(image, (str, os.PathLike)) else "probe"
             raise PartialFaceError(f"{label}: no face found (give another photo, or an aligned 160x160 face with "

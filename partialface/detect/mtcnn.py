@@ -259,7 +259,8 @@ class MTCNN(nn.Module):
         self.to(device=torch.device(device), memory_format=torch.channels_last)  # type: ignore[call-overload]
         if compile and self.device.type != "cpu":
             raise ValueError(f"compile: for the detector on a CPU (device {self.device}: run it without)")
-        self._pnet_graph = torch.compile(_PNetPixels(self.pnet), dynamic=False) if compile else None
+        self._pnet_pixels = _PNetPixels(self.pnet)
+        self._pnet_graph = torch.compile(self._pnet_pixels, dynamic=False) if compile else None
         self._pnet_ready = False
 
     @property
@@ -402,13 +403,11 @@ class MTCNN(nn.Module):
             if piece.odd_cols:
                 exclude[y : y + piece.h - 1, x + piece.w - 2] = True
         dev = self.device
-        if self._pnet_graph is not None:  # one static graph: uint8 pixels in, the mask always given
-            prob_t, reg_t = self._run_pnet_graph(torch.from_numpy(pixels[None]).to(dev).permute(0, 3, 1, 2),
-                                                 torch.from_numpy(exclude[None]).to(dev))
+        x_in = torch.from_numpy(pixels[None]).to(dev).permute(0, 3, 1, 2)  # channels_last uint8
+        if self._pnet_graph is not None:  # one static graph: the mask always given
+            prob_t, reg_t = self._run_pnet_graph(x_in, torch.from_numpy(exclude[None]).to(dev))
         else:
-            x_in = torch.from_numpy(pixels[None]).to(dev).permute(0, 3, 1, 2).float()  # channels_last
-            ex = torch.from_numpy(exclude[None]).to(dev) if exclude.any() else None
-            prob_t, reg_t = self.pnet((x_in - 127.5) * 0.0078125, ex)
+            prob_t, reg_t = self._pnet_pixels(x_in, torch.from_numpy(exclude[None]).to(dev) if exclude.any() else None)
         prob, reg = prob_t[0].cpu().numpy(), reg_t[0].cpu().numpy()
         for piece, y, x in canvas:
             out_rows, out_cols = slice(y // 2, y // 2 + piece.hp), slice(x // 2, x // 2 + piece.wp)
@@ -498,14 +497,14 @@ class MTCNN(nn.Module):
 
 
 class _PNetPixels(nn.Module):
-    """P-Net on a uint8 canvas, the normalisation in the graph: pixels (1, 3, H, W) uint8, exclude (1, H - 2, W - 2)
-    bool -> (prob, reg) as :class:`~partialface.detect.nets.PNet`."""
+    """P-Net on a uint8 canvas, normalised first (in the graph, when compiled): pixels (1, 3, H, W) uint8, exclude
+    (1, H - 2, W - 2) bool or None -> (prob, reg) as :class:`~partialface.detect.nets.PNet`."""
 
     def __init__(self, pnet: nn.Module) -> None:
         super().__init__()
         self.pnet = pnet
 
-    def forward(self, pixels: torch.Tensor, exclude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixels: torch.Tensor, exclude: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.pnet((pixels.float() - 127.5) * 0.0078125, exclude)
 
 
