@@ -98,8 +98,10 @@ class _Model:
         from partialface.training.checkpoint import load_weights
 
         if infer == "int8":  # its activation ranges come from the benchmark's faces (calibrate); photos have none
+            from partialface.inference.runners import CHOICES
+
             raise PartialFaceError("--infer int8: the benchmark's path (calibrated on its faces); for photos choose "
-                                   "auto, eager, onnx, compile, bf16, compile-bf16 or fp16")
+                                   f"one of {', '.join(c for c in CHOICES if c != 'int8')}")
         self.spec = spec
         self.embedder = load_embedder(spec, resolve_device(device), infer=infer)
         self.name = self.embedder.name
