@@ -33,7 +33,7 @@ from tqdm import tqdm
 import partialface.detect.mtcnn as mtcnn_module
 from partialface.data.images import read_image
 from partialface.detect import MTCNN, selection_scores
-from partialface.errors import PartialFaceError
+from partialface.errors import PartialFaceError, script_exit
 from partialface.inference.memory import keep_freed_memory
 
 KEYS = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -207,4 +207,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_exit(main)

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from partialface.data.images import read_image
 from partialface.data.lfw import read_pairs, resolve_images
+from partialface.errors import script_exit
 from partialface.evaluation.dlib_model import import_dlib
 from partialface.evaluation.embed import save_npz
 from partialface.metrics import cosine_scores, tenfold_accuracy
@@ -251,4 +252,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -28,6 +28,7 @@ import torch
 
 from partialface.data.images import write_image
 from partialface.data.lfw import PairsFile
+from partialface.errors import script_exit
 from partialface.evaluation.embed import EmbedStats, embed_dataset
 from partialface.evaluation.embedders import TorchEmbedder
 from partialface.evaluation.protocols import build_benchmarks, required_variants
@@ -118,4 +119,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

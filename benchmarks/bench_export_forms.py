@@ -21,6 +21,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from partialface.errors import script_exit
 from partialface.evaluation.embed import load_embedder
 from partialface.inference.hardware import cpu_info
 from partialface.inference.onnx_export import export_bytes
@@ -67,4 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -26,6 +26,7 @@ import numpy as np
 from partialface.api import Gallery, load
 from partialface.data.folders import identity_folders
 from partialface.data.images import read_image
+from partialface.errors import script_exit
 from partialface.evaluation.openset import identification_metrics, openset_split
 
 
@@ -122,4 +123,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -48,6 +48,7 @@ for _k, _v in OMP.items():
 MALLOC = keep_freed_memory()  # as the CLI does (PARTIALFACE_MALLOC=system measures without it)
 import torch  # noqa: E402
 
+from partialface.errors import script_exit  # noqa: E402
 from partialface.inference.hardware import cpu_info  # noqa: E402
 from partialface.inference.runners import PATHS, EmbeddingOf, make_runner, unavailable  # noqa: E402
 
@@ -291,4 +292,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

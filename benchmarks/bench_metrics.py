@@ -16,6 +16,7 @@ from functools import partial
 
 import numpy as np
 
+from partialface.errors import script_exit
 from partialface.metrics import eer, roc_auc, score_benchmark, tar_at_far, tenfold_accuracy
 
 
@@ -58,4 +59,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

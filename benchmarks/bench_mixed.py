@@ -36,7 +36,7 @@ import torch
 
 from partialface.data.images import read_image, write_image
 from partialface.detect import MTCNN, Face
-from partialface.errors import PartialFaceError
+from partialface.errors import PartialFaceError, script_exit
 
 
 def resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -161,4 +161,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script_exit(main)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import torch
 
+from partialface.errors import script_exit
 from partialface.losses import LossConfig, build_criterion
 from partialface.models import ModelConfig, create_model, list_models
 from partialface.models.summary import summarize
@@ -129,4 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

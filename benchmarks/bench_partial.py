@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from partialface.errors import script_exit
 from partialface.geometry import PartialFaceBatcher, all_variants, partial_face
 
 
@@ -79,4 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 from bench_infer import _best_rate  # this folder: the scripts run as files
 
+from partialface.errors import script_exit
 from partialface.inference.hardware import cpu_info
 from partialface.models.resnet import MaxPool
 
@@ -53,4 +54,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -24,6 +24,7 @@ from partialface.data.images import read_image
 from partialface.data.lfw import read_pairs
 from partialface.data.synth import SynthOptions, write_dataset
 from partialface.detect.dataset import read_landmarks
+from partialface.errors import script_exit
 from partialface.geometry.align import align_face
 from partialface.jobs.synth import raw_pixel_baseline, raw_pixel_descriptor
 from partialface.metrics import cosine_scores, tenfold_accuracy
@@ -81,4 +82,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from partialface.errors import script_exit
 from partialface.inference.memory import keep_freed_memory
 from partialface.losses import build_criterion
 from partialface.models import create_model
@@ -216,4 +217,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

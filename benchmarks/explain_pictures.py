@@ -16,6 +16,7 @@ import numpy as np
 
 import partialface
 from partialface.api.explain import explain
+from partialface.errors import script_exit
 from partialface.geometry.partial import partial_face
 from partialface.geometry.regions import REGIONS, region_labels
 from partialface.geometry.template import GREY
@@ -55,4 +56,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

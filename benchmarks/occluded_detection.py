@@ -31,6 +31,7 @@ from partialface.data.folders import list_images
 from partialface.data.images import read_image
 from partialface.detect import detect_faces
 from partialface.detect.mtcnn import detect_faces_batch
+from partialface.errors import script_exit
 from partialface.geometry.align import align_face
 from partialface.geometry.occlude import KINDS, occlude_photo
 
@@ -116,4 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -15,6 +15,7 @@ import numpy as np
 
 from partialface.data.folders import list_images
 from partialface.data.images import read_image, write_image
+from partialface.errors import script_exit
 from partialface.geometry.occlude import KINDS, masktheface_templates, occlude
 
 
@@ -44,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

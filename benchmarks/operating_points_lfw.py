@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from partialface.errors import script_exit
 from partialface.evaluation.calibrate import FARS, read_operating_points
 from partialface.evaluation.embed import cache_name
 from partialface.models.catalogue import CATALOGUE, shipped_model
@@ -66,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from partialface.errors import script_exit
+
 
 def main() -> None:
     from partialface.evaluation.benchmark import run_benchmark
@@ -63,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

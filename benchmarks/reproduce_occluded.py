@@ -27,6 +27,7 @@ import numpy as np
 from reproduce_results import section_lines  # (benchmarks/, this script's folder)
 
 from partialface.data.lfw import read_pairs
+from partialface.errors import script_exit
 from partialface.evaluation.embed import cache_name
 from partialface.metrics import cosine_scores, score_benchmark
 
@@ -128,4 +129,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

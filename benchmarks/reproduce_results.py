@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from partialface.data.lfw import read_pairs
+from partialface.errors import script_exit
 from partialface.metrics import cosine_scores, score_benchmark
 
 COLUMNS = [("holistic", None), ("partial-holistic", "non-centred"), ("partial-same", "non-centred"),
@@ -147,4 +148,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    script_exit(main)

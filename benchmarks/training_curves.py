@@ -13,6 +13,8 @@ import argparse
 import csv
 from pathlib import Path
 
+from partialface.errors import script_exit
+
 
 def read(run: Path) -> list[dict[str, str]]:
     with (run / "verify.csv").open(newline="") as f:
@@ -58,4 +60,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

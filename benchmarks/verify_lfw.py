@@ -23,6 +23,7 @@ import partialface
 from partialface.api import load
 from partialface.data.images import read_image
 from partialface.data.lfw import read_pairs, resolve_images
+from partialface.errors import script_exit
 from partialface.evaluation.calibrate import FARS
 from partialface.geometry.align import resize_fallback
 from partialface.metrics import tenfold_accuracy
@@ -65,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    script_exit(main)

@@ -232,3 +232,40 @@ def test_align_subprocess_over_the_corpus_and_bad_src(corpus: Path, tmp_path: Pa
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("partialface: error: ") and "no_such_dir" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("script", ["bench_detect.py", "bench_mixed.py"])
+def test_benchmark_scripts_say_a_bad_path_in_one_line(script: str, tmp_path: Path) -> None:
+    """A benchmark script given a folder without LFW's photos: one line naming it, exit status 2, no traceback."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    proc = subprocess.run([sys.executable, str(path), "--lfw", str(tmp_path / "nolfw"), "--limit", "2"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"{script}: error: ") and "nolfw" in proc.stderr
+
+
+def test_script_exit_passes_the_status_and_turns_a_user_error_into_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from partialface.errors import script_exit
+
+    monkeypatch.setattr(sys, "argv", ["tool.py"])
+    for main, status in ((lambda: None, 0), (lambda: 3, 3)):
+        with pytest.raises(SystemExit) as exc:
+            script_exit(main)
+        assert exc.value.code == status
+
+    def bad() -> int:
+        raise PartialFaceError("--x 7: give a number below 5")
+
+    with pytest.raises(SystemExit) as exc:
+        script_exit(bad)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "tool.py: error: --x 7: give a number below 5\n"
+
+    def bug() -> int:
+        raise ValueError("a bug, not the user's")
+
+    with pytest.raises(ValueError):  # only a user's error is shortened: a bug keeps its traceback
+        script_exit(bug)
