@@ -48,7 +48,7 @@ for _k, _v in OMP.items():
 MALLOC = keep_freed_memory()  # as the CLI does (PARTIALFACE_MALLOC=system measures without it)
 import torch  # noqa: E402
 
-from partialface.errors import script_exit  # noqa: E402
+from partialface.errors import PartialFaceError, script_exit  # noqa: E402
 from partialface.inference.hardware import cpu_info  # noqa: E402
 from partialface.inference.runners import PATHS, EmbeddingOf, make_runner, unavailable  # noqa: E402
 
@@ -269,12 +269,20 @@ def main() -> None:
                 ref = module.to(device)(x.to(device)).float().cpu()
             rates: dict[str, float] = {}
             for path in paths:
-                runner = make_runner(module, path, device, size, calibration=x.numpy() if path == "int8" else None)
-                fmt = torch.channels_last if runner.channels_last else torch.contiguous_format
-                xin, xone = xb.contiguous(memory_format=fmt), x.to(device).contiguous(memory_format=fmt)
-                if runner.takes_pixels and size == faces.shape[1]:  # as the benchmark feeds it: uint8 NHWC faces
-                    xin, xone = (f.to(device).permute(0, 3, 1, 2) for f in (fb, faces))
-                rate = _best_rate(lambda r=runner, xi=xin: r(xi), args.batch, device, args.repeats)  # type: ignore[misc]
+                try:  # a path that fails here (a compiler, a provider) is a row saying why; the others still run
+                    runner = make_runner(module, path, device, size,
+                                         calibration=x.numpy() if path == "int8" else None)
+                    fmt = torch.channels_last if runner.channels_last else torch.contiguous_format
+                    xin, xone = xb.contiguous(memory_format=fmt), x.to(device).contiguous(memory_format=fmt)
+                    if runner.takes_pixels and size == faces.shape[1]:  # as the benchmark feeds it: uint8 NHWC
+                        xin, xone = (f.to(device).permute(0, 3, 1, 2) for f in (fb, faces))
+                    rate = _best_rate(lambda r=runner, xi=xin: r(xi), args.batch, device,  # type: ignore[misc]
+                                      args.repeats)
+                except PartialFaceError as err:
+                    if path == "eager":
+                        raise
+                    print(f"| {family} | {path} | failed: {err} |" + " |" * 9)
+                    continue
                 rates[path] = rate
                 got = runner(xone).cpu()
                 cos = float(torch.nn.functional.cosine_similarity(got, ref).min())

@@ -474,3 +474,21 @@ def test_gpu_script_falls_back_to_a_small_cpu_run() -> None:
         assert step in out, step
     assert "| ours:tiny | onnx" in out and "| dlib_resnet | eager" in out  # bench_infer rows
     assert "train TFLOP/s" in out and "ratio end-to-end / bare" in out
+
+
+def test_a_path_that_fails_at_run_time_is_a_row_saying_why(tmp_path: Path) -> None:
+    """bench_infer with a C++ compiler that exists but fails (CXX=/bin/false, an empty inductor cache): the
+    compiled path's first call fails inside torch.compile; its row says so in one line (the runner's message),
+    eager's row still comes, and the script ends with status 0 (one path must not lose a GPU session's run)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CXX": "/bin/false", "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_infer.py"), "--models", "ours:tiny",
+                          "--paths", "eager,compile", "--images", "8", "--batch", "4", "--repeats", "1",
+                          "--e2e", "none"], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = [line.split(" | ") for line in res.stdout.splitlines() if line.startswith("| ours:tiny |")]
+    assert [r[1] for r in rows] == ["eager", "compile"]
+    assert float(rows[0][2]) > 0 and rows[1][2].startswith("failed: --infer compile: torch.compile failed")
