@@ -21,8 +21,9 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from partialface.errors import script_exit
+from partialface.errors import PartialFaceError, script_exit
 from partialface.evaluation.embed import load_embedder
+from partialface.evaluation.embedders import ModelEmbedder
 from partialface.inference.hardware import cpu_info
 from partialface.inference.onnx_export import export_bytes
 from partialface.inference.runners import EmbeddingOf, OnnxRunner
@@ -45,6 +46,8 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for spec in args.model or ["sface-400"]:
         emb = load_embedder(spec, torch.device("cpu"), infer="eager")
+        if not isinstance(emb, ModelEmbedder) or emb.module is None:
+            raise PartialFaceError(f"--model {spec}: give a PyTorch model (a name, run folder or safetensors file)")
         module = EmbeddingOf(emb.module).float().eval()
         x = np.random.default_rng(0).uniform(0, 255, (args.batch, 3, emb.input_size, emb.input_size))
         x = x.astype(np.float32)

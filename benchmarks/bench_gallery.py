@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from partialface.errors import script_exit
 from partialface.evaluation.openset import identification_metrics, openset_split
 
 
-def _timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+def _timed(fn: Callable[[], object], repeat: int) -> float:
     """Median seconds of ``repeat`` calls."""
     times = []
     for _ in range(repeat):

@@ -105,12 +105,12 @@ def build(family: str) -> tuple[torch.nn.Module, int, str]:
         from partialface.models.dlib_resnet import DlibResNet, load_dlib_resnet, resolve_weights
 
         try:
-            model = load_dlib_resnet(resolve_weights(None))
+            net: torch.nn.Module = load_dlib_resnet(resolve_weights(None))
             note = "dlib's weights"
         except Exception:
-            model, note = create_model("dlib_resnet", preset="paper"), "random"
-        assert isinstance(model, DlibResNet)
-        return FramedDlib(model).eval(), 160, note + ", framing included"
+            net, note = create_model("dlib_resnet", preset="paper"), "random"
+        assert isinstance(net, DlibResNet)
+        return FramedDlib(net).eval(), 160, note + ", framing included"
     model = create_model(name, preset=preset or "paper").eval()
     return EmbeddingOf(model).eval(), model.config.input_size, "random"
 
@@ -133,7 +133,7 @@ def faces_dir(root: Path, n: int, src: Path | None) -> Path:
     for i in range(n):
         img = np.zeros((160, 160, 3))
         for _ in range(6):
-            cx, cy, r = *rng.uniform(0.2, 0.8, 2).tolist(), rng.uniform(0.05, 0.3)
+            (cx, cy), r = rng.uniform(0.2, 0.8, 2).tolist(), float(rng.uniform(0.05, 0.3))
             img += rng.uniform(40, 120, 3) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
         write_image(out / f"p{i // 100}" / f"{i:05d}.png", np.clip(img + 60, 0, 255).astype(np.uint8))
     return out

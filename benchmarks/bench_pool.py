@@ -41,8 +41,9 @@ def main() -> None:
         pool = MaxPool(width)
         for dtype in (torch.float32, torch.bfloat16):
             x = torch.relu(torch.randn(32, width, 80, 80)).to(dtype).contiguous(memory_format=torch.channels_last)
-            ways = {"eager": pool, "inductor": torch.compile(pool, dynamic=False),
-                    "aten": torch.compile(pool.compile_bf16_form() if width < 32 else pool, dynamic=False)}
+            ways: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+                "eager": pool, "inductor": torch.compile(pool, dynamic=False),
+                "aten": torch.compile(pool.compile_bf16_form() if width < 32 else pool, dynamic=False)}
             with torch.inference_mode():
                 want = pool(x)
                 for name, fn in ways.items():

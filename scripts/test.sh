@@ -7,5 +7,5 @@ bash "$root/scripts/bootstrap.sh" dev
 cd "$root"
 py="${PARTIALFACE_VENV:-$root/.venv}/bin"
 echo "== ruff"; "$py/ruff" check partialface tests benchmarks
-echo "== mypy"; "$py/mypy" partialface
+echo "== mypy"; "$py/mypy" partialface benchmarks
 echo "== pytest"; "$py/python" -m pytest -q "$@"
