@@ -1,0 +1,246 @@
+"""Realistic occluders on raw photos (partialface.geometry.realistic, issue #39): the same pixels for the same
+seed, masks anchored where the landmarks say (a synthetic template whose anchors are coloured dots), the ground
+truth in the aligned frame, lighting matched to the face, crops, bad input; and the realistic test end to end on
+real LFW photos (partialface.evaluation.realistic)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from partialface.errors import PartialFaceError
+from partialface.geometry.align import alignment_matrix
+from partialface.geometry.occlude import face_area
+from partialface.geometry.realistic import (
+    MASK_DESIGNS,
+    REALISTIC_KINDS,
+    MaskTemplate,
+    face_frame,
+    load_mask_templates,
+    mask_anchors,
+    occlude_aligned_realistic,
+    occlude_photo_realistic,
+)
+from partialface.geometry.template import aligned_points
+
+SHARED = Path(os.environ.get("PARTIALFACE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DOTS = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)], np.uint8)
+
+
+def _dotted_masks() -> dict[str, MaskTemplate]:
+    """A 300x200 template: a white body through its 6 anchors, each anchor a coloured dot of radius 5."""
+    anchors = np.array([(20, 60), (150, 15), (280, 60), (30, 140), (150, 190), (270, 140)], np.float64)
+    rgba = np.zeros((205, 300, 4), np.uint8)
+    cv2.fillPoly(rgba, [anchors[[0, 1, 2, 5, 4, 3]].astype(np.int32)], (235, 235, 235, 255))
+    for p, colour in zip(anchors, DOTS, strict=True):
+        cv2.circle(rgba, (int(p[0]), int(p[1])), 5, (*map(int, colour), 255), -1)
+    t = MaskTemplate("dots", rgba, anchors)
+    return {name + view: t for name in MASK_DESIGNS for view in ("", "_left", "_right")}
+
+
+def _face_photo(angle: float = 12.0, scale: float = 2.0, size: int = 420, grey: int = 140) -> tuple[np.ndarray,
+                                                                                                         np.ndarray]:
+    """A flat grey photo and the landmarks of a template-shaped face on it, rotated by ``angle`` and scaled."""
+    pts = aligned_points()
+    c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+    rot = scale * np.array([[c, -s], [s, c]])
+    photo_pts = (pts - 80) @ rot.T + size / 2
+    return np.full((size, size, 3), grey, np.uint8), photo_pts
+
+
+def _centroid(img: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    d = np.abs(img.astype(np.int64) - colour.astype(np.int64)).sum(-1)
+    ys, xs = np.nonzero(d < 90)
+    assert len(xs) > 5, f"dot {colour} not found"
+    return np.array([xs.mean(), ys.mean()])
+
+
+@pytest.mark.parametrize("yaw", [0.0, -14.0, 14.0])
+def test_mask_anchored_where_the_landmarks_say(yaw: float) -> None:
+    photo, pts = _face_photo()
+    if yaw:  # the nose moved sideways: a turned head
+        pts = pts.copy()
+        pts[2, 0] += yaw
+    occ = occlude_photo_realistic(photo, pts, "mask", seed=3, masks=_dotted_masks(), jpeg=False)
+    m = alignment_matrix(pts)
+    aligned_pts = (m[:, :2] @ pts.T + m[:, 2:]).T
+    inv = cv2.invertAffineTransform(m)
+    want = (inv[:, :2] @ mask_anchors(aligned_pts).T + inv[:, 2:]).T  # anchors in the photo
+    for colour, target in zip(DOTS, want, strict=True):  # within a pixel (the canvas's and the photo's resampling)
+        assert np.linalg.norm(_centroid(occ.photo, colour) - target) < 1.0
+    # the anchors themselves, by hand on the aligned face: bridge between the eyes' midpoint and the nose tip,
+    # a / c at the nose tip's height about a face width of 2 eye distances apart, chin below the mouth
+    a = mask_anchors(aligned_pts)
+    eye, nose = (aligned_pts[0] + aligned_pts[1]) / 2, aligned_pts[2]
+    d = np.linalg.norm(aligned_pts[1] - aligned_pts[0])
+    assert eye[1] < a[1, 1] < nose[1] and a[0, 1] == pytest.approx(nose[1]) == a[2, 1]
+    assert 1.7 * d < a[2, 0] - a[0, 0] < 2.6 * d and a[4, 1] > aligned_pts[3:, 1].max() + 0.3 * d
+    if yaw == 0:
+        assert a[0, 0] + a[2, 0] == pytest.approx(2 * eye[0], abs=0.05)  # symmetric (the nose 0.005 px off)
+    else:  # the contour on the side the nose moved to comes closer to it
+        near, far = (a[0, 0], a[2, 0]) if yaw < 0 else (a[2, 0], a[0, 0])
+        assert abs(near - nose[0]) < abs(far - nose[0])
+
+
+def test_turned_view_follows_the_yaw() -> None:
+    assert face_frame(aligned_points()).delta == pytest.approx(0.0, abs=1e-3)
+    photo, pts = _face_photo(angle=0)
+    masks = _dotted_masks()
+    named = {k: MaskTemplate(k, v.rgba, v.anchors) for k, v in masks.items()}
+    for shift, view in ((0.0, ""), (-16.0, "_left"), (16.0, "_right")):
+        p = pts.copy()
+        p[2, 0] += shift
+        what = occlude_photo_realistic(photo, p, "mask", seed=1, masks=named, jpeg=False).what
+        assert what.startswith("mask/") and what.endswith(view) and (view or not what.endswith(("_left", "_right")))
+
+
+@pytest.mark.parametrize("kind", REALISTIC_KINDS)
+def test_same_seed_same_pixels(kind: str) -> None:
+    photo, pts = _face_photo()
+    photo = np.random.default_rng(0).integers(60, 200, photo.shape, dtype=np.uint8)
+    masks = _dotted_masks()
+    a = occlude_photo_realistic(photo, pts, kind, seed=7, masks=masks)
+    b = occlude_photo_realistic(photo, pts, kind, seed=7, masks=masks)
+    assert np.array_equal(a.photo, b.photo) and np.array_equal(a.hidden_aligned, b.hidden_aligned)
+    others = [occlude_photo_realistic(photo, pts, kind, seed=s, masks=masks) for s in range(8, 12)]
+    assert any(o.what != a.what or o.photo.shape != a.photo.shape or not np.array_equal(o.photo, a.photo)
+               for o in others)
+    assert a.hidden_aligned.any()
+
+
+def test_ground_truth_where_the_occluder_is() -> None:
+    """Sunglasses hide both eyes and not the mouth; a hand hides a real part of the face; in the aligned frame."""
+    photo, pts = _face_photo(scale=1.0, size=220)
+    eyes = np.round(aligned_points()[:2]).astype(int)
+    mouth = np.round(aligned_points()[3:].mean(0)).astype(int)
+    area = face_area()
+    for seed in range(4):
+        g = occlude_photo_realistic(photo, pts, "sunglasses", seed=seed).hidden_aligned
+        assert all(g[y, x] for x, y in eyes) and not g[mouth[1], mouth[0]]
+        h = occlude_photo_realistic(photo, pts, "hand", seed=seed).hidden_aligned
+        assert (h & area).sum() / area.sum() > 0.1
+        m = occlude_photo_realistic(photo, pts, "mask", seed=seed, masks=_dotted_masks()).hidden_aligned
+        assert m[mouth[1], mouth[0]] and not any(m[y, x] for x, y in eyes)
+
+
+def test_photo_and_aligned_agree() -> None:
+    """The same occluder drawn on a photo (rotated, scaled 2x) and on its aligned face hides the same pixels."""
+    photo, pts = _face_photo(angle=-9, scale=2.3)
+    aligned = np.full((160, 160, 3), 140, np.uint8)
+    for kind in ("sunglasses", "hand", "mask"):
+        on_photo = occlude_photo_realistic(photo, pts, kind, seed=5, masks=_dotted_masks()).hidden_aligned
+        _, on_face = occlude_aligned_realistic(aligned, kind, seed=5, masks=_dotted_masks())
+        iou = (on_photo & on_face).sum() / (on_photo | on_face).sum()
+        assert iou > 0.9, (kind, iou)
+
+
+def test_lighting_follows_the_face() -> None:
+    """The same hand on a dark photo is darker than on a bright one (colours scaled by the face's light)."""
+    bright, pts = _face_photo(grey=190)
+    dark, _ = _face_photo(grey=60)
+    a = occlude_photo_realistic(bright, pts, "hand", seed=2, jpeg=False)
+    b = occlude_photo_realistic(dark, pts, "hand", seed=2, jpeg=False)
+    inside = a.hidden & b.hidden
+    ratio = b.photo[inside].mean() / a.photo[inside].mean()
+    assert ratio < 0.6
+
+
+def test_crop_cuts_the_photo_through_the_face() -> None:
+    rng = np.random.default_rng(1)
+    photo, pts = _face_photo(angle=0)
+    photo = rng.integers(0, 256, photo.shape, dtype=np.uint8)
+    area = face_area()
+    sides = set()
+    for seed in range(12):
+        o = occlude_photo_realistic(photo, pts, "crop", seed=seed)
+        x0, y0 = o.offset
+        h, w = o.photo.shape[:2]
+        assert np.array_equal(o.photo, photo[y0 : y0 + h, x0 : x0 + w]) and (h, w) != photo.shape[:2]
+        frac = (o.hidden_aligned & area).sum() / area.sum()
+        assert 0.17 < frac < 0.48, frac
+        sides.add(o.what)
+        g, hidden = occlude_aligned_realistic(np.full((160, 160, 3), 90, np.uint8), "crop", seed=seed)
+        assert (g[hidden] == 128).all() and (g[~hidden] == 90).all()
+    assert len(sides) >= 3
+
+
+def test_bad_input() -> None:
+    photo, pts = _face_photo()
+    with pytest.raises(PartialFaceError, match="choose one of"):
+        occlude_photo_realistic(photo, pts, "scarf")
+    with pytest.raises(PartialFaceError, match="masks="):
+        occlude_photo_realistic(photo, pts, "mask")
+    with pytest.raises(PartialFaceError, match=r"masks\.cfg"):
+        load_mask_templates("/nonexistent")
+    with pytest.raises(PartialFaceError, match="uint8"):
+        occlude_aligned_realistic(np.zeros((10, 10, 3), np.uint8), "hand")
+
+
+def test_real_templates_load() -> None:
+    root = SHARED / "data" / "occluders" / "masktheface"
+    if not (root / "masks" / "masks.cfg").is_file():
+        pytest.skip(f"MaskTheFace's templates not found at {root}")
+    masks = load_mask_templates(root)
+    assert all(d in masks and d + "_left" in masks and d + "_right" in masks for d in MASK_DESIGNS)
+    assert all(t.anchors.shape == (6, 2) and t.rgba.shape[2] == 4 for t in masks.values())
+
+
+@pytest.mark.lfw
+def test_realistic_benchmark_end_to_end(lfw_root: Path, tmp_path: Path) -> None:
+    """Two folds of 3 + 3 real LFW pairs: the command runs the whole pipeline, the stored ground truth is the
+    occluder's, and the FAR at the operating point is the impostor pairs' share above the file's threshold."""
+    from partialface.cli import main
+    from partialface.evaluation.calibrate import read_operating_points
+    from partialface.models.catalogue import shipped_model
+    from partialface.training.checkpoint import load_weights
+
+    masks = SHARED / "data" / "occluders" / "masktheface"
+    if not (masks / "masks" / "masks.cfg").is_file():
+        pytest.skip(f"MaskTheFace's templates not found at {masks}")
+    lines = (lfw_root / "pairs.txt").read_text().splitlines()
+    per = int(lines[0].split()[1])
+    body = []
+    for f in range(2):
+        base = 1 + f * 2 * per
+        body += lines[base : base + 3] + lines[base + per : base + per + 3]
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("2 3\n" + "\n".join(body) + "\n")
+    out = tmp_path / "out"
+    args = ["benchmark-occluded", "--realistic", "--data", str(lfw_root / "lfw-deepfunneled"), "--masks", str(masks),
+            "--pairs", str(pairs), "--out", str(out), "--no-progress", "--model", "sface-400"]
+    assert main(args) == 0
+    res = json.loads((out / "realistic.json").read_text())
+    assert res["detection"]["whole"]["found"] == 1.0
+    assert {r["kind"] for r in res["rows"]} == {"whole", *REALISTIC_KINDS}
+    # the stored ground truth is what the occluder hides: regenerate photo 0's mask
+    from partialface.data.images import read_image
+    from partialface.data.lfw import read_pairs
+    from partialface.detect import detect_faces
+    from partialface.evaluation.realistic import prepare_faces
+
+    keys = read_pairs(pairs).images()
+    paths = [lfw_root / "lfw-deepfunneled" / k for k in keys]
+    store = prepare_faces(paths, out / "faces", kinds=REALISTIC_KINDS, masks=load_mask_templates(masks), seed=0,
+                          progress=False)  # resumes: nothing detected again
+    assert store.done == len(keys)
+    face = detect_faces(read_image(paths[0]), device="cpu")[0]
+    o = occlude_photo_realistic(read_image(paths[0]), face.landmarks, "sunglasses", seed=0,
+                                masks=load_mask_templates(masks))
+    assert np.array_equal(store.hidden_mask("sunglasses", 0), o.hidden_aligned)
+    # FAR / TAR of the whole pairs at the file's threshold, by brute force from the cached embeddings
+    points = read_operating_points(load_weights(shipped_model("sface-400"))[1])
+    assert points is not None
+    with np.load(out / "embeddings" / "sface-400-realistic.npz") as z:
+        e = z["whole"]
+    index = {k: i for i, k in enumerate(keys)}
+    pf = read_pairs(pairs)
+    t = points.at(1e-3, "holistic")
+    imp = [float(e[index[p.a]] @ e[index[p.b]]) >= t for p in pf.pairs if not p.same]
+    gen = [float(e[index[p.a]] @ e[index[p.b]]) >= t for p in pf.pairs if p.same]
+    row = next(r for r in res["rows"] if r["kind"] == "whole")
+    assert row["single"]["far"] == pytest.approx(np.mean(imp)) and row["single"]["tar"] == pytest.approx(np.mean(gen))
