@@ -66,7 +66,8 @@ def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
     assert points is not None and res.threshold == points.at(1e-3) and res.far == 1e-3 and res.kind == "holistic"
     other = partialface.verify(a, b, aligned=True, far=1e-2, kind="partial")
     assert other.threshold == points.at(1e-2, "partial") and other.same == (other.score >= other.threshold)
-    assert set(other.as_dict()) == {"same", "score", "threshold", "far", "kind", "model", "notes", "faces", "regions"}
+    assert set(other.as_dict()) == {"same", "score", "threshold", "far", "kind", "model", "notes", "faces", "regions",
+                                    "shared_visibility"}
     faces = partialface.embed(a, aligned=True)
     assert len(faces) == 1 and faces[0].embedding.shape == (128,)
     assert np.linalg.norm(faces[0].embedding) == pytest.approx(1.0, abs=1e-5) and faces[0].box is None

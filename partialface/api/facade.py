@@ -34,7 +34,8 @@ class Face:
     ``landmarks`` (5, 2) in the photo, ``aligned`` (160, 160, 3) uint8, ``embedding`` (D,) float32, L2-normalised;
     attention models also give ``importance`` (K,) (the paper's s) and ``maps`` (K, h, w) (Ã); ``regions``:
     the share of the embedding each region of :data:`partialface.geometry.regions.REGIONS` accounts for
-    (sums to 1; see :meth:`_Model.regions`), None where it was not asked for."""
+    (sums to 1; see :meth:`_Model.regions`), None where it was not asked for; ``visibility``: how much of each
+    region is visible, in [0, 1] (:mod:`partialface.models.visibility`), None where it was not asked for."""
 
     aligned: np.ndarray
     embedding: np.ndarray
@@ -44,13 +45,16 @@ class Face:
     importance: np.ndarray | None = None
     maps: np.ndarray | None = None
     regions: dict[str, float] | None = None
+    visibility: dict[str, float] | None = None
 
 
 @dataclass
 class Verification:
     """``same``: score >= threshold; ``score``: cosine of the two embeddings; ``threshold``: the model's operating
-    point at ``far`` for pairs of ``kind`` ("holistic" or "partial"); ``faces``: the two compared faces;
-    ``regions``: what the decision rested on, per region (sums to 1; :meth:`_Model.pair_regions`)."""
+    point at ``far`` for pairs of ``kind`` ("holistic", "partial", or with ``kind="auto"`` the visibility level
+    it chose, e.g. "auto/visible>=0.90"); ``faces``: the two compared faces; ``regions``: what the decision rested
+    on, per region (sums to 1; :meth:`_Model.pair_regions`); ``shared_visibility``: what both faces show (kind
+    "auto")."""
 
     same: bool
     score: float
@@ -61,12 +65,15 @@ class Verification:
     faces: tuple[Face, Face]
     notes: list[str] = field(default_factory=list)
     regions: dict[str, float] | None = None
+    shared_visibility: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The documented JSON fields (no arrays)."""
         return {"same": self.same, "score": self.score, "threshold": self.threshold, "far": self.far,
                 "kind": self.kind, "model": self.model, "notes": list(self.notes), "regions": self.regions,
-                "faces": [{"box": f.box, "score": f.score, "regions": f.regions} for f in self.faces]}
+                "shared_visibility": self.shared_visibility,
+                "faces": [{"box": f.box, "score": f.score, "regions": f.regions, "visibility": f.visibility}
+                          for f in self.faces]}
 
 
 def to_rgb(image: Image, what: str = "image") -> np.ndarray:
@@ -107,6 +114,20 @@ class _Model:
         self.name = self.embedder.name
         source = Path(self.embedder.source)
         self.points = read_operating_points(load_weights(source)[1]) if source.suffix == ".safetensors" else None
+        self._visibility: Any = None
+
+    def visibility(self, aligned: np.ndarray) -> np.ndarray | None:
+        """(N, R) visibility estimates of aligned faces (N, 160, 160, 3) by the shipped visibility network, or None
+        where its file is not here."""
+        from partialface.models.catalogue import visibility_file
+        from partialface.models.visibility import load_visibility, predict_visibility
+
+        if self._visibility is None:
+            path = visibility_file()
+            if path is None:
+                return None
+            self._visibility = load_visibility(path, self.embedder.device)
+        return predict_visibility(self._visibility, aligned)
 
     @property
     def weights(self) -> str:
@@ -205,8 +226,22 @@ def _load(model: str, device: str, infer: str) -> _Model:
     return _Model(model, device, infer)
 
 
-def find_faces(image: Image, aligned: bool = False, what: str = "image") -> list[dict[str, Any]]:
-    """The faces of a photo, best first: dicts of box, score, landmarks (5, 2) and aligned (160, 160, 3)."""
+def photo_detector(detector: str = "auto") -> str:
+    """The detector the photo functions use: ``auto`` (the default) is :data:`partialface.detect.policy.OCCLUDED`
+    (MTCNN, and YuNet for the faces it misses: masked faces, issue #39) where YuNet's file is here, else MTCNN;
+    any other name is checked (:data:`partialface.detect.policy.DETECTORS`)."""
+    from partialface.detect.policy import OCCLUDED, check_detector
+    from partialface.detect.yunet import installed_yunet_file
+
+    if detector == "auto":
+        return OCCLUDED if installed_yunet_file() is not None else "mtcnn"
+    return check_detector(detector)
+
+
+def find_faces(image: Image, aligned: bool = False, what: str = "image", detector: str = "auto"
+               ) -> list[dict[str, Any]]:
+    """The faces of a photo, best first: dicts of box, score, landmarks (5, 2) and aligned (160, 160, 3);
+    ``detector``: :func:`photo_detector`."""
     from partialface.detect import detect_faces, selection_scores
     from partialface.geometry.align import align_face
 
@@ -215,7 +250,7 @@ def find_faces(image: Image, aligned: bool = False, what: str = "image") -> list
         if rgb.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise PartialFaceError(f"{what}: aligned=True needs a 160x160 face, got {rgb.shape[1]}x{rgb.shape[0]}")
         return [{"aligned": rgb, "box": None, "score": None, "landmarks": None}]
-    faces = detect_faces(rgb, device="cpu")
+    faces = detect_faces(rgb, device="cpu", detector=photo_detector(detector))
     crit = selection_scores(np.array([f.box for f in faces]), rgb.shape) if faces else np.zeros(0)
     order = np.argsort(-crit, kind="stable")  # the spec's rule; ties keep the detector's order
     out = []
@@ -227,39 +262,73 @@ def find_faces(image: Image, aligned: bool = False, what: str = "image") -> list
 
 
 def embed(image: Image, model: str | None = None, *, aligned: bool = False, regions: bool = True,
-          device: str = "cpu", infer: str = "auto") -> list[Face]:
+          visibility: bool = True, device: str = "cpu", infer: str = "auto", detector: str = "auto") -> list[Face]:
     """Every face of ``image``, best first, embedded by ``model`` (see :func:`load`); [] when none is found.
-    ``regions``: give each face its per-region account (for models without attention: 5 more embeddings)."""
+    ``regions``: give each face its per-region account (for models without attention: 5 more embeddings);
+    ``visibility``: how much of each region it shows (the shipped visibility network); ``detector``:
+    :func:`photo_detector`."""
     from partialface.geometry.regions import REGIONS
 
     m = load(model, device, infer)  # a bad model or path fails before any detection
-    found = find_faces(image, aligned)
+    photo_detector(detector)
+    found = find_faces(image, aligned, detector=detector)
     if not found:
         return []
     stack = np.stack([d["aligned"] for d in found])
     f, attention = m.embed(stack)
     shares = m.regions(stack, f, attention) if regions else None
+    seen = m.visibility(stack) if visibility else None
     faces = []
     for i, d in enumerate(found):
         s, maps = (attention[0][i], attention[1][i]) if attention is not None else (None, None)
         account = dict(zip(REGIONS, map(float, shares[i]), strict=True)) if shares is not None else None
-        faces.append(Face(embedding=f[i], importance=s, maps=maps, regions=account, **d))
+        vis = dict(zip(REGIONS, map(float, seen[i]), strict=True)) if seen is not None else None
+        faces.append(Face(embedding=f[i], importance=s, maps=maps, regions=account, visibility=vis, **d))
     return faces
 
 
-def verify(image1: Image, image2: Image, model: str | None = None, *, far: float = 1e-3, kind: str = "holistic",
-           aligned: bool = False, regions: bool = True, device: str = "cpu", infer: str = "auto") -> Verification:
-    """Same person? The best face of each image, compared at the model's threshold for ``far`` and ``kind``
-    ("holistic", or "partial" when a face is partly hidden: partial pairs have their own threshold);
-    ``regions``: the per-region account of the faces and of the pair."""
-    m = load(model, device, infer)
+def pair_threshold(m: _Model, far: float, kind: str, a: Face, b: Face | None) -> tuple[float, str, float | None]:
+    """(threshold, the kind it belongs to, shared visibility) for a pair (``b`` None: a gallery template, taken as
+    whole). ``kind="auto"``: the operating point of what both faces show
+    (:func:`partialface.evaluation.calibrate_auto.auto_threshold`); else the model's ``kind`` threshold."""
+    from partialface.evaluation.calibrate_auto import auto_threshold, shared_visibility
+
+    assert m.points is not None
+    if kind != "auto":
+        return m.points.at(far, kind), kind, None
+    if a.visibility is None or (b is not None and b.visibility is None):
+        return m.points.at(far, "holistic"), "holistic", None
+    va = np.array(list(a.visibility.values()))
+    vb = np.ones_like(va) if b is None or b.visibility is None else np.array(list(b.visibility.values()))
+    share = float(shared_visibility(va, vb))
+    threshold, used = auto_threshold(m.points, far, share)
+    return threshold, used, share
+
+
+def check_kind(m: _Model, far: float, kind: str) -> None:
+    """A bad ``far`` or ``kind`` fails here, before any detection; a model without operating points too."""
     if m.points is None:
         raise PartialFaceError(f"--model {m.name}: it has no operating points (thresholds); measure them with "
                                "`partialface calibrate MODEL --data HELD_OUT_FACES --out FILE`")
-    threshold = m.points.at(far, kind)  # a bad --far or kind fails before any detection
+    if kind not in ("auto", "holistic", "partial"):
+        raise PartialFaceError(f"--kind {kind}: choose auto (the default: the operating point follows what both "
+                               "faces show), holistic or partial")
+    m.points.at(far, "holistic" if kind == "auto" else kind)
+
+
+def verify(image1: Image, image2: Image, model: str | None = None, *, far: float = 1e-3, kind: str = "auto",
+           aligned: bool = False, regions: bool = True, device: str = "cpu", infer: str = "auto",
+           detector: str = "auto") -> Verification:
+    """Same person? The best face of each image, compared at the model's threshold for ``far`` and ``kind``:
+    "auto" (the default) takes the operating point of what both faces show (their visibility estimates), "holistic"
+    the whole faces' and "partial" the partly hidden faces'; ``regions``: the per-region account of the faces and
+    of the pair."""
+    m = load(model, device, infer)
+    check_kind(m, far, kind)  # a bad --far, kind or detector fails before any detection
+    photo_detector(detector)
     pair, notes = [], []
     for image, what in ((image1, "first image"), (image2, "second image")):
-        faces = embed(image, model, aligned=aligned, regions=regions, device=device, infer=infer)
+        faces = embed(image, model, aligned=aligned, regions=regions, device=device, infer=infer, detector=detector)
         name = str(image) if isinstance(image, (str, os.PathLike)) else what
         if not faces:
             raise PartialFaceError(f"{name}: no face found (give another photo, or an aligned 160x160 face with "
@@ -268,9 +337,14 @@ def verify(image1: Image, image2: Image, model: str | None = None, *, far: float
             notes.append(f"{name}: {len(faces)} faces; compared the best (the largest, most central)")
         pair.append(faces[0])
     score = float(pair[0].embedding @ pair[1].embedding)
+    threshold, used, share = pair_threshold(m, far, kind, pair[0], pair[1])
+    if kind == "auto":
+        notes.append(f"both faces show {share:.2f} of the face: the {used} operating point" if share is not None else
+                     "no visibility estimate here (its file is missing): the holistic operating point")
     account = None
     if regions:
         from partialface.geometry.regions import REGIONS
 
         account = dict(zip(REGIONS, map(float, m.pair_regions(pair[0], pair[1])), strict=True))
-    return Verification(score >= threshold, score, threshold, far, kind, m.name, (pair[0], pair[1]), notes, account)
+    return Verification(score >= threshold, score, threshold, far, used, m.name, (pair[0], pair[1]), notes, account,
+                        share)

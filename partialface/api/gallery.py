@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from partialface.api.facade import Face, Image, embed, load
+from partialface.api.facade import Face, Image, check_kind, embed, load, pair_threshold, photo_detector
 from partialface.errors import PartialFaceError
 
 #: the gallery file's format version (the ``format`` row of its meta table)
@@ -101,13 +101,14 @@ class Gallery:
     ``infer``: the inference path of the faces it embeds (:func:`partialface.api.load`)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, model: str | None = None, *,
-                 fusion: str | None = None, index: str = "flat", device: str = "cpu", infer: str = "auto") -> None:
+                 fusion: str | None = None, index: str = "flat", device: str = "cpu", infer: str = "auto",
+                 detector: str = "auto") -> None:
         if index not in INDEXES:
             raise PartialFaceError(f"--index {index}: choose one of {', '.join(INDEXES)}")
         if fusion is not None and fusion not in FUSIONS:
             raise PartialFaceError(f"--fusion {fusion}: choose one of {', '.join(FUSIONS)}")
         self.path = Path(path) if path is not None else None
-        self.index_kind, self.device, self.infer = index, device, infer
+        self.index_kind, self.device, self.infer, self.detector = index, device, infer, photo_detector(detector)
         if self.path is not None and self.path.exists():
             self._conn = self._open(self.path)
             meta = self.meta
@@ -211,7 +212,7 @@ class Gallery:
         for image in items:
             label = str(image) if isinstance(image, (str, os.PathLike)) else f"an image of {name}"
             faces = embed(image, self._model.spec, aligned=aligned, regions=False, device=self.device,
-                          infer=self.infer)
+                          infer=self.infer, detector=self.detector)
             if not faces:
                 raise PartialFaceError(f"{label}: no face found; nothing enrolled for {name} (give another photo)")
             vectors.append(faces[0].embedding)
@@ -285,12 +286,12 @@ class Gallery:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], model: str | None = None, *, index: str = "flat",
-             device: str = "cpu", infer: str = "auto") -> Gallery:
+             device: str = "cpu", infer: str = "auto", detector: str = "auto") -> Gallery:
         """An existing gallery file (PartialFaceError when it is missing)."""
         if not Path(path).exists():
             raise PartialFaceError(f"{path}: no such gallery (enrol someone first: partialface enroll {path} NAME "
                                    "IMAGES...)")
-        return cls(path, model, index=index, device=device, infer=infer)
+        return cls(path, model, index=index, device=device, infer=infer, detector=detector)
 
     def close(self) -> None:
         self._conn.close()
@@ -348,7 +349,7 @@ class Gallery:
             out.append(sorted(best.items(), key=lambda kv: -kv[1])[:top_k])
         return out
 
-    def identify(self, image: Image, top_k: int = 5, far: float = 1e-3, *, kind: str = "holistic",
+    def identify(self, image: Image, top_k: int = 5, far: float = 1e-3, *, kind: str = "auto",
                  aligned: bool = False) -> Identification:
         """Who is this? The best face of ``image`` against the gallery, decided open-set at the model's
         threshold for ``far`` and ``kind`` (module docstring)."""
@@ -358,25 +359,31 @@ class Gallery:
             found[0].notes.append(f"{label}: {len(found)} faces; identified the best (the largest, most central)")
         return found[0]
 
-    def identify_faces(self, image: Image, top_k: int = 5, far: float = 1e-3, *, kind: str = "holistic",
+    def identify_faces(self, image: Image, top_k: int = 5, far: float = 1e-3, *, kind: str = "auto",
                        aligned: bool = False) -> list[Identification]:
         """:meth:`identify` for every face of ``image``, best first."""
-        threshold = self.threshold(far, kind)
+        self.threshold(far, kind)  # a bad far or kind fails before any detection
         faces = embed(image, self._model.spec, aligned=aligned, regions=False, device=self.device,
-                      infer=self.infer)
+                      infer=self.infer, detector=self.detector)
         if not faces:
             label = str(image) if isinstance(image, (str, os.PathLike)) else "probe"
             raise PartialFaceError(f"{label}: no face found (give another photo, or an aligned 160x160 face with "
                                    "--aligned)")
-        return [self.decide(f.embedding, top_k, threshold, far, kind, f) for f in faces]
+        out = []
+        for f in faces:
+            threshold, used, share = pair_threshold(self._model, far, kind, f, None)
+            notes = [f"the face shows {share:.2f} of itself: the {used} operating point"] if share is not None else []
+            out.append(self.decide(f.embedding, top_k, threshold, far, used, f, notes))
+        return out
 
     def threshold(self, far: float, kind: str = "holistic") -> float:
-        """The model's operating point at ``far`` for ``kind`` pairs."""
-        points = self._model.points
-        if points is None:
+        """The model's operating point at ``far`` for ``kind`` pairs ("auto": the whole faces' one; each probe's own
+        follows its visibility, :meth:`identify_faces`)."""
+        if self._model.points is None:
             raise PartialFaceError(f"--model {self.model}: it has no operating points (thresholds); measure them "
                                    "with `partialface calibrate`")
-        return points.at(far, kind)
+        check_kind(self._model, far, kind)
+        return self._model.points.at(far, "holistic" if kind == "auto" else kind)
 
     def decide(self, embedding: np.ndarray, top_k: int, threshold: float, far: float, kind: str = "holistic",
                face: Face | None = None, notes: list[str] | None = None) -> Identification:

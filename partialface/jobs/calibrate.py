@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from partialface.errors import PartialFaceError
 
@@ -21,6 +22,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="image decoding threads (default min(4, cores))")
+    parser.add_argument("--auto", action="store_true",
+                        help="also the operating points that follow visibility (kind auto): per level of what both "
+                        "faces show, with realistic occluders on the held-out faces, at two image qualities")
+    parser.add_argument("--masks", type=Path, default=None,
+                        help="--auto: MaskTheFace's folder (holding masks/masks.cfg), the real mask images")
+    parser.add_argument("--visibility", type=Path, default=None,
+                        help="--auto: the visibility network's file (default: the shipped one)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -42,13 +50,19 @@ def run(args: argparse.Namespace) -> int:
     src = _weights_file(Path(args.model))
     tensors, meta = load_weights(src)  # fail on a bad file before any embedding
     embedder = load_embedder(str(src), resolve_device(args.device))
+    auto = _auto_parts(args, embedder) if args.auto else None
     with tempfile.TemporaryDirectory() as tmp:
         points = calibrate_dataset(embedder, args.data, Path(tmp) / "embeddings.npz", batch_size=args.batch_size,
                                    workers=args.workers, progress=not args.no_progress)
+    if auto is not None:
+        from partialface.evaluation.calibrate_auto import calibrate_auto
+
+        embed, visibility, masks = auto
+        points = calibrate_auto(points, embed, visibility, args.data, masks, progress=not args.no_progress)
     save_weights(args.out, tensors, {**meta, METADATA_KEY: points.to_json()})
     m = points.measured_on
     print(f"operating points of {src} on {m['identities']} identities, {m['images']} faces of {args.data}:")
-    for kind in KINDS:
+    for kind in [*KINDS, *(k for k in points.threshold if k not in KINDS)]:
         gen, imp = points.pairs[kind]
         cells = ", ".join(f"FAR {far:g}: threshold {points.threshold[kind][far_key(far)]:.4f} "
                           f"(TAR {100 * points.tar[kind][far_key(far)]:.2f} %)" for far in FARS)
@@ -57,3 +71,32 @@ def run(args: argparse.Namespace) -> int:
         print(f"  note: fewer than 10 expected false accepts at FAR {', '.join(m['under_measured'])}: use more data")
     print(f"written to {args.out}")
     return 0
+
+
+def _auto_parts(args: argparse.Namespace, embedder: Any) -> tuple[Any, Any, Any]:
+    """(embed, visibility, masks) for :func:`partialface.evaluation.calibrate_auto.calibrate_auto`; every path
+    checked before the long work."""
+    import numpy as np
+    import torch
+
+    from partialface.geometry.realistic import load_mask_templates
+    from partialface.models.catalogue import visibility_file
+    from partialface.models.visibility import load_visibility, predict_visibility
+
+    if args.masks is None:
+        raise PartialFaceError("--auto: give --masks, MaskTheFace's folder (the one holding masks/masks.cfg)")
+    masks = load_mask_templates(args.masks)
+    vis_path = args.visibility or visibility_file()
+    if vis_path is None:
+        raise PartialFaceError("--auto: the shipped visibility network is missing; give --visibility FILE")
+    net = load_visibility(vis_path, embedder.device)
+
+    def embed(faces: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(faces), args.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(faces[i : i + args.batch_size])).to(embedder.device)
+            with torch.inference_mode():
+                out.append(torch.nn.functional.normalize(embedder(x.permute(0, 3, 1, 2)).float(), dim=1).cpu().numpy())
+        return np.concatenate(out)
+
+    return embed, lambda faces: predict_visibility(net, faces), masks

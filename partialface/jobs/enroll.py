@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from partialface.errors import PartialFaceError
-from partialface.jobs.options import add_photo_infer_argument
+from partialface.jobs.options import add_detector_argument, add_photo_infer_argument
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="skip images that cannot be read or hold no face (listed on stderr) instead of stopping")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     add_photo_infer_argument(parser)
+    add_detector_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     # an existing gallery is checked (and its model taken) first; a new one is made only once all is embedded
-    gallery = Gallery(args.gallery, args.model, fusion=args.fusion, device=args.device, infer=args.infer) \
+    gallery = Gallery(args.gallery, args.model, fusion=args.fusion, device=args.device, infer=args.infer,
+                      detector=args.detector) \
         if Path(args.gallery).exists() else None
     spec = gallery.meta["model_spec"] if gallery is not None else args.model or DEFAULT_MODEL
     load(spec, args.device, args.infer)
@@ -73,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         vectors, sources = [], []
         for path in images:
             try:
-                faces = embed(path, spec, aligned=args.aligned, regions=False, device=args.device, infer=args.infer)
+                faces = embed(path, spec, aligned=args.aligned, regions=False, device=args.device, infer=args.infer,
+                              detector=args.detector)
                 if not faces:
                     raise PartialFaceError(f"{path}: no face found; nothing was enrolled (give another photo, or "
                                            "--skip-bad)")
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     if not items:
         raise PartialFaceError(f"{args.gallery}: no image could be enrolled ({skipped} skipped)")
     if gallery is None:
-        gallery = Gallery(args.gallery, spec, fusion=args.fusion, device=args.device, infer=args.infer)
+        gallery = Gallery(args.gallery, spec, fusion=args.fusion, device=args.device, infer=args.infer,
+                          detector=args.detector)
     added = gallery.enroll_many(items)
     print(f"enrolled {added} image(s) of {len(items)} identit{'y' if len(items) == 1 else 'ies'} into {args.gallery} "
           f"(now {len(gallery)} identities; model {gallery.model})" + (f"; {skipped} skipped" if skipped else ""))

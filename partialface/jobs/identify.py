@@ -7,7 +7,7 @@ import argparse
 import json
 
 from partialface.errors import PartialFaceError
-from partialface.jobs.options import add_photo_infer_argument
+from partialface.jobs.options import add_detector_argument, add_photo_infer_argument
 from partialface.jobs.verify import _far
 
 
@@ -17,12 +17,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=int, default=5, help="candidates to list (default 5)")
     parser.add_argument("--far", type=_far, default=1e-3,
                         help="the operating point: false-accept rate per comparison, 1e-2, 1e-3 (default) or 1e-4")
-    parser.add_argument("--kind", choices=("holistic", "partial"), default="holistic",
-                        help="the threshold for whole faces (default) or for a partly hidden face")
+    parser.add_argument("--kind", choices=("auto", "holistic", "partial"), default="auto",
+                        help="auto (default): the operating point of what the faces show (their visibility); "
+                        "holistic: the whole faces' threshold; partial: the partly hidden faces'")
     parser.add_argument("--model", default=None, help="the gallery's model, if it moved (default: the gallery's own)")
     parser.add_argument("--aligned", action="store_true", help="the probes are aligned 160x160 faces already")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     add_photo_infer_argument(parser)
+    add_detector_argument(parser)
     parser.add_argument("--all-faces", action="store_true",
                         help="identify every face of each photo (PROBE#1 is the best), not only the best one")
     parser.add_argument("--json", action="store_true", help="one JSON object per probe (the documented fields)")
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from partialface.data.folders import image_inputs
 
     probes = image_inputs(args.probes)
-    gallery = Gallery.open(args.gallery, args.model, device=args.device, infer=args.infer)
+    gallery = Gallery.open(args.gallery, args.model, device=args.device, infer=args.infer, detector=args.detector)
     threshold = gallery.threshold(args.far, args.kind)  # a bad --far fails before any photo is read
     if args.top_k < 1:
         raise PartialFaceError(f"--top-k {args.top_k}: must be >= 1")

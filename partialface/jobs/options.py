@@ -12,3 +12,10 @@ def add_photo_infer_argument(parser: argparse.ArgumentParser) -> None:
                         help="inference path: auto (default: the fastest exact float32 path here), eager, onnx, "
                         "compile, bf16, compile-bf16 (the fastest on CPUs with AMX, after 10-40 s compiling: for "
                         "many photos), fp16 (CUDA); the embeddings compare across paths (docs/benchmarks.md)")
+
+
+def add_detector_argument(parser: argparse.ArgumentParser) -> None:
+    """``--detector`` of the photo commands (:func:`partialface.api.facade.photo_detector`)."""
+    parser.add_argument("--detector", default="auto", choices=("auto", "mtcnn", "yunet", "mtcnn+yunet", "mtcnn+low"),
+                        help="face detector: auto (default: MTCNN, and YuNet for the faces it misses, e.g. masked "
+                        "ones), mtcnn (the benchmark's, spec settings), yunet, mtcnn+yunet, mtcnn+low")

@@ -1,5 +1,5 @@
-"""``partialface verify A B [--far F] [--kind holistic|partial] [--model M] [--aligned] [--json] [--explain OUT.png]``:
-same person?
+"""``partialface verify A B [--far F] [--kind auto|holistic|partial] [--model M] [--aligned] [--json]
+[--explain OUT.png]``: same person?
 A thin shell over :func:`partialface.api.verify`."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import sys
 
 from partialface.errors import PartialFaceError
-from partialface.jobs.options import add_photo_infer_argument
+from partialface.jobs.options import add_detector_argument, add_photo_infer_argument
 
 
 def _far(text: str) -> float:
@@ -30,11 +30,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the operating point: false-accept rate 1e-2, 1e-3 (default) or 1e-4, measured on "
                         "held-out "
                         "identities")
-    parser.add_argument("--kind", choices=("holistic", "partial"), default="holistic",
-                        help="the threshold for whole faces (default) or for a partly hidden face")
+    parser.add_argument("--kind", choices=("auto", "holistic", "partial"), default="auto",
+                        help="auto (default): the operating point of what the faces show (their visibility); "
+                        "holistic: the whole faces' threshold; partial: the partly hidden faces'")
     parser.add_argument("--aligned", action="store_true", help="A and B are aligned 160x160 faces already")
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     add_photo_infer_argument(parser)
+    add_detector_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (the documented fields)")
     parser.add_argument("--explain", metavar="OUT.png", default=None,
                         help="draw the two faces, what the decision rested on and the per-region shares into OUT.png")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain is not None and not args.explain.lower().endswith(".png"):
         raise PartialFaceError(f"--explain {args.explain}: give a .png file name")
     res = verify(args.image1, args.image2, args.model, far=args.far, kind=args.kind, aligned=args.aligned,
-                 device=args.device, infer=args.infer)
+                 device=args.device, infer=args.infer, detector=args.detector)
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.explain is not None:

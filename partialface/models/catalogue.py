@@ -45,6 +45,16 @@ CATALOGUE: dict[str, str] = {
     "dlib_resnet-7min": "celeba-cpu-2026-11-27/dlib_resnet.safetensors",
 }
 DEFAULT_MODEL = "sface-400"
+#: the shipped visibility network (issue #39), under :data:`CHECKPOINTS`
+VISIBILITY = "visibility-2026-12-07/visibility.safetensors"
+
+
+def visibility_file() -> Path | None:
+    """The shipped visibility network's file, or None where it is not here."""
+    import os
+
+    path = Path(os.environ.get("PARTIALFACE_CHECKPOINTS", CHECKPOINTS)) / VISIBILITY
+    return path if path.is_file() else None
 
 
 def shipped_model(name: str) -> Path:
