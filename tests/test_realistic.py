@@ -244,3 +244,27 @@ def test_realistic_benchmark_end_to_end(lfw_root: Path, tmp_path: Path) -> None:
     gen = [float(e[index[p.a]] @ e[index[p.b]]) >= t for p in pf.pairs if p.same]
     row = next(r for r in res["rows"] if r["kind"] == "whole")
     assert row["single"]["far"] == pytest.approx(np.mean(imp)) and row["single"]["tar"] == pytest.approx(np.mean(gen))
+
+
+def test_visibility_auc_by_hand() -> None:
+    """Estimates equal to the truth score 1.0, inverted ones 0.0; a region never hidden has no AUC."""
+    from partialface.evaluation.realistic import FaceStore, visibility_auc
+    from partialface.geometry.regions import REGIONS, region_labels
+
+    rng = np.random.default_rng(0)
+    n = 12
+    labels = region_labels()
+    hidden = np.zeros((2, n, 3200), np.uint8)
+    truth = np.ones((2, n, len(REGIONS)))
+    for i in range(n):
+        mask = labels == (3 if i % 2 else 0)  # the mouth or the left eye, wholly
+        hidden[1, i] = np.packbits(mask.ravel())
+        truth[1, i, 3 if i % 2 else 0] = 0.0
+    store = FaceStore(("whole", "mask"), {}, np.ones((2, n), bool), np.ones((2, n), bool),
+                      np.zeros((2, n, 5, 2)), np.zeros((2, n)), hidden, np.full((2, n), ""), n)
+    noisy = np.clip(truth + rng.uniform(-0.3, 0.3, truth.shape), 0, 1)
+    good = visibility_auc(store, noisy)
+    assert good["mask"]["mouth"] == 1.0 and good["mask"]["left_eye"] == 1.0 and good["mask"]["nose"] is None
+    assert good["all"]["hidden_share"]["mouth"] == pytest.approx(0.5)
+    bad = visibility_auc(store, 1 - noisy)
+    assert bad["mask"]["mouth"] == 0.0

@@ -14,7 +14,9 @@ detector does not find cannot be compared: its pairs score -1 (a non-match, as a
 At a model's operating points (the threshold for FAR 1e-3 of the kind a user would choose: ``holistic`` for
 whole pairs, ``partial`` for occluded ones, and the holistic one for all, the single-threshold default) the
 report gives the real FAR (impostor pairs with both faces found, accepted) and the TAR (genuine pairs accepted;
-a missed face is a rejection).
+a missed face is a rejection). With a visibility network (:mod:`partialface.models.visibility`) the report adds
+kind ``auto`` (:mod:`partialface.evaluation.calibrate_auto`: the threshold of the level of what both faces show,
+from their estimates) and, as a reference, the TAR of the one threshold that gives the same pairs auto's real FAR.
 
 Detection (model-independent) is cached in ``OUT/faces``: the aligned faces of each kind as (N, 160, 160, 3) uint8
 ``.npy`` files, and ``faces.npz`` (found, landmarks, boxes, whether the face found is the photo's subject, the
@@ -177,24 +179,94 @@ def _embed_store(emb: Any, store: FaceStore, cache_file: Path, batch_size: int, 
     return have
 
 
-def _rates(s: np.ndarray, y: np.ndarray, valid: np.ndarray, t: float) -> dict[str, float]:
-    """Real FAR (impostor pairs with both faces found, accepted at t) and TAR (genuine pairs accepted)."""
+def _rates(s: np.ndarray, y: np.ndarray, valid: np.ndarray, t: float | np.ndarray) -> dict[str, float]:
+    """Real FAR (impostor pairs with both faces found, accepted at t: one threshold or one per pair) and TAR
+    (genuine pairs accepted; a missed face is a rejection)."""
     imp = ~y & valid
-    return {"threshold": float(t), "far": float((s[imp] >= t).mean()) if imp.any() else float("nan"),
-            "impostors": int(imp.sum()), "tar": float((s[y] >= t).mean()) if y.any() else float("nan")}
+    t = np.broadcast_to(np.asarray(t, dtype=np.float64), s.shape)
+    out = {"far": float((s[imp] >= t[imp]).mean()) if imp.any() else float("nan"), "impostors": int(imp.sum()),
+           "tar": float((s[y] >= t[y]).mean()) if y.any() else float("nan")}
+    if np.all(t == t.flat[0]):
+        out["threshold"] = float(t.flat[0])
+    return out
+
+
+def _single_at_same_far(s: np.ndarray, y: np.ndarray, valid: np.ndarray, far: float) -> dict[str, float]:
+    """The single threshold that gives these pairs the real FAR ``far`` (chosen on them: a reference, not an
+    operating point) and its TAR."""
+    from partialface.evaluation.calibrate import threshold_at_far
+
+    imp = s[~y & valid]
+    if len(imp) == 0 or not np.isfinite(far):
+        return {"far": float("nan"), "tar": float("nan")}
+    return _rates(s, y, valid, threshold_at_far(imp, far))
+
+
+def store_visibility(store: FaceStore, out: Path, weights: Path) -> np.ndarray:
+    """(K, N, R) visibility estimates of the store's faces by the network in ``weights`` (cached in ``out``, keyed
+    by the file's digest); rows not found are 1."""
+    from partialface.evaluation.embedders import file_digest
+    from partialface.models.visibility import load_visibility, predict_visibility
+
+    digest = file_digest(weights)
+    cache = out / "visibility.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            if str(z["digest"]) == digest and z["v"].shape[:2] == store.found.shape:
+                return z["v"]
+    net = load_visibility(weights)
+    v = np.ones((*store.found.shape, 5), np.float32)
+    for k, kind in enumerate(store.kinds):
+        rows = np.flatnonzero(store.found[k])
+        for s in range(0, len(rows), 512):
+            v[k, rows[s : s + 512]] = predict_visibility(net, np.asarray(store.faces[kind][rows[s : s + 512]]))
+    from partialface.evaluation.embed import save_npz
+
+    save_npz(cache, {"digest": np.array(digest), "v": v})
+    return v
+
+
+def visibility_auc(store: FaceStore, vis: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per-region ROC AUC of the visibility estimates ``vis`` (K, N, R) on the occluded faces found: a region is
+    hidden when the occluder's mask (ground truth, the clean face's aligned frame) hides at least half of it
+    (:func:`partialface.geometry.regions.region_visibility` < 0.5), scored by 1 - its estimate; per kind and
+    over all occluded kinds (None where a region is never or always hidden)."""
+    from partialface.geometry.regions import REGIONS, region_visibility
+    from partialface.metrics import roc_auc
+
+    truth, guess, kinds = [], [], []
+    for k, kind in enumerate(store.kinds):
+        if kind == "whole":
+            continue
+        rows = np.flatnonzero(store.found[k])
+        hidden = np.stack([store.hidden_mask(kind, int(i)) for i in rows]) if len(rows) else np.zeros((0, 160, 160))
+        truth.append(region_visibility(hidden) < 0.5)
+        guess.append(1.0 - vis[k, rows])
+        kinds += [kind] * len(rows)
+    t, g, names = np.concatenate(truth), np.concatenate(guess), np.array(kinds)
+    out: dict[str, dict[str, Any]] = {}
+    for kind in [*dict.fromkeys(kinds), "all"]:
+        sel = np.ones(len(names), bool) if kind == "all" else names == kind
+        out[kind] = {r: (roc_auc(g[sel, j], t[sel, j]) if 0 < t[sel, j].sum() < sel.sum() else None)
+                     for j, r in enumerate(REGIONS)}
+        out[kind]["hidden_share"] = {r: float(t[sel, j].mean()) if sel.any() else None for j, r in enumerate(REGIONS)}
+    return out
 
 
 def run_realistic_benchmark(
     models: Sequence[str], data: str | os.PathLike[str], pairs_file: str | os.PathLike[str],
     out: str | os.PathLike[str], *, masks: str | os.PathLike[str], kinds: Sequence[str] = REALISTIC_KINDS,
     seed: int = 0, device: str = "auto", infer: str | None = None, batch_size: int = 128, progress: bool = True,
+    visibility: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Score ``models`` on the realistic test (module docstring) over the raw LFW-layout folder ``data``; writes
-    ``out``/realistic.json and realistic.md; returns the json's content."""
+    ``out``/realistic.json and realistic.md; returns the json's content. ``visibility``: the visibility network
+    for kind "auto" (default: the shipped one; none: no auto columns)."""
     from partialface.data.images import atomic_write_bytes
     from partialface.data.lfw import read_pairs, resolve_images
     from partialface.devices import resolve_device
     from partialface.evaluation.calibrate import read_operating_points
+    from partialface.evaluation.calibrate_auto import auto_threshold, has_auto, shared_visibility
     from partialface.evaluation.embed import cache_name, load_embedder
     from partialface.geometry.realistic import load_mask_templates
     from partialface.metrics import cosine_scores, score_benchmark
@@ -212,6 +284,11 @@ def run_realistic_benchmark(
     out_p = Path(out)
     store = prepare_faces([found[k] for k in keys], out_p / "faces", kinds=kinds, masks=templates, seed=seed,
                           progress=progress)
+    from partialface.models.catalogue import visibility_file
+
+    vis_file = Path(visibility) if visibility is not None else visibility_file()
+    vis = store_visibility(store, out_p / "faces", vis_file) if vis_file is not None else None
+    seen = visibility_auc(store, vis) if vis is not None else None
     index = pairs.image_index()
     a = np.array([index[p.a] for p in pairs.pairs])
     b = np.array([index[p.b] for p in pairs.pairs])
@@ -230,14 +307,20 @@ def run_realistic_benchmark(
         hol, hol_ok = e["whole"], store.found[0]
         for j, kind in enumerate(store.kinds):
             occ, ok = e[kind], store.found[j]
+            share = None
             if kind == "whole":
                 s = np.where(hol_ok[a] & hol_ok[b], cosine_scores(hol[a], hol[b]), -1.0)
                 y, f, valid = same, fold, hol_ok[a] & hol_ok[b]
+                if vis is not None:
+                    share = shared_visibility(vis[0][a], vis[0][b])
             else:
                 s = np.concatenate([np.where(ok[a] & hol_ok[b], cosine_scores(occ[a], hol[b]), -1.0),
                                     np.where(hol_ok[a] & ok[b], cosine_scores(hol[a], occ[b]), -1.0)])
                 y, f = np.concatenate([same, same]), np.concatenate([fold, fold])
                 valid = np.concatenate([ok[a] & hol_ok[b], hol_ok[a] & ok[b]])
+                if vis is not None:
+                    share = np.concatenate([shared_visibility(vis[j][a], vis[0][b]),
+                                            shared_visibility(vis[0][a], vis[j][b])])
             m = score_benchmark(s, y, f).as_dict()
             row: dict[str, Any] = {"model": emb.name, "kind": kind, "pairs": len(s), "compared": float(valid.mean()),
                                    **{k: m[k] for k in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e3")}}
@@ -245,9 +328,14 @@ def run_realistic_benchmark(
                 row["single"] = _rates(s, y, valid, points.at(NOMINAL_FAR, "holistic"))
                 row["by_kind"] = _rates(s, y, valid, points.at(NOMINAL_FAR, "holistic" if kind == "whole"
                                                                 else "partial"))
+                if share is not None:
+                    t = np.array([auto_threshold(points, NOMINAL_FAR, float(x))[0] for x in share])
+                    row["auto"] = _rates(s, y, valid, t)
+                    row["auto"]["auto_levels"] = has_auto(points)
+                    row["single_same_far"] = _single_at_same_far(s, y, valid, row["auto"]["far"])
             rows.append(row)
     result = {"convention": (__doc__ or "").strip(), "version": REALISTIC_VERSION, "pairs_file": str(pairs_file),
-              "data": str(data), "seed": seed, "detection": detection, "rows": rows}
+              "data": str(data), "seed": seed, "detection": detection, "visibility": seen, "rows": rows}
     atomic_write_bytes(out_p / "realistic.json", json.dumps(result, indent=1).encode("utf-8"))
     atomic_write_bytes(out_p / "realistic.md", realistic_markdown(result).encode("utf-8"))
     return result
@@ -262,16 +350,32 @@ def realistic_markdown(result: dict[str, Any]) -> str:
         med = "—" if d["shift_median"] is None else f"{d['shift_median']:.3f}"
         p90 = "—" if d["shift_p90"] is None else f"{d['shift_p90']:.3f}"
         lines.append(f"| {kind} | {100 * d['found']:.1f} % | {100 * d['subject']:.1f} % | {med} | {p90} |")
+    if result.get("visibility"):
+        from partialface.geometry.regions import REGIONS
+
+        lines += ["", "**Visibility estimate** (per-region ROC AUC on the occluded faces found; hidden = the "
+                  "occluder's mask hides half the region or more; in brackets the share of faces with it hidden)", "",
+                  "| kind | " + " | ".join(REGIONS) + " |", "|---|" + "---:|" * len(REGIONS)]
+        for kind, d in result["visibility"].items():
+            cells = []
+            for r in REGIONS:
+                auc, share = d[r], d["hidden_share"][r]
+                cells.append(("—" if auc is None else f"{auc:.3f}") + ("" if share is None else f" ({share:.0%})"))
+            lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     lines += ["", "**Verification** (occluded-holistic pairs in both orders; whole: both whole; 10-fold accuracy %, "
               f"FAR / TAR at the FAR {NOMINAL_FAR:g} threshold: single = holistic for every pair, by kind = partial "
-              "for occluded pairs)", "",
-              "| model | kind | accuracy | AUC | TAR@1e-3 | FAR single | TAR single | FAR by kind | TAR by kind |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "for occluded pairs, auto = the level of what both faces show; the last column: the single threshold "
+              "that gives these pairs auto's real FAR, chosen on them, as a reference)", "",
+              "| model | kind | accuracy | AUC | TAR@1e-3 | FAR single | TAR single | FAR by kind | TAR by kind | "
+              "FAR auto | TAR auto | TAR single at auto's FAR |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         cells = []
-        for key in ("single", "by_kind"):
+        for key in ("single", "by_kind", "auto"):
             x = r.get(key)
             cells += ["—", "—"] if x is None else [f"{x['far']:.4f}", f"{100 * x['tar']:.2f}"]
+        ref = r.get("single_same_far")
+        cells.append("—" if ref is None else f"{100 * ref['tar']:.2f}")
         lines.append(f"| {r['model']} | {r['kind']} | {r['accuracy']:.2f} ± {r['accuracy_std']:.2f} | {r['auc']:.4f} | "
                      f"{100 * r['tar_far_1e3']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -28,6 +28,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the realistic test: occluders on the raw photos, then the whole pipeline")
     parser.add_argument("--masks", default=None,
                         help="--realistic: MaskTheFace's folder (holding masks/masks.cfg), the real mask images")
+    parser.add_argument("--visibility", default=None,
+                        help="--realistic: the visibility network for the kind-auto columns (default: the shipped one)")
     parser.add_argument("--pairs", required=True, help="pairs file (LFW format)")
     parser.add_argument("--out", required=True,
                         help="output folder (occluded.json, occluded.md, a figure, embeddings/)")
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         kinds = [k for k in (args.kinds or ",".join(REALISTIC_KINDS)).split(",") if k]
         result = run_realistic_benchmark(args.model or [DEFAULT_MODEL], args.data, args.pairs, args.out,
                                          masks=args.masks, kinds=kinds, seed=args.seed, device=args.device,
-                                         infer=args.infer, batch_size=args.batch_size, progress=not args.no_progress)
+                                         infer=args.infer, batch_size=args.batch_size, progress=not args.no_progress,
+                                         visibility=args.visibility)
         sys.stdout.write(realistic_markdown(result))
         print(f"results: {args.out}/realistic.json")
         return 0
