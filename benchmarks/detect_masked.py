@@ -1,7 +1,8 @@
 """Finding occluded faces (issue #39, item 2): MTCNN, YuNet and their combinations on real masked photos.
 
 Per detector (``partialface.detect.policy``; YuNet variants ``yunet@T`` / ``mtcnn+yunet@T`` with score threshold T,
-``-up`` = small images enlarged to ``--upscale`` px on the shorter side first):
+``-up`` = small images enlarged to ``--upscale`` px on the shorter side first; ``yunet-ms@T`` /
+``mtcnn+yunet-ms@T[-x1+2+4]``: YuNet at the image's size and enlarged by each factor, faces merged across scales):
 
 - **rwmfd** (real street photos of masked people, ``occluders/rwmfd``, no labels): the share of images where it
   finds at least one face, the faces it returns, and the time per image (one thread);
@@ -10,7 +11,8 @@ Per detector (``partialface.detect.policy``; YuNet variants ``yunet@T`` / ``mtcn
 - **CelebA held-out** (the 250x250 in-the-wild photos of ``celeba-train``, never LFW or rwmfd): MTCNN's face on
   the clean photo gets an occluder (``occlude_photo``: mask, sunglasses, hand, MaskTheFace image; and, where
   ``partialface.geometry.realistic`` is there, its mask, sunglasses, hand and crop), at the photo's size and
-  shrunk so that the face is 24-48 px wide (as in rwmfd); found = a detected box centre inside the clean box.
+  shrunk so that the face is 24-48 px wide (``/small``, as in rwmfd) and 12-24 px wide (``/tiny``); found = a
+  detected box centre inside the clean box.
   ``other/photo``: detections elsewhere, per photo (clean and occluded): the false-detection proxy the choice
   is made with;
 - **LFW** (a seeded sample of ``lfw-deepfunneled``): detections per photo (MTCNN's are the reference; more means
@@ -48,9 +50,9 @@ import torch
 from partialface.data.folders import list_images
 from partialface.data.images import read_image
 from partialface.detect import policy
-from partialface.detect.mtcnn import Face, detect_faces
+from partialface.detect.mtcnn import Face, detect_faces, selection_scores
 from partialface.detect.policy import LOW_THRESHOLDS, box_overlap, merge_faces
-from partialface.detect.yunet import YuNet
+from partialface.detect.yunet import YuNet, scaled_size
 from partialface.errors import PartialFaceError, script_exit
 
 BY_EYE_SAMPLE = 112
@@ -66,11 +68,11 @@ class Blocks:
     shape: tuple[int, ...]
     mtcnn: list[Face]
     low: list[Face]
-    yunet: dict[int, list[Face]]
+    yunet: dict[int | str, list[Face]]  # int: an upscale (0 = as is); "x<f>": enlarged by factor f (capped)
     seconds: dict[str, float]
 
 
-def run_blocks(image: np.ndarray, yunets: dict[int, YuNet]) -> Blocks:
+def run_blocks(image: np.ndarray, yunets: dict[int | str, Callable[[np.ndarray], list[Face]]]) -> Blocks:
     """All blocks on one RGB uint8 image (H, W, 3)."""
     sec: dict[str, float] = {}
     t = time.perf_counter()
@@ -95,13 +97,26 @@ class Detector:
     base: str
     threshold: float = 0.0
     upscale: int = 0
+    scales: tuple[float, ...] = ()
 
     @property
     def key(self) -> str:
         """The settings in one word (the counts file's columns): mtcnn, mtcnn+low, yunet@0.7-up480, ..."""
         if "yunet" not in self.base:
             return self.base
+        if self.scales:
+            return f"{self.base}@{self.threshold:g}-x" + "+".join(f"{f:g}" for f in self.scales)
         return f"{self.base}@{self.threshold:g}" + (f"-up{self.upscale}" if self.upscale else "")
+
+    def block_keys(self, shape: tuple[int, ...]) -> list[int | str]:
+        """The YuNet blocks it uses on an image of this shape (factors capped to the same size: once)."""
+        if not self.scales:
+            return [self.upscale]
+        h, w = shape[:2]
+        sizes: dict[tuple[int, int], float] = {}
+        for f in self.scales:  # the block of a factor holds it capped (YuNet.at_scale)
+            sizes.setdefault(scaled_size(w, h, f), f)
+        return [0 if scaled_size(w, h, f) == (w, h) else scale_key(f) for f in sizes.values()]
 
     def faces(self, b: Blocks) -> list[Face]:
         """Its faces, composed from the blocks as ``partialface.detect.policy`` does."""
@@ -109,24 +124,34 @@ class Detector:
             return b.mtcnn
         if self.base == "mtcnn+low":
             return merge_faces(b.mtcnn, b.low, b.shape)
-        ys = [f for f in b.yunet[self.upscale] if f.score >= self.threshold]
-        return ys if self.base == "yunet" else merge_faces(b.mtcnn, ys, b.shape)
+        ys = [f for k in self.block_keys(b.shape) for f in b.yunet[k] if f.score >= self.threshold]
+        if self.scales:  # as YuNet.__call__: every scale's faces, best first by the published rule, merged
+            order = np.argsort(-selection_scores(np.array([f.box for f in ys]).reshape(-1, 4), b.shape), kind="stable")
+            ys = merge_faces([], [ys[i] for i in order.tolist()], b.shape)
+        return ys if self.base in ("yunet", "yunet-ms") else merge_faces(b.mtcnn, ys, b.shape)
 
     def seconds(self, b: Blocks) -> float:
         """Its time on the image: the sum of its blocks'."""
-        s = {"mtcnn": ["mtcnn"], "mtcnn+low": ["mtcnn", "low"], "yunet": [f"yunet{self.upscale}"],
-             "mtcnn+yunet": ["mtcnn", f"yunet{self.upscale}"]}[self.base]
+        s = {"mtcnn": ["mtcnn"], "mtcnn+low": ["mtcnn", "low"]}.get(self.base)
+        if s is None:
+            s = ["mtcnn"] * self.base.startswith("mtcnn+") + [f"yunet{k}" for k in self.block_keys(b.shape)]
         return sum(b.seconds[k] for k in s)
 
     def policy_faces(self, image: np.ndarray) -> list[Face]:
         """The same through ``partialface.detect.policy.detect_faces`` (the check)."""
         return policy.detect_faces(image, detector=self.base, device="cpu", yunet_threshold=self.threshold,
-                                   yunet_upscale=self.upscale)
+                                   yunet_upscale=self.upscale, yunet_scales=self.scales or None)
+
+
+def scale_key(factor: float) -> int | str:
+    """The block of a (capped) enlargement factor: 0 (the image as it is) or ``x<factor>``."""
+    return 0 if factor == 1.0 else f"x{factor:g}"
 
 
 def parse_detectors(spec: str, upscale: int) -> list[Detector]:
-    """``mtcnn,mtcnn+low,yunet@0.6,mtcnn+yunet@0.6-up,...`` -> detectors (``yunet``: the module defaults)."""
-    from partialface.detect.yunet import SCORE_THRESHOLD, UPSCALE
+    """``mtcnn,mtcnn+low,yunet@0.6,mtcnn+yunet@0.6-up,mtcnn+yunet-ms@0.7-x1+3,...`` -> detectors (``yunet``,
+    ``yunet-ms``: the module defaults)."""
+    from partialface.detect.yunet import MS_SCALES, MS_THRESHOLD, SCORE_THRESHOLD, UPSCALE
 
     out = []
     for name in (s.strip() for s in spec.split(",") if s.strip()):
@@ -134,6 +159,17 @@ def parse_detectors(spec: str, upscale: int) -> list[Detector]:
         policy.check_detector(base)
         if base in ("mtcnn", "mtcnn+low"):
             out.append(Detector(name, base))
+            continue
+        if base.endswith("-ms"):
+            thr, _, xs = rest.partition("-x")
+            try:
+                t = float(thr) if thr else MS_THRESHOLD
+                scales = tuple(float(v) for v in xs.split("+")) if xs else MS_SCALES
+            except ValueError:
+                raise PartialFaceError(f"--detectors {name}: give e.g. {base}@0.7-x1+2+4") from None
+            if not FLOOR <= t <= 1 or any(f < 1 for f in scales):
+                raise PartialFaceError(f"--detectors {name}: threshold in [{FLOOR}, 1], factors >= 1")
+            out.append(Detector(name, base, t, 0, scales))
             continue
         if not rest:
             out.append(Detector(name, base, SCORE_THRESHOLD, UPSCALE))
@@ -165,11 +201,11 @@ def sample(files: Sequence[Any], n: int, seed: int) -> list[Any]:
     return [files[i] for i in idx.tolist()]
 
 
-def shrink(photo: np.ndarray, box: tuple[float, float, float, float], rng: np.random.Generator
-           ) -> tuple[np.ndarray, float]:
-    """The photo shrunk (INTER_AREA) so that the face box is 24-48 px wide -> (photo, scale)."""
+def shrink(photo: np.ndarray, box: tuple[float, float, float, float], rng: np.random.Generator,
+           widths: tuple[float, float] = (24, 48)) -> tuple[np.ndarray, float]:
+    """The photo shrunk (INTER_AREA) so that the face box is 24-48 px (``widths``) wide -> (photo, scale)."""
     width = box[2] - box[0]
-    s = min(1.0, float(rng.uniform(24, 48)) / max(width, 1.0))
+    s = min(1.0, float(rng.uniform(*widths)) / max(width, 1.0))
     h, w = photo.shape[:2]
     size = (max(12, round(w * s)), max(12, round(h * s)))
     return cv2.resize(photo, size, interpolation=cv2.INTER_AREA), s
@@ -210,9 +246,12 @@ def celeba_cases(root: Path, masks_root: Path, n: int, seed: int) -> list[tuple[
                 x0, y0 = occ.offset
                 variants.append((f"real-{kind}", occ.photo, (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)))
         rng = np.random.default_rng([seed, i])
+        tiny_rng = np.random.default_rng([seed, i, 12])
         for name, photo, b in list(variants):
             small, s = shrink(photo, b, rng)  # type: ignore[arg-type]
             variants.append((f"{name}/small", small, tuple(v * s for v in b)))
+            tiny, s = shrink(photo, b, tiny_rng, (12, 24))  # type: ignore[arg-type]
+            variants.append((f"{name}/tiny", tiny, tuple(v * s for v in b)))
         cases += [(f"{f}:{name}", photo, b) for name, photo, b in variants]
     return cases
 
@@ -355,8 +394,15 @@ def main() -> int:
     if args.labels is not None and not args.labels.is_file():
         raise PartialFaceError(f"{args.labels}: no such labels file")
     dets = parse_detectors(args.detectors, args.upscale)
-    ups = sorted({d.upscale for d in dets if "yunet" in d.base} | {0})
-    yunets = {u: YuNet(score_threshold=FLOOR, upscale=u) for u in ups}
+    ups: list[int | str] = sorted({d.upscale for d in dets if "yunet" in d.base and not d.scales} | {0})
+    ups += sorted({scale_key(f) for d in dets for f in d.scales} - {0}, key=str)
+    plain = YuNet(score_threshold=FLOOR, upscale=0)
+
+    def at_factor(f: float) -> Callable[[np.ndarray], list[Face]]:
+        return lambda im: plain.at_scale(im, f)
+
+    yunets: dict[int | str, Callable[[np.ndarray], list[Face]]] = {
+        u: YuNet(score_threshold=FLOOR, upscale=u) if isinstance(u, int) else at_factor(float(u[1:])) for u in ups}
     cache: dict[str, Any] = {}
     if args.cache is not None and args.cache.is_file():
         cache = pickle.loads(args.cache.read_bytes())
@@ -382,6 +428,8 @@ def main() -> int:
         run_blocks(read_image(files[0]), yunets)  # warm-up: the first call builds the networks
         for f in files:
             rw[str(f)] = blocks_of(f"rwmfd:{f}", lambda f=f: read_image(f))  # type: ignore[misc]
+        if args.cache is not None:
+            args.cache.write_bytes(pickle.dumps(cache))
         im0 = read_image(files[0])
         for d in dets:  # the composition is the policy
             if not same_faces(d.faces(rw[str(files[0])]), d.policy_faces(im0)):
@@ -407,7 +455,7 @@ def main() -> int:
                 results[d.name]["by eye: found / visible"] = f"{n_found / max(visible, 1):.1%} ({n_found}/{visible})"
                 results[d.name]["by eye: false / image"] = f"{n_false / n_img:.2f}"
     if "celeba" not in skip:
-        key = f"celeba-cases:{args.celeba_photos}:{args.seed}"
+        key = f"celeba-cases:{args.celeba_photos}:{args.seed}:tiny"
         if key not in cache or any(u not in cache[f"celeba:{k}"].yunet for k, _, _ in cache[key] for u in ups):
             full = celeba_cases(celeba_root, masks_root, args.celeba_photos, args.seed)
             for k, photo, _ in full:
@@ -431,7 +479,7 @@ def main() -> int:
             results[d.name]["CelebA occluded found"] = f"{np.mean(occl):.1%}"
             results[d.name]["CelebA other / photo"] = f"{other / n:.3f}"
         n_photos = sum(1 for k, _, _ in cases if k.endswith(":clean"))
-        print(f"CelebA held-out: {n_photos} photos, {len(cases) - 2 * n_photos} occluded variants "
+        print(f"CelebA held-out: {n_photos} photos, {len(cases) - 3 * n_photos} occluded variants "
               "(found, per variant):")
         print("| detector | " + " | ".join(kinds) + " |")
         print("|---|" + "---:|" * len(kinds))

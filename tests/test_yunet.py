@@ -155,3 +155,44 @@ def test_combined_adds_a_face_mtcnn_misses(lfw_photos: list[np.ndarray]) -> None
         added = next(f for f in both if f.box != m[0].box)
         cx, cy = (added.box[0] + added.box[2]) / 2, (added.box[1] + added.box[3]) / 2
         assert ref.box[0] <= cx - w <= ref.box[2] and ref.box[1] <= cy <= ref.box[3]
+
+
+# --- the multi-scale option (yunet-ms, mtcnn+yunet-ms) ---------------------------------------------------------
+def test_scale_caps_and_bad_scales() -> None:
+    """A factor is capped so that the longer side stays <= MAX_SIDE, never below 1 (large photos: as they are)."""
+    assert yunet.capped_factor(200, 100, 4) == 4.0 and yunet.scaled_size(200, 100, 4) == (800, 400)
+    assert yunet.capped_factor(500, 250, 4) == yunet.MAX_SIDE / 500
+    assert yunet.scaled_size(2000, 1000, 2) == (2000, 1000) and yunet.capped_factor(2000, 1000, 2) == 1.0
+    assert policy.OCCLUDED in policy.DETECTORS and "yunet-ms" in policy.DETECTORS
+    if yunet.installed_yunet_file() is not None:
+        with pytest.raises(ValueError, match="factors >= 1"):
+            yunet.YuNet(scales=(0.5, 2))
+    with pytest.raises(PartialFaceError, match="at least one factor"):
+        policy.detect_faces(np.zeros((50, 50, 3), np.uint8), detector="yunet-ms", yunet_scales=())
+
+
+@needs_model
+def test_multiscale_is_the_merge_of_its_scales(lfw_photos: list[np.ndarray]) -> None:
+    """yunet-ms = every scale's faces (``YuNet.at_scale``) above the threshold, merged as the policy merges; on a
+    small photo (a face ~20 px wide) it finds the face; mtcnn+yunet-ms keeps MTCNN's faces unchanged."""
+    im = cv2.resize(lfw_photos[1], (60, 60), interpolation=cv2.INTER_AREA)
+    y = yunet.YuNet(score_threshold=yunet.MS_THRESHOLD, scales=yunet.MS_SCALES)
+    got = y(im)
+    per = [f for s in yunet.MS_SCALES for f in y.at_scale(im, s)]
+    want = policy.merge_faces([], [f for f in per if f.score >= yunet.MS_THRESHOLD], im.shape)
+    assert sorted(f.box for f in got) == sorted(f.box for f in want) and got
+    assert _same(policy.detect_faces(im, detector="yunet-ms"), got)
+    assert any(f.box[0] < 30 < f.box[2] and f.box[1] < 30 < f.box[3] for f in got)
+    m = mtcnn.detect_faces(lfw_photos[2], device="cpu")
+    both = policy.detect_faces(lfw_photos[2], detector="mtcnn+yunet-ms", device="cpu")
+    assert all(any(_same([a], [b]) for b in both) for a in m)
+
+
+def test_the_package_ships_yunet() -> None:
+    """The detector needs no extra: the package's own file, byte for byte OpenCV Zoo's (its README's digest)."""
+    import hashlib
+
+    f = yunet.installed_yunet_file()
+    assert f is not None and f.parent.name == "weights" and f.parent.parent.name == "detect"
+    digest = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
+    assert hashlib.sha256(f.read_bytes()).hexdigest() == digest

@@ -10,6 +10,11 @@ mtcnn           the spec's MTCNN, exactly :func:`partialface.detect.mtcnn.detect
 yunet           YuNet alone (:mod:`partialface.detect.yunet`, score >= ``yunet_threshold``)
 mtcnn+yunet     MTCNN first; YuNet's faces that overlap no MTCNN face are added (the recommended option for
                 occluded faces, :data:`OCCLUDED`): MTCNN's faces keep their boxes, scores and landmarks
+yunet-ms        YuNet at several scales (``yunet_scales``, default :data:`partialface.detect.yunet.MS_SCALES`:
+                the image as it is, enlarged 2x and 4x, capped at ``MAX_SIDE`` px), faces merged across scales;
+                threshold ``yunet_threshold`` (default :data:`partialface.detect.yunet.MS_THRESHOLD`)
+mtcnn+yunet-ms  MTCNN first, then yunet-ms's faces that overlap no MTCNN face: more small and masked faces found
+                than mtcnn+yunet, but more false boxes and twice the time (``benchmarks/detect_masked.py``)
 mtcnn+low       MTCNN, then a second MTCNN pass with lower stage thresholds (``LOW_THRESHOLDS``) whose faces
                 that overlap no first-pass face are added
 ==============  ===============================================================================================
@@ -30,7 +35,7 @@ from partialface.detect import mtcnn
 from partialface.detect.mtcnn import FACTOR, MIN_FACE_SIZE, THRESHOLDS, Face, selection_scores
 from partialface.errors import PartialFaceError
 
-DETECTORS: tuple[str, ...] = ("mtcnn", "yunet", "mtcnn+yunet", "mtcnn+low")
+DETECTORS: tuple[str, ...] = ("mtcnn", "yunet", "mtcnn+yunet", "mtcnn+low", "yunet-ms", "mtcnn+yunet-ms")
 #: the recommended detector for occluded faces (chosen on held-out CelebA photos with occluders)
 OCCLUDED = "mtcnn+yunet"
 #: stage thresholds of the second pass of ``mtcnn+low``
@@ -84,15 +89,19 @@ def detect_faces(
     factor: float = FACTOR,
     yunet_threshold: float | None = None,
     yunet_upscale: int | None = None,
+    yunet_scales: Sequence[float] | None = None,
 ) -> list[Face]:
     """Faces in one RGB uint8 image (H, W, 3), best face first; [] if none. ``detector``: see the module
     docstring (``"mtcnn"``, the default, is :func:`partialface.detect.mtcnn.detect_faces` exactly). MTCNN's
     settings apply to its passes; ``yunet_threshold``: YuNet's score threshold (default
-    :data:`partialface.detect.yunet.SCORE_THRESHOLD`); ``yunet_upscale``: the shorter side small images are enlarged
-    to for YuNet (default :data:`partialface.detect.yunet.UPSCALE`; 0 = never)."""
+    :data:`partialface.detect.yunet.SCORE_THRESHOLD`, for the ``-ms`` detectors
+    :data:`partialface.detect.yunet.MS_THRESHOLD`); ``yunet_upscale``: the shorter side small images are enlarged
+    to for YuNet (default :data:`partialface.detect.yunet.UPSCALE`; 0 = never; not used by the ``-ms`` detectors);
+    ``yunet_scales``: the ``-ms`` detectors' enlargement factors (default
+    :data:`partialface.detect.yunet.MS_SCALES`)."""
     return detect_faces_batch([image], detector=detector, device=device, min_face_size=min_face_size,
                               thresholds=thresholds, factor=factor, yunet_threshold=yunet_threshold,
-                              yunet_upscale=yunet_upscale)[0]
+                              yunet_upscale=yunet_upscale, yunet_scales=yunet_scales)[0]
 
 
 def detect_faces_batch(
@@ -105,6 +114,7 @@ def detect_faces_batch(
     factor: float = FACTOR,
     yunet_threshold: float | None = None,
     yunet_upscale: int | None = None,
+    yunet_scales: Sequence[float] | None = None,
     compile: bool = False,
 ) -> list[list[Face]]:
     """:func:`detect_faces` for many RGB uint8 images (H_i, W_i, 3) of any sizes; MTCNN's passes run batched
@@ -118,12 +128,18 @@ def detect_faces_batch(
         low = tuple(min(a, b) for a, b in zip(thresholds, LOW_THRESHOLDS, strict=True))
         second = mtcnn.detect_faces_batch(images, thresholds=low, **mt)  # type: ignore[arg-type]
         return [merge_faces(f, s, im.shape) for f, s, im in zip(first, second, images, strict=True)]
-    from partialface.detect.yunet import SCORE_THRESHOLD, UPSCALE, default_yunet
+    from partialface.detect.yunet import MS_SCALES, MS_THRESHOLD, SCORE_THRESHOLD, UPSCALE, default_yunet
 
-    yunet = default_yunet(SCORE_THRESHOLD if yunet_threshold is None else float(yunet_threshold),
-                          UPSCALE if yunet_upscale is None else int(yunet_upscale))
+    if detector.endswith("-ms"):
+        scales = tuple(float(f) for f in (MS_SCALES if yunet_scales is None else yunet_scales))
+        if not scales:
+            raise PartialFaceError(f"detector {detector!r}: yunet_scales must name at least one factor")
+        yunet = default_yunet(MS_THRESHOLD if yunet_threshold is None else float(yunet_threshold), 0, scales)
+    else:
+        yunet = default_yunet(SCORE_THRESHOLD if yunet_threshold is None else float(yunet_threshold),
+                              UPSCALE if yunet_upscale is None else int(yunet_upscale))
     found = [yunet(im) for im in images]
-    if detector == "yunet":
+    if detector in ("yunet", "yunet-ms"):
         return found
     first = mtcnn.detect_faces_batch(images, thresholds=thresholds, **mt)  # type: ignore[arg-type]
     return [merge_faces(f, y, im.shape) for f, y, im in zip(first, found, images, strict=True)]
