@@ -240,6 +240,28 @@ def test_occluded_rows_are_the_banks_occluders_on_both_backends() -> None:
         augment_batch(images, rows)
 
 
+def test_realistic_occluders_in_training() -> None:
+    """Kinds real-*: look j is the realistic occluder of seed j drawn on a grey face, laid by its hidden mask."""
+    from partialface.geometry.realistic import occlude_aligned_realistic
+    from partialface.training.augment import OCC, OCC_LOOK
+
+    cfg = AugmentConfig(p_occlude=1.0, occluders=("real-hand", "real-crop", "real-sunglasses"), occluder_looks=4)
+    rng = np.random.default_rng(2)
+    images = torch.from_numpy(rng.integers(0, 256, (3, 160, 160, 3), dtype=np.uint8))
+    rows = fixed_params(None, n=3)
+    rows[:, OCC] = (1, 2, 3)
+    rows[:, OCC_LOOK] = (3, 1, 0)
+    out, _ = augment_batch(images, rows, occlusion=cfg)
+    grey = np.full((160, 160, 3), 128, np.uint8)
+    for i, (kind, look) in enumerate((("hand", 3), ("crop", 1), ("sunglasses", 0))):
+        layer, hidden = occlude_aligned_realistic(grey, kind, seed=look)
+        assert hidden.any()
+        assert np.array_equal(out[i].numpy()[hidden], layer[hidden])
+        assert np.array_equal(out[i].numpy()[~hidden], images[i].numpy()[~hidden])
+    with pytest.raises(PartialFaceError, match=r"augment\.masks"):
+        AugmentConfig(p_occlude=0.5, occluders=("real-mask",), masks="/nonexistent")
+
+
 @pytest.mark.parametrize(("overrides", "needle"), [
     ({"p_occlude": 1.5}, "augment.p_occlude"),
     ({"occluders": ("helmet",)}, "augment.occluders"),

@@ -178,8 +178,19 @@ def _centre_table(device: torch.device) -> Tensor:
 
 
 @cache
-def _bank(kind: str, coverage: float, looks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(layer (L, 160, 160, 3) uint8, mask (L, 160, 160) bool, shift (L, 2)) of an OccluderBank, drawn once."""
+def _bank(kind: str, coverage: float, looks: int, masks: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(layer (L, 160, 160, 3) uint8, mask (L, 160, 160) bool, shift (L, 2)) of an OccluderBank, drawn once; kinds
+    ``real-*``: look j is :func:`partialface.geometry.realistic.occlude_aligned_realistic` with seed j on a mid-grey
+    face (the template's landmarks; ``coverage`` unused), ``masks`` MaskTheFace's folder for real-mask."""
+    if kind.startswith("real-"):
+        from partialface.geometry.realistic import load_mask_templates, occlude_aligned_realistic
+
+        real = kind.removeprefix("real-")
+        templates = load_mask_templates(masks) if real == "mask" else None
+        grey = np.full((160, 160, 3), 128, np.uint8)
+        drawn = [occlude_aligned_realistic(grey, real, seed=j, masks=templates) for j in range(looks)]
+        return (np.stack([d[0] for d in drawn]), np.stack([d[1] for d in drawn]),
+                np.zeros((looks, 2), np.float32))
     from partialface.geometry.occlude import OccluderBank
 
     bank = OccluderBank(kind, coverage, looks, seed=0)
@@ -203,7 +214,7 @@ def _occlude_rows(x: Tensor, p: np.ndarray, cfg: AugmentConfig | None) -> Tensor
     levels = occluder_levels(cfg)
     for i in rows:
         kind = cfg.occluders[int(p[i, OCC]) - 1]
-        layer, mask, shift = _bank(kind, levels[int(p[i, OCC_LEVEL])], cfg.occluder_looks)
+        layer, mask, shift = _bank(kind, levels[int(p[i, OCC_LEVEL])], cfg.occluder_looks, cfg.masks)
         j = int(p[i, OCC_LOOK]) % len(mask)
         m = torch.from_numpy(mask[j]).to(x.device)
         if kind == "face":

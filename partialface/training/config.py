@@ -100,7 +100,9 @@ class AugmentConfig:
       (partialface.geometry.occlude; not in the paper: default 0); occluders: the kinds drawn from;
       occlude_coverage: (min, max) fraction of the face area, in occluder_levels even steps; occluder_looks:
       looks drawn once per kind and level (an OccluderBank). Kind "face" puts the next sample of the batch
-      in front.
+      in front. The realistic occluders of issue #39 (partialface.geometry.realistic) are the kinds
+      real-mask, real-sunglasses, real-hand and real-crop (their own sizes: the level is ignored);
+      real-mask needs masks, MaskTheFace's folder (the real mask images).
     """
 
     enabled: bool = True
@@ -119,6 +121,7 @@ class AugmentConfig:
     occlude_coverage: tuple[float, float] = (0.15, 0.45)
     occluder_levels: int = 3
     occluder_looks: int = 32
+    masks: str = ""
 
     def __post_init__(self) -> None:
         from partialface.geometry.occlude import KINDS
@@ -130,10 +133,17 @@ class AugmentConfig:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         _check(0.0 <= self.p_occlude <= 1.0, "augment.p_occlude", f"must be a probability in [0, 1], got "
                f"{self.p_occlude}")
-        drawn = [k for k in KINDS if k != "image"]
+        from partialface.geometry.realistic import REALISTIC_KINDS
+
+        drawn = [k for k in KINDS if k != "image"] + [f"real-{k}" for k in REALISTIC_KINDS]
         bad_kinds = [k for k in self.occluders if k not in drawn]
         _check(bool(self.occluders) and not bad_kinds, "augment.occluders",
                f"choose from {', '.join(drawn)} (got {list(self.occluders)})")
+        if self.p_occlude > 0 and "real-mask" in self.occluders:
+            from pathlib import Path
+
+            _check(bool(self.masks) and (Path(self.masks) / "masks" / "masks.cfg").is_file(), "augment.masks",
+                   f"occluder real-mask needs MaskTheFace's folder (holding masks/masks.cfg), got {self.masks!r}")
         lo_hi = self.occlude_coverage
         _check(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1] < 1, "augment.occlude_coverage",
                f"give [min, max] with 0 < min <= max < 1, got {list(lo_hi)}")
