@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("partialface.jobs.synth", "write synthetic identity-labelled faces (training set + LFW-layout test set)"),
     "split": ("partialface.jobs.split", "hold out identities of a training set as an LFW-layout test set (+ pairs)"),
     "train": ("partialface.jobs.train", "train a model from a YAML config"),
+    "train-visibility": ("partialface.jobs.train_visibility", "train the per-region visibility net (what is hidden)"),
     "benchmark": ("partialface.jobs.benchmark", "score models on PartialLFW protocols (LFW-layout data + pairs)"),
     "benchmark-merge": ("partialface.jobs.benchmark_merge",
                         "one table from benchmark results made in pieces (factors, settings, models, machines)"),

@@ -70,3 +70,35 @@ def grey_out(aligned: np.ndarray, region: int, grey: int = GREY) -> np.ndarray:
     out = aligned.copy()
     out[..., region_labels() == region, :] = grey
     return out
+
+
+def region_visibility(hidden: np.ndarray) -> np.ndarray:
+    """(..., 160, 160) bool hidden masks (True = hidden, e.g. :func:`partialface.geometry.occlude.occlude`'s) ->
+    (..., 5) float64: the fraction of each region's pixels (order :data:`REGIONS`) that are NOT hidden.
+
+    The four parts count all their pixels (:func:`region_labels`); ``rest`` counts only its pixels inside the face
+    area (:func:`partialface.geometry.occlude.face_area` on the template's landmarks), not the background."""
+    hidden = np.asarray(hidden, dtype=bool)
+    if hidden.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"hidden masks must be (..., {IMAGE_SIZE}, {IMAGE_SIZE}), got {hidden.shape}")
+    counted = region_pixels().reshape(len(REGIONS), -1).astype(np.float64)  # (5, 160 * 160) 0 / 1
+    visible = (~hidden).reshape(*hidden.shape[:-2], IMAGE_SIZE * IMAGE_SIZE).astype(np.float64)
+    return (visible @ counted.T) / counted.sum(axis=1)  # whole pixel counts: exact fractions
+
+
+def region_pixels() -> np.ndarray:
+    """(5, 160, 160) bool: the pixels :func:`region_visibility` counts for each region (the parts: all their pixels;
+    ``rest``: its pixels inside the face area)."""
+    from partialface.geometry.occlude import face_area
+
+    labels = region_labels()
+    counted = np.stack([labels == r for r in range(len(REGIONS))])
+    counted[-1] &= face_area()
+    return counted
+
+
+def region_weights() -> np.ndarray:
+    """(5, 160 * 160) float64: row r is 1 / n_r on the n_r pixels region r's visibility counts (:func:`region_pixels`),
+    0 elsewhere: the visible mask (flattened) times its transpose is :func:`region_visibility`."""
+    w = region_pixels().reshape(len(REGIONS), -1).astype(np.float64)
+    return w / w.sum(axis=1, keepdims=True)
