@@ -1,5 +1,6 @@
 """``--explain OUT.png``: a verification as a picture a person reads at a glance — the two aligned faces with what
-the embedding rests on laid over them, the per-region shares, and the verdict (issue #14).
+the embedding rests on laid over them and how much of each region they show (their visibility estimates,
+issue #39), the per-region shares, and the verdict with the operating point used (issue #14).
 
 Attention models: the recalibrated maps sum_k Ã_k, laid on the aligned face through the model's framing.
 Other models: each region painted with its occlusion-sensitivity share per pixel (``_Model.regions``).
@@ -61,6 +62,10 @@ def explain(result: Verification, out: str | os.PathLike[str], model: str | None
         ax.imshow(heat_map(face, frame), cmap="inferno", alpha=0.5, vmin=0, vmax=1)
         ax.set_title(title)
         ax.axis("off")
+        if face.visibility is not None:  # what the face shows, per region (the visibility estimate)
+            seen = ", ".join(f"{r.replace('_', ' ')} {face.visibility[r]:.0%}" for r in REGIONS)
+            ax.text(0.5, -0.04, "visible: " + seen, transform=ax.transAxes, ha="center", va="top", fontsize=6.5,
+                    wrap=True)
     ax = axes[2]
     labels = [r.replace("_", " ") for r in REGIONS]
     y = np.arange(len(REGIONS))
