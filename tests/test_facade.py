@@ -19,6 +19,7 @@ from partialface.api import to_rgb
 from partialface.cli import main
 from partialface.data.images import read_image
 from partialface.errors import PartialFaceError
+from partialface.evaluation.calibrate_auto import auto_threshold
 from partialface.models.catalogue import CATALOGUE, DEFAULT_MODEL, shipped_model
 
 
@@ -60,10 +61,15 @@ def test_the_default_model_needs_no_extra(tmp_path: Path, monkeypatch: pytest.Mo
 def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
     root = make_identities(tmp_path / "faces", 2, 2)
     a, b = read_image(root / "id00" / "000.png"), read_image(root / "id01" / "000.png")
-    res = partialface.verify(a, a, aligned=True)
+    res = partialface.verify(a, a, aligned=True, kind="holistic")
     assert res.same and res.score == pytest.approx(1.0, abs=1e-5) and res.model == DEFAULT_MODEL
     points = partialface.api.load().points
     assert points is not None and res.threshold == points.at(1e-3) and res.far == 1e-3 and res.kind == "holistic"
+    auto = partialface.verify(a, a, aligned=True)  # kind "auto": the operating point of what both faces show
+    va = np.array(list(auto.faces[0].visibility.values()))
+    assert auto.shared_visibility == pytest.approx(va.mean())  # the same face twice: min(va, va) = va
+    assert (auto.threshold, auto.kind) == auto_threshold(points, 1e-3, va.mean())
+    assert any("operating point" in n for n in auto.notes)
     other = partialface.verify(a, b, aligned=True, far=1e-2, kind="partial")
     assert other.threshold == points.at(1e-2, "partial") and other.same == (other.score >= other.threshold)
     assert set(other.as_dict()) == {"same", "score", "threshold", "far", "kind", "model", "notes", "faces", "regions",
