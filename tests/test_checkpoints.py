@@ -27,6 +27,14 @@ def test_shared_checkpoints_are_intact_and_load(folder: Path) -> None:
     assert files and sorted(listed) == [f.name for f in files]
     for f in files:
         assert hashlib.sha256(f.read_bytes()).hexdigest().startswith(listed[f.name]), f.name
+        if folder.name.startswith("visibility"):  # the visibility network (issue #39), not a face model
+            from partialface.models.visibility import load_visibility, read_visibility_file
+
+            raw, _ = read_visibility_file(f)
+            assert all(v.dtype == torch.float16 for v in raw.values() if v.is_floating_point())
+            out = load_visibility(f)(torch.randint(0, 256, (2, 3, 160, 160), dtype=torch.uint8))
+            assert out.shape == (2, 5) and bool(((out >= 0) & (out <= 1)).all())
+            continue
         tensors, meta = load_weights(f)
         assert meta["dtype"] == "float16" and all(k.startswith("model.") for k in tensors)
         assert all(v.dtype == torch.float16 for v in tensors.values() if v.is_floating_point())
