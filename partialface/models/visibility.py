@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -169,20 +168,9 @@ def save_visibility(path: str | os.PathLike[str], net: VisibilityNet, fp16: bool
 
 def read_visibility_file(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(tensors on CPU, metadata) of a visibility safetensors file; PartialFaceError for anything else."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load as st_load
+    from partialface.models.files import read_safetensors
 
-    p = Path(path)
-    if not p.is_file():
-        raise PartialFaceError(f"{p}: no such visibility weights file")
-    data = p.read_bytes()
-    try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
-    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
-        raise PartialFaceError(f"{p}: not a safetensors weights file ({e}); weights are never unpickled") from None
-    return tensors, {str(k): str(v) for k, v in meta.items()}
+    return read_safetensors(path, "visibility weights")
 
 
 def load_visibility(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> VisibilityNet:

@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor, nn
 
@@ -58,17 +56,9 @@ def save_weights(path: str | os.PathLike[str], tensors: dict[str, Tensor], metad
 
 def load_weights(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
     """(tensors on CPU, metadata) of a safetensors file; PartialFaceError for anything else."""
-    p = Path(path)
-    if not p.is_file():
-        raise PartialFaceError(f"{p}: no such weights file")
-    data = p.read_bytes()
-    try:
-        tensors = st_load(data)
-        header_len = int.from_bytes(data[:8], "little")
-        meta = json.loads(data[8 : 8 + header_len]).get("__metadata__") or {}
-    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
-        raise PartialFaceError(f"{p}: not a safetensors weights file ({e}); weights are never unpickled") from None
-    return tensors, {str(k): str(v) for k, v in meta.items()}
+    from partialface.models.files import read_safetensors
+
+    return read_safetensors(path)
 
 
 # ---------------------------------------------------------------------------------------------- state
