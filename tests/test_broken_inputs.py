@@ -38,8 +38,9 @@ def jpeg_bytes(img: Image.Image, **kw: object) -> bytes:
 
 # --- the corpus ---------------------------------------------------------------------------------------
 
-UNREADABLE = ("zero.jpg", "truncated.jpg", "text.jpg")
-READABLE = ("gray.jpg", "rgba.png", "gray16.png", "rgb16.png", "palette.png", "exif_rot.jpg", "tiny.png")
+UNREADABLE = ("zero.jpg", "truncated.jpg", "text.jpg", "bomb.png")
+READABLE = ("gray.jpg", "rgba.png", "gray16.png", "rgb16.png", "palette.png", "exif_rot.jpg", "tiny.png", "onepx.png",
+            "cmyk.jpg", "anim.gif")
 
 # 16-bit data, palette and a 4-colour quadrant image used by the corpus and the expectations
 G16 = (np.arange(30 * 40, dtype=np.uint32).reshape(30, 40) * 54).astype(np.uint16)  # 0 .. 64746
@@ -48,6 +49,18 @@ PALETTE = np.array([[250, 10, 10], [10, 250, 10], [10, 10, 250], [200, 200, 50]]
 PAL_IDX = (np.arange(24 * 32).reshape(24, 32) // 7 % 4).astype(np.uint8)
 QUADS = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 0]]], np.uint8)  # TL, TR / BL, BR
 STORED = np.kron(QUADS, np.ones((20, 30, 1), np.uint8))  # stored pixels: 40 x 60, quadrants 20 x 30
+
+
+def png_bomb(w: int = 30000, h: int = 30000) -> bytes:
+    """A PNG that declares w x h RGB pixels but holds a few bytes of data (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
 
 
 def make_corpus(d: Path) -> Path:
@@ -68,6 +81,11 @@ def make_corpus(d: Path) -> Path:
     exif[0x0112] = 6  # Orientation 6: the stored image must be rotated 90° clockwise to display
     (d / "exif_rot.jpg").write_bytes(jpeg_bytes(Image.fromarray(STORED), exif=exif.tobytes()))
     Image.fromarray(gradient(5, 5)).save(d / "tiny.png")
+    (d / "bomb.png").write_bytes(png_bomb())
+    Image.fromarray(np.array([[[10, 200, 30]]], np.uint8)).save(d / "onepx.png")
+    Image.fromarray(gradient(32, 48)).convert("CMYK").save(d / "cmyk.jpg", quality=95)
+    frames = [Image.fromarray(np.full((16, 24, 3), c, np.uint8)) for c in ((250, 0, 0), (0, 0, 250))]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
     return d
 
 
@@ -80,7 +98,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("name", "reason"), [("zero.jpg", "empty"), ("truncated.jpg", "truncated"), ("text.jpg", "not a readable image")]
+    ("name", "reason"), [("zero.jpg", "empty"), ("truncated.jpg", "truncated"), ("text.jpg", "not a readable image"),
+                         ("bomb.png", "900 Mpx")]
 )
 def test_unreadable_images_raise_one_line_naming_the_file(corpus: Path, name: str, reason: str) -> None:
     with pytest.raises(ImageReadError) as info:
@@ -88,6 +107,41 @@ def test_unreadable_images_raise_one_line_naming_the_file(corpus: Path, name: st
     msg = str(info.value)
     assert isinstance(info.value, PartialFaceError)
     assert str(corpus / name) in msg and reason in msg and "\n" not in msg
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(corpus: Path) -> None:
+    """900 Mpx declared: refused before decoding (fast, no memory), as bytes too; the cap is an argument."""
+    import time
+
+    from partialface.data.images import MAX_PIXELS, ImageFormatError, ImageTooLargeError, decode_image
+
+    t = time.perf_counter()
+    with pytest.raises(ImageTooLargeError, match="above the cap of 40 Mpx"):
+        decode_image(png_bomb(), "image")
+    assert time.perf_counter() - t < 1.0
+    assert MAX_PIXELS < Image.MAX_IMAGE_PIXELS  # below Pillow's own warning level
+    with pytest.raises(ImageTooLargeError, match="b: the image declares 100x100"):
+        decode_image(png_bomb(100, 100), "b", max_pixels=9999)
+    with pytest.raises(ImageFormatError, match="a: not one of JPEG, PNG, WEBP, BMP"):
+        decode_image((corpus / "anim.gif").read_bytes(), "a")  # uploads: the formats are sniffed and limited
+    with pytest.raises(ImageReadError, match="a: empty"):
+        decode_image(b"", "a")
+    np.testing.assert_array_equal(decode_image((corpus / "tiny.png").read_bytes()), gradient(5, 5))
+
+
+def test_verify_given_a_decompression_bomb_says_one_line(corpus: Path) -> None:
+    proc = _cli("verify", str(corpus / "bomb.png"), str(corpus / "tiny.png"), "--device", "cpu")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "bomb.png: the image declares 900 Mpx, above the cap of 40 Mpx" in proc.stderr
+
+
+def test_one_pixel_cmyk_and_animated_images_read(corpus: Path) -> None:
+    assert read_image(corpus / "onepx.png").tolist() == [[[10, 200, 30]]]
+    c = read_image(corpus / "cmyk.jpg")  # CMYK -> RGB, close to the RGB it was made from
+    assert c.shape == (32, 48, 3) and np.abs(c.astype(int) - gradient(32, 48)).mean() < 6
+    g = read_image(corpus / "anim.gif")  # the first frame
+    assert g.shape == (16, 24, 3) and np.abs(g.astype(int) - (250, 0, 0)).max() <= 6
 
 
 def test_missing_image_raises(corpus: Path) -> None:
@@ -184,7 +238,8 @@ def test_pairs_file_with_a_malformed_line(tmp_path: Path) -> None:
 def _check_align_outputs(corpus: Path, dst: Path, stdout: str) -> None:
     failures_file = dst / "align_failures.tsv"
     assert stdout.strip().splitlines()[-1] == (
-        f"aligned 0 / 10; 7 without a face (resized), 3 unreadable; failures listed in {failures_file}"
+        f"aligned 0 / {len(READABLE) + len(UNREADABLE)}; {len(READABLE)} without a face (resized), "
+        f"{len(UNREADABLE)} unreadable; failures listed in {failures_file}"
     )
     fails = read_failures(failures_file)
     assert sorted(fails) == sorted(READABLE + UNREADABLE)

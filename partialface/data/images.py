@@ -18,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from partialface.errors import ImageReadError, PartialFaceError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 def _to_rgb_array(img: Image.Image) -> np.ndarray:
@@ -43,27 +43,78 @@ def _to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.array(img, dtype=np.uint8)  # a writable, contiguous copy
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+#: the most pixels an untrusted image may declare (40 Mpx: a 12 Mpx phone photo fits three times over); a larger
+#: one is refused from its header, before it is decoded (a decompression bomb costs nothing)
+MAX_PIXELS = 40_000_000
+#: the formats :func:`decode_image` accepts, sniffed from the bytes (never from a name)
+DECODE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image declares more pixels than the cap (:data:`MAX_PIXELS`)."""
+
+
+class ImageFormatError(ImageReadError):
+    """Bytes that are not an image of an accepted format."""
+
+
+def _decode(source: object, label: str, max_pixels: int, formats: tuple[str, ...] | None) -> np.ndarray:
+    """Open ``source`` (a path or a binary file), check its declared size against ``max_pixels`` before decoding,
+    then decode to RGB uint8 (H, W, 3) with EXIF orientation applied. ``label`` names it in every error."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # Pillow warns above its own cap; ours is lower and says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(source, formats=formats)  # type: ignore[arg-type]
+        with opened:
+            w, h = opened.size
+            if w * h > max_pixels:
+                raise ImageTooLargeError(f"{label}: the image declares {w}x{h} pixels ({w * h / 1e6:.0f} Mpx), above "
+                                         f"the cap of {max_pixels / 1e6:g} Mpx; downscale it")
+            opened.load()
+            arr = _to_rgb_array(ImageOps.exif_transpose(opened) or opened)
+    except Image.DecompressionBombError as e:  # above twice Pillow's cap: refused inside Image.open
+        import re
+
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(n.group(1)) / 1e6:.0f} Mpx" if n else "too many pixels"
+        raise ImageTooLargeError(f"{label}: the image declares {size}, above the cap of {max_pixels / 1e6:g} Mpx; "
+                                 "downscale it") from None
+    except UnidentifiedImageError:
+        what = f"one of {', '.join(formats)}" if formats else "a readable image"
+        raise ImageFormatError(f"{label}: not {what} (unknown format); remove or replace it") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageReadError(f"{label}: corrupt or truncated image ({e}); remove or replace it") from None
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageReadError(f"{label}: unsupported image layout {arr.shape}")
+    return arr
+
+
+def read_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file into an RGB uint8 array (H, W, 3), honouring EXIF orientation.
 
-    Raises ImageReadError (one line naming the file) for a missing, empty, truncated or non-image file.
+    Raises ImageReadError (one line naming the file) for a missing, empty, truncated or non-image file, and
+    ImageTooLargeError for one that declares more than ``max_pixels`` pixels (checked before decoding).
     """
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(f"{p}: no such image file (check the path)")
     if p.stat().st_size == 0:
         raise ImageReadError(f"{p}: file is empty (0 bytes); re-copy or remove it")
-    try:
-        with Image.open(p) as opened:
-            opened.load()
-            arr = _to_rgb_array(ImageOps.exif_transpose(opened) or opened)
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{p}: not a readable image (unknown format); remove or replace it") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{p}: corrupt or truncated image ({e}); remove or replace it") from None
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise ImageReadError(f"{p}: unsupported image layout {arr.shape}")
-    return arr
+    return _decode(p, str(p), max_pixels, None)
+
+
+def decode_image(data: bytes, label: str = "image", max_pixels: int = MAX_PIXELS,
+                 formats: tuple[str, ...] = DECODE_FORMATS) -> np.ndarray:
+    """Decode untrusted bytes (an upload) into RGB uint8 (H, W, 3): the format sniffed from the bytes and one of
+    ``formats``, the declared size checked against ``max_pixels`` before decoding. Errors as :func:`read_image`'s
+    (:class:`ImageFormatError` for another format), ``label`` naming the field."""
+    import io
+
+    if not data:
+        raise ImageReadError(f"{label}: empty (0 bytes); send an image")
+    return _decode(io.BytesIO(data), label, max_pixels, formats)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
