@@ -238,40 +238,45 @@ def photo_detector(detector: str = "auto") -> str:
     return check_detector(detector)
 
 
-def find_faces(image: Image, aligned: bool = False, what: str = "image", detector: str = "auto"
-               ) -> list[dict[str, Any]]:
+def find_faces(image: Image, aligned: bool = False, what: str = "image", detector: str = "auto",
+               detect_side: int | None = None) -> list[dict[str, Any]]:
     """The faces of a photo, best first: dicts of box, score, landmarks (5, 2) and aligned (160, 160, 3);
-    ``detector``: :func:`photo_detector`."""
-    from partialface.detect import detect_faces, selection_scores
-    from partialface.geometry.align import align_face
+    ``detector``: :func:`photo_detector`; ``detect_side``: faces are searched for on a copy at most this many pixels
+    on its longer side (default :data:`partialface.detect.policy.DETECT_SIDE`; 0: full resolution, for small faces
+    in large photos), then cut from the full-resolution photo (:func:`partialface.geometry.align.align_photo`)."""
+    from partialface.detect import selection_scores
+    from partialface.detect.policy import DETECT_SIDE, detect_photo
+    from partialface.geometry.align import align_photo
 
     rgb = to_rgb(image, what)
     if aligned:
         if rgb.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
             raise PartialFaceError(f"{what}: aligned=True needs a 160x160 face, got {rgb.shape[1]}x{rgb.shape[0]}")
         return [{"aligned": rgb, "box": None, "score": None, "landmarks": None}]
-    faces = detect_faces(rgb, device="cpu", detector=photo_detector(detector))
+    faces = detect_photo(rgb, detector=photo_detector(detector), device="cpu",
+                         detect_side=DETECT_SIDE if detect_side is None else detect_side)
     crit = selection_scores(np.array([f.box for f in faces]), rgb.shape) if faces else np.zeros(0)
     order = np.argsort(-crit, kind="stable")  # the spec's rule; ties keep the detector's order
     out = []
     for i in order:
         pts = np.asarray(faces[i].landmarks, dtype=np.float64).reshape(5, 2)
-        out.append({"aligned": align_face(rgb, pts), "box": tuple(float(v) for v in faces[i].box),
+        out.append({"aligned": align_photo(rgb, pts), "box": tuple(float(v) for v in faces[i].box),
                     "score": float(faces[i].score), "landmarks": pts})
     return out
 
 
 def embed(image: Image, model: str | None = None, *, aligned: bool = False, regions: bool = True,
-          visibility: bool = True, device: str = "cpu", infer: str = "auto", detector: str = "auto") -> list[Face]:
+          visibility: bool = True, device: str = "cpu", infer: str = "auto", detector: str = "auto",
+          detect_side: int | None = None) -> list[Face]:
     """Every face of ``image``, best first, embedded by ``model`` (see :func:`load`); [] when none is found.
     ``regions``: give each face its per-region account (for models without attention: 5 more embeddings);
     ``visibility``: how much of each region it shows (the shipped visibility network); ``detector``:
-    :func:`photo_detector`."""
+    :func:`photo_detector`; ``detect_side``: :func:`find_faces`'."""
     from partialface.geometry.regions import REGIONS
 
     m = load(model, device, infer)  # a bad model or path fails before any detection
     photo_detector(detector)
-    found = find_faces(image, aligned, detector=detector)
+    found = find_faces(image, aligned, detector=detector, detect_side=detect_side)
     if not found:
         return []
     stack = np.stack([d["aligned"] for d in found])
@@ -318,7 +323,7 @@ def check_kind(m: _Model, far: float, kind: str) -> None:
 
 def verify(image1: Image, image2: Image, model: str | None = None, *, far: float = 1e-3, kind: str = "auto",
            aligned: bool = False, regions: bool = True, device: str = "cpu", infer: str = "auto",
-           detector: str = "auto") -> Verification:
+           detector: str = "auto", detect_side: int | None = None) -> Verification:
     """Same person? The best face of each image, compared at the model's threshold for ``far`` and ``kind``:
     "auto" (the default) takes the operating point of what both faces show (their visibility estimates), "holistic"
     the whole faces' and "partial" the partly hidden faces'; ``regions``: the per-region account of the faces and
@@ -328,7 +333,8 @@ def verify(image1: Image, image2: Image, model: str | None = None, *, far: float
     photo_detector(detector)
     pair, notes = [], []
     for image, what in ((image1, "first image"), (image2, "second image")):
-        faces = embed(image, model, aligned=aligned, regions=regions, device=device, infer=infer, detector=detector)
+        faces = embed(image, model, aligned=aligned, regions=regions, device=device, infer=infer, detector=detector,
+                      detect_side=detect_side)
         name = str(image) if isinstance(image, (str, os.PathLike)) else what
         if not faces:
             raise PartialFaceError(f"{name}: no face found (give another photo, or an aligned 160x160 face with "

@@ -73,7 +73,8 @@ def _decode(source: object, label: str, max_pixels: int, formats: tuple[str, ...
                 raise ImageTooLargeError(f"{label}: the image declares {w}x{h} pixels ({w * h / 1e6:.0f} Mpx), above "
                                          f"the cap of {max_pixels / 1e6:g} Mpx; downscale it")
             opened.load()
-            arr = _to_rgb_array(ImageOps.exif_transpose(opened) or opened)
+            turned = opened.getexif().get(0x0112, 1) not in (1, None)  # a copy only where it must turn
+            arr = _to_rgb_array((ImageOps.exif_transpose(opened) or opened) if turned else opened)
     except Image.DecompressionBombError as e:  # above twice Pillow's cap: refused inside Image.open
         import re
 

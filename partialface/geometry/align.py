@@ -74,6 +74,32 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = IMAGE_SIZE)
     return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=(GREY, GREY, GREY))
 
 
+def align_photo(image: np.ndarray, landmarks: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """:func:`align_face` for a user's photo of any size (the facade's path, not the benchmark's): where the warp
+    shrinks the face by more than 2x (a large face in a large photo), the region the aligned face is cut from is
+    first downscaled with an area filter to the warp's scale, so the face is not aliased (a plain bilinear warp
+    samples 1 of every k^2 pixels). Otherwise exactly :func:`align_face`. (S, S, 3) uint8."""
+    m = alignment_matrix(landmarks, size)
+    scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    if scale >= 0.5:
+        return align_face(image, landmarks, size)
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float64) @ inv.T
+    h, w = image.shape[:2]
+    x0, y0 = (max(0, int(np.floor(v)) - 2) for v in corners.min(0))
+    x1, y1 = min(w, int(np.ceil(corners[:, 0].max())) + 2), min(h, int(np.ceil(corners[:, 1].max())) + 2)
+    if x1 <= x0 or y1 <= y0:  # the face's square lies outside the photo: the plain warp gives the grey it would
+        return align_face(image, landmarks, size)
+    crop = image[y0:y1, x0:x1]
+    small = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))),
+                       interpolation=cv2.INTER_AREA)
+    kx, ky = small.shape[1] / crop.shape[1], small.shape[0] / crop.shape[0]
+    # full-photo pixel x maps to small pixel (x - x0 + 0.5) * kx - 0.5; compose the warp with its inverse
+    to_full = np.array([[1 / kx, 0, x0 + 0.5 / kx - 0.5], [0, 1 / ky, y0 + 0.5 / ky - 0.5], [0, 0, 1]])
+    m_small = m @ to_full
+    return cv2.warpAffine(small, m_small, (size, size), flags=cv2.INTER_LINEAR, borderValue=(GREY, GREY, GREY))
+
+
 def resize_fallback(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     """What the recipe stores when no face is found: the whole image resized to (S, S, 3), bilinear.
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from partialface.errors import PartialFaceError
-from partialface.jobs.options import add_detector_argument, add_photo_infer_argument
+from partialface.jobs.options import add_detect_side_argument, add_detector_argument, add_photo_infer_argument
 
 FIELDS = ("paths", "found", "faces", "embeddings", "boxes", "landmarks", "errors")
 
@@ -46,6 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     add_photo_infer_argument(parser)
     add_detector_argument(parser)
+    add_detect_side_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -127,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
         for i in range(start, len(photos)):
             path = photos[i]
             try:
-                found = find_faces(path, args.aligned, what=path, detector=args.detector)
+                found = find_faces(path, args.aligned, what=path, detector=args.detector,
+                                   detect_side=args.detect_side)
                 if not found:
                     raise PartialFaceError(f"{path}: no face found")
                 pending.append((path, found[0], len(found), ""))

@@ -19,3 +19,16 @@ def add_detector_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", default="auto", choices=("auto", "mtcnn", "yunet", "mtcnn+yunet", "mtcnn+low"),
                         help="face detector: auto (default: MTCNN, and YuNet for the faces it misses, e.g. masked "
                         "ones), mtcnn (the benchmark's, spec settings), yunet, mtcnn+yunet, mtcnn+low")
+
+
+def add_detect_side_argument(parser: argparse.ArgumentParser) -> None:
+    """``--detect-side`` of the photo commands (:func:`partialface.api.facade.find_faces`)."""
+    def side(text: str) -> int:
+        if not text.isdigit():
+            raise argparse.ArgumentTypeError(f"{text!r}: give 0 (full resolution) or a side in pixels")
+        return int(text)
+
+    parser.add_argument("--detect-side", type=side, default=None, metavar="PX",
+                        help="search for faces on a copy of each photo at most PX pixels on its longer side (default "
+                        "1024: phone photos as fast as small ones); 0 = full resolution, for small faces in large "
+                        "crowd photos. The faces are cut from the full-resolution photo either way")

@@ -10,7 +10,7 @@ import os
 import sys
 
 from partialface.errors import PartialFaceError
-from partialface.jobs.options import add_detector_argument, add_photo_infer_argument
+from partialface.jobs.options import add_detect_side_argument, add_detector_argument, add_photo_infer_argument
 
 
 def _far(text: str) -> float:
@@ -37,6 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     add_photo_infer_argument(parser)
     add_detector_argument(parser)
+    add_detect_side_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object (the documented fields)")
     parser.add_argument("--explain", metavar="OUT.png", default=None,
                         help="draw the two faces, what the decision rested on and the per-region shares into OUT.png")
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.explain is not None and not args.explain.lower().endswith(".png"):
         raise PartialFaceError(f"--explain {args.explain}: give a .png file name")
     res = verify(args.image1, args.image2, args.model, far=args.far, kind=args.kind, aligned=args.aligned,
-                 device=args.device, infer=args.infer, detector=args.detector)
+                 device=args.device, infer=args.infer, detector=args.detector,
+                 detect_side=args.detect_side)
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.explain is not None:
