@@ -246,6 +246,27 @@ def test_realistic_benchmark_end_to_end(lfw_root: Path, tmp_path: Path) -> None:
     assert row["single"]["far"] == pytest.approx(np.mean(imp)) and row["single"]["tar"] == pytest.approx(np.mean(gen))
 
 
+@pytest.mark.lfw
+def test_another_detector_sees_the_same_occluded_photos(lfw_root: Path, tmp_path: Path) -> None:
+    """--detector mtcnn+yunet: the occluders are placed exactly as for MTCNN (the same hidden masks), every face
+    MTCNN finds is found too (YuNet only adds faces), and the two stages are cached apart."""
+    from partialface.evaluation.realistic import prepare_faces
+
+    masks = SHARED / "data" / "occluders" / "masktheface"
+    if not (masks / "masks" / "masks.cfg").is_file():
+        pytest.skip(f"MaskTheFace's templates not found at {masks}")
+    templates = load_mask_templates(masks)
+    paths = sorted((lfw_root / "lfw-deepfunneled").glob("A*/*.jpg"))[:4]
+    a = prepare_faces(paths, tmp_path / "faces", kinds=REALISTIC_KINDS, masks=templates, seed=0, progress=False)
+    b = prepare_faces(paths, tmp_path / "faces-y", kinds=REALISTIC_KINDS, masks=templates, seed=0, progress=False,
+                      detector="mtcnn+yunet")
+    assert np.array_equal(a.hidden, b.hidden) and np.array_equal(a.what, b.what)
+    assert (b.found >= a.found).all() and b.found[0].all()
+    meta = str(np.load(tmp_path / "faces-y" / "faces.npz")["meta"])
+    assert '"detector": "mtcnn+yunet"' in meta
+    assert "detector" not in str(np.load(tmp_path / "faces" / "faces.npz")["meta"])  # MTCNN's caches stay valid
+
+
 def test_visibility_auc_by_hand() -> None:
     """Estimates equal to the truth score 1.0, inverted ones 0.0; a region never hidden has no AUC."""
     from partialface.evaluation.realistic import FaceStore, visibility_auc

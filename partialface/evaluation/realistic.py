@@ -79,10 +79,13 @@ def _subject_hit(box: Sequence[float], clean_box: Sequence[float], offset: tuple
 
 def prepare_faces(
     paths: Sequence[Path], out: Path, *, kinds: Sequence[str], masks: dict[str, MaskTemplate] | None, seed: int,
-    progress: bool = True,
+    progress: bool = True, detector: str = "mtcnn",
 ) -> FaceStore:
     """Run the detection stage (module docstring) over ``paths`` (raw photos, the pairs' sorted images) into
-    ``out`` (resumes where a previous call stopped); returns the store."""
+    ``out`` (resumes where a previous call stopped); returns the store. ``detector``
+    (:data:`partialface.detect.policy.DETECTORS`) finds the faces of the photos compared, whole and occluded; the
+    occluders are placed by MTCNN's landmarks of the clean photo whatever it is, so every detector sees the same
+    occluded photos."""
     from tqdm import tqdm
 
     from partialface.data.images import atomic_write_bytes, read_image
@@ -94,8 +97,9 @@ def prepare_faces(
     all_kinds = ("whole", *kinds)
     n, k = len(paths), len(all_kinds)
     out.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps({"version": REALISTIC_VERSION, "seed": seed, "kinds": all_kinds, "n": n,
-                       "first": str(paths[0].name) if n else "", "last": str(paths[-1].name) if n else ""})
+    settings = {"version": REALISTIC_VERSION, "seed": seed, "kinds": all_kinds, "n": n,
+                "first": str(paths[0].name) if n else "", "last": str(paths[-1].name) if n else ""}
+    meta = json.dumps(settings if detector == "mtcnn" else {**settings, "detector": detector})
     info_file = out / "faces.npz"
     state: dict[str, np.ndarray] = {}
     if info_file.is_file():
@@ -123,7 +127,9 @@ def prepare_faces(
                 occ = [occlude_photo_realistic(photo, ref, kind, seed=seed * 1000003 + i, masks=masks)
                        for kind in kinds]
                 images = [o.photo for o in occ]
-                found = [clean, *detect_faces_batch(images, device="cpu")]
+                shown = images if detector == "mtcnn" else [photo, *images]
+                found = detect_faces_batch(shown, device="cpu", detector=detector)
+                found = [clean, *found] if detector == "mtcnn" else found
                 offsets = [(0, 0)] + [o.offset for o in occ]
                 eye = float(np.linalg.norm(ref[1] - ref[0]))
                 for j, o in enumerate(occ, start=1):
@@ -257,13 +263,16 @@ def run_realistic_benchmark(
     models: Sequence[str], data: str | os.PathLike[str], pairs_file: str | os.PathLike[str],
     out: str | os.PathLike[str], *, masks: str | os.PathLike[str], kinds: Sequence[str] = REALISTIC_KINDS,
     seed: int = 0, device: str = "auto", infer: str | None = None, batch_size: int = 128, progress: bool = True,
-    visibility: str | os.PathLike[str] | None = None,
+    visibility: str | os.PathLike[str] | None = None, detector: str = "mtcnn",
 ) -> dict[str, Any]:
     """Score ``models`` on the realistic test (module docstring) over the raw LFW-layout folder ``data``; writes
     ``out``/realistic.json and realistic.md; returns the json's content. ``visibility``: the visibility network
-    for kind "auto" (default: the shipped one; none: no auto columns)."""
+    for kind "auto" (default: the shipped one; none: no auto columns). ``detector``: the face detector of the
+    photos compared (:func:`prepare_faces`; default MTCNN, the spec's); another one's faces, embeddings and results
+    go beside MTCNN's, named after it (``faces-mtcnn+yunet/``, ``realistic-mtcnn+yunet.json``, ...)."""
     from partialface.data.images import atomic_write_bytes
     from partialface.data.lfw import read_pairs, resolve_images
+    from partialface.detect.policy import check_detector
     from partialface.devices import resolve_device
     from partialface.evaluation.calibrate import read_operating_points
     from partialface.evaluation.calibrate_auto import auto_threshold, has_auto, shared_visibility
@@ -272,6 +281,8 @@ def run_realistic_benchmark(
     from partialface.metrics import cosine_scores, score_benchmark
     from partialface.training.checkpoint import load_weights
 
+    check_detector(detector)
+    tag = "" if detector == "mtcnn" else f"-{detector}"
     bad = [k for k in kinds if k not in REALISTIC_KINDS]
     if bad or not kinds:
         raise PartialFaceError(f"--kinds {bad[0] if bad else ''}: choose from {', '.join(REALISTIC_KINDS)}")
@@ -282,12 +293,12 @@ def run_realistic_benchmark(
     embedders = [load_embedder(m, dev, infer=infer) for m in models]  # every model checked before the long work
     keys = pairs.images()
     out_p = Path(out)
-    store = prepare_faces([found[k] for k in keys], out_p / "faces", kinds=kinds, masks=templates, seed=seed,
-                          progress=progress)
+    store = prepare_faces([found[k] for k in keys], out_p / f"faces{tag}", kinds=kinds, masks=templates, seed=seed,
+                          progress=progress, detector=detector)
     from partialface.models.catalogue import visibility_file
 
     vis_file = Path(visibility) if visibility is not None else visibility_file()
-    vis = store_visibility(store, out_p / "faces", vis_file) if vis_file is not None else None
+    vis = store_visibility(store, out_p / f"faces{tag}", vis_file) if vis_file is not None else None
     seen = visibility_auc(store, vis) if vis is not None else None
     index = pairs.image_index()
     a = np.array([index[p.a] for p in pairs.pairs])
@@ -303,7 +314,7 @@ def run_realistic_benchmark(
         source = Path(getattr(emb, "source", "") or "")
         points = read_operating_points(load_weights(source)[1]) if source.suffix == ".safetensors" else None
         base = out_p / "embeddings" / cache_name(emb.name)
-        e = _embed_store(emb, store, base.with_name(base.name + "-realistic.npz"), batch_size, progress)
+        e = _embed_store(emb, store, base.with_name(f"{base.name}-realistic{tag}.npz"), batch_size, progress)
         hol, hol_ok = e["whole"], store.found[0]
         for j, kind in enumerate(store.kinds):
             occ, ok = e[kind], store.found[j]
@@ -335,16 +346,19 @@ def run_realistic_benchmark(
                     row["single_same_far"] = _single_at_same_far(s, y, valid, row["auto"]["far"])
             rows.append(row)
     result = {"convention": (__doc__ or "").strip(), "version": REALISTIC_VERSION, "pairs_file": str(pairs_file),
-              "data": str(data), "seed": seed, "detection": detection, "visibility": seen, "rows": rows}
-    atomic_write_bytes(out_p / "realistic.json", json.dumps(result, indent=1).encode("utf-8"))
-    atomic_write_bytes(out_p / "realistic.md", realistic_markdown(result).encode("utf-8"))
+              "data": str(data), "seed": seed, "detector": detector, "detection": detection, "visibility": seen,
+              "rows": rows}
+    atomic_write_bytes(out_p / f"realistic{tag}.json", json.dumps(result, indent=1).encode("utf-8"))
+    atomic_write_bytes(out_p / f"realistic{tag}.md", realistic_markdown(result).encode("utf-8"))
     return result
 
 
 def realistic_markdown(result: dict[str, Any]) -> str:
     """Detection per kind; then per model and kind: accuracy, AUC, and FAR / TAR at the operating points."""
     det = result["detection"]
-    lines = ["**Detection** (MTCNN, the spec's settings; subject: the face used is the photo's own)", "",
+    detector = result.get("detector", "mtcnn")
+    which = "MTCNN, the spec's settings" if detector == "mtcnn" else f"detector {detector}"
+    lines = [f"**Detection** ({which}; subject: the face used is the photo's own)", "",
              "| kind | face found | the subject | landmark shift median | 90th pct |", "|---|---:|---:|---:|---:|"]
     for kind, d in det.items():
         med = "—" if d["shift_median"] is None else f"{d['shift_median']:.3f}"

@@ -30,6 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="--realistic: MaskTheFace's folder (holding masks/masks.cfg), the real mask images")
     parser.add_argument("--visibility", default=None,
                         help="--realistic: the visibility network for the kind-auto columns (default: the shipped one)")
+    parser.add_argument("--detector", default="mtcnn",
+                        choices=("mtcnn", "yunet", "mtcnn+yunet", "mtcnn+low", "yunet-ms", "mtcnn+yunet-ms"),
+                        help="--realistic: the face detector of the photos compared (default mtcnn, the spec's; "
+                        "auto's choice for photos is mtcnn+yunet); its results go beside MTCNN's, named after it")
     parser.add_argument("--pairs", required=True, help="pairs file (LFW format)")
     parser.add_argument("--out", required=True,
                         help="output folder (occluded.json, occluded.md, a figure, embeddings/)")
@@ -65,12 +69,12 @@ def run(args: argparse.Namespace) -> int:
         result = run_realistic_benchmark(args.model or [DEFAULT_MODEL], args.data, args.pairs, args.out,
                                          masks=args.masks, kinds=kinds, seed=args.seed, device=args.device,
                                          infer=args.infer, batch_size=args.batch_size, progress=not args.no_progress,
-                                         visibility=args.visibility)
+                                         visibility=args.visibility, detector=args.detector)
         sys.stdout.write(realistic_markdown(result))
-        print(f"results: {args.out}/realistic.json")
+        print(f"results: {args.out}/realistic{'' if args.detector == 'mtcnn' else '-' + args.detector}.json")
         return 0
-    if args.masks is not None:
-        raise PartialFaceError("--masks: only with --realistic")
+    if args.masks is not None or args.detector != "mtcnn":
+        raise PartialFaceError(f"{'--masks' if args.masks is not None else '--detector'}: only with --realistic")
     res = run_occluded_benchmark(args.model or [DEFAULT_MODEL], args.data, args.pairs, args.out,
                                  kinds=[k for k in (args.kinds or "").split(",") if k] or list(SUITE_KINDS),
                                  coverages=args.coverages,
