@@ -75,7 +75,7 @@ for group in "${paths[@]}"; do  # compiled paths apart: the CLI spins OpenMP's t
 done
 mm
 # by end-to-end rate (column 8): the fastest float32 path, and the fastest within the accuracy bar (eager bf16
-# and int8 move dlib's LFW by more than 0.1 point, compile-bf16 does not: docs/benchmarks.md)
+# and int8 move dlib's LFW by more than 0.1 point, compile-bf16 does not: docs/history/benchmarks.md)
 fastest() { grep '^| dlib_resnet |' "$out/bench_infer.md" | awk -F' [|] ' -v keep="$1" '
     { p = $2; sub(/ .*/, "", p) } p ~ keep && $8 + 0 > best { best = $8 + 0; path = p } END { print path }'; }
 f32=$(fastest '^(eager|onnx|compile)$'); fast=$(fastest '^(eager|onnx|compile|compile-bf16)$')

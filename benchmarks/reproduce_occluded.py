@@ -1,4 +1,4 @@
-"""Recompute the occlusion suite's tables from cached embeddings and check them against docs/results.md.
+"""Recompute the occlusion suite's tables from cached embeddings and check them against docs/history/results.md.
 
 For every model of each ``OUT/occluded.json`` given (``partialface benchmark-occluded --out OUT``) this reads the
 cached embeddings (``OUT/embeddings/<model>.npz``: the whole faces; ``<model>-occluded.npz``: one array per
@@ -9,7 +9,7 @@ the coverage levels, and the mean over kinds, for occluded-holistic and then occ
 the rows of the tables whose first header cell names the protocol (``| model (occluded-holistic) | ...``),
 under the headings that contain ``--section``, must match to the printed 2 decimals.
 
-    .venv/bin/python benchmarks/reproduce_occluded.py OUT1 OUT2 ... --doc docs/results.md --section "Occluders"
+    .venv/bin/python benchmarks/reproduce_occluded.py OUT1 OUT2 ... --doc docs/history/results.md --section "Occluders"
 
 Exits 1 on a mismatch.
 """

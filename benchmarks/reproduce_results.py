@@ -1,4 +1,4 @@
-"""Recompute a benchmark's table from its cached embeddings and check it against docs/results.md.
+"""Recompute a benchmark's table from its cached embeddings and check it against docs/history/results.md.
 
 For every model of ``BENCH/results.json`` (a ``partialface benchmark --out BENCH`` folder) this reads the
 cached embeddings (``BENCH/embeddings/<model>.npz``) and the pairs file, rebuilds every scored pair list
@@ -10,7 +10,7 @@ averages each protocol's benchmarks and compares the result with results.json (t
 benchmark-merge`` folder has no embeddings: there the per-benchmark results are taken as they are and only the
 protocol means and the document are checked (check each piece when it is made).
 
-    .venv/bin/python benchmarks/reproduce_results.py --bench runs/demo/benchmark --doc docs/results.md \
+    .venv/bin/python benchmarks/reproduce_results.py --bench runs/demo/benchmark --doc docs/history/results.md \
         --section "The demo on synthetic faces"
 
 Prints one table row per model (recomputed) and the largest difference found; exits 1 on a mismatch.

@@ -504,7 +504,7 @@ def test_affine_export_form_is_the_same_function_with_the_bias_last() -> None:
 def test_compile_forms_swap_dlibs_affine_and_nothing_else() -> None:
     """The float32 compiled path runs ``export_forms(model, "compile_form")``: dlib's affine becomes Mul then Add
     (which inductor folds into the conv), the same function; SFace's conv + BN + PReLU keeps its own form (its
-    ONNX Runtime form, two convs, ran 1.5x slower compiled: 33 against 49 faces/s, docs/benchmarks.md)."""
+    ONNX Runtime form, two convs, ran 1.5x slower compiled: 33 against 49 faces/s, docs/history/benchmarks.md)."""
     from partialface.inference.onnx_export import export_forms
     from partialface.models.dlib_resnet import Affine
     from partialface.models.sface import ConvBNPReLU

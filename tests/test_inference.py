@@ -354,7 +354,7 @@ def test_split_prelu_is_the_same_function_and_falls_back_above_slope_one() -> No
 
 def test_compiled_bf16_stem_pools_of_few_channels_run_atens_kernel_exactly() -> None:
     """Under compile-bf16 on a CPU a stem's max pool over fewer than 32 maps runs ATen's kernel (inductor's code
-    took 3.7x as long there, docs/benchmarks.md); wider pools stay inductor's. Against a brute-force 3x3/2 max
+    took 3.7x as long there, docs/history/benchmarks.md); wider pools stay inductor's. Against a brute-force 3x3/2 max
     with -inf padding, on negative and positive bf16 values, eager and compiled, the layout kept."""
     from partialface.inference.onnx_export import export_forms
     from partialface.models.resnet import MaxPool, Stem
@@ -392,7 +392,8 @@ def test_onnx_file_scores_like_its_checkpoint_in_the_benchmark(tmp_path: Path) -
             write_image(data / f"p{i}" / f"p{i}_{j:04d}.png", _faces(1, seed=10 * i + j)[0].permute(1, 2, 0).numpy())
     (tmp_path / "pairs.txt").write_text("2 1\np0\t1\t2\np1\t1\tp2\t1\np2\t1\t2\np3\t1\tp0\t2\n")
     rcs = [main(["benchmark", "--model", m, "--data", str(data), "--pairs", str(tmp_path / "pairs.txt"), "--out",
-                 str(tmp_path / out), "--factors", "0.3", "--no-progress", "--infer", "eager", "--device", "cpu"])
+                 str(tmp_path / out), "--factors", "0.3", "--no-progress", "--infer", "eager", "--device", "cpu",
+                 "--aligned"])
            for m, out in ((str(tmp_path / "ours.onnx"), "b1"), (f"ours={OURS_CPU}", "b2"))]
     assert rcs == [0, 0]
     with np.load(tmp_path / "b1" / "embeddings" / "ours.npz") as a, np.load(tmp_path / "b2" / "embeddings" /

@@ -225,7 +225,7 @@ class MTCNN(nn.Module):
     compile: run P-Net as one ``torch.compile`` graph (inductor, frozen weights; CPU, a C++ compiler needed),
     its normalisation, PReLU, exclusion and pooling fused around oneDNN's convolutions: 1.4x P-Net's eager speed
     on one core, after a few seconds' compiling on the first call (:meth:`compile_now`); float rounding apart
-    (~1e-7), the same outputs (docs/benchmarks.md).
+    (~1e-7), the same outputs (docs/history/benchmarks.md).
     """
 
     def __init__(

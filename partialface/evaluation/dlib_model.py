@@ -233,7 +233,7 @@ class FramedDlib(torch.nn.Module):
         """(x -> :meth:`chips`, chips -> embedding): what ``runners.CompiledRunner`` compiles as two graphs. The
         chips are the first graph's output, so inductor writes them in the framing's own loop order (rows of
         W x C values, vectorised); inside one graph it computed them in the conv's (innermost loop: the 3
-        channels) at 6x the cost (docs/benchmarks.md)."""
+        channels) at 6x the cost (docs/history/benchmarks.md)."""
         return _Method(self, "chips"), _Method(self.model, "embed")
 
 

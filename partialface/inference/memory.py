@@ -20,7 +20,7 @@ def keep_freed_memory() -> bool:
     interleaves a network's per-call activations with other allocations (making the partial faces, storing
     embeddings) gets fresh pages on every call: a minor page fault per 4 KB. Measured on the embedding loop:
     1.2-2.4 M faults per 18,688 faces; dlib's full PartialLFW in bf16 ran 1.19x faster without them
-    (docs/benchmarks.md). Peak memory is unchanged;
+    (docs/history/benchmarks.md). Peak memory is unchanged;
     what the process once used stays mapped until it exits. ``PARTIALFACE_MALLOC=system`` leaves malloc as it is.
     """
     if os.environ.get("PARTIALFACE_MALLOC", "").lower() == "system":

@@ -17,8 +17,8 @@ int8      ONNX Runtime, static int8 quantisation (QDQ, per-channel weights),    
 ========  =====================================================================  =========================
 
 ``auto`` takes the fastest *exact* path the machine supports: ``onnx`` when ONNX Runtime has an execution
-provider for the device, else ``eager`` (docs/benchmarks.md has the measurements behind this rule). Reduced
-precision is only used when asked for: it must pass the accuracy bar first (docs/benchmarks.md). The compiled
+provider for the device, else ``eager`` (docs/history/benchmarks.md has the measurements behind this rule). Reduced
+precision is only used when asked for: it must pass the accuracy bar first (docs/history/benchmarks.md). The compiled
 paths compile once per input size (10-40 s on a 2-core CPU, a C++ compiler needed there): for long jobs.
 """
 
@@ -119,7 +119,7 @@ def faster_path_note(path: str, device: torch.device, embeddings: int) -> str | 
         return None
     return (f"note: this CPU has AMX: --infer compile-bf16 computes these {embeddings:,} embeddings in bf16, 1.6x "
             "(small networks) to 3.9x (dlib's size) faster than float32 (accuracy within 0.1 point on LFW for dlib and "
-            "ours; docs/benchmarks.md)")
+            "ours; docs/history/benchmarks.md)")
 
 
 class Runner:
@@ -180,7 +180,7 @@ class TorchRunner(Runner):
 
 
 #: images per call of a compiled model: every call has this shape (the last slice of a batch is padded), so
-#: it compiles once. Measured for dlib on an AMX Xeon (2 threads, docs/benchmarks.md): 32 > 64 > 128.
+#: it compiles once. Measured for dlib on an AMX Xeon (2 threads, docs/history/benchmarks.md): 32 > 64 > 128.
 COMPILE_SLICE = {"cpu": 32, "cuda": 256}
 
 
@@ -193,9 +193,9 @@ class CompiledRunner(Runner):
     In float32 the model runs in its ``compile_form`` (:func:`~partialface.inference.onnx_export.export_forms`:
     dlib's affine as Mul then Add), which inductor's freezing folds into the conv before it, exact to float
     rounding; oneDNN then fuses conv + ReLU and conv + residual add. Under bf16 the model keeps its own form:
-    folded scales round differently in bf16 and failed the accuracy bar (docs/benchmarks.md); on a CPU it runs its
-    ``compile_bf16_form``s instead (a ResNet stem's max pool over 16 channels as ATen's kernel; dlib's stem pool
-    first). A module with ``compile_stages()`` (input -> network input, network input -> embedding; dlib's
+    folded scales round differently in bf16 and failed the accuracy bar (docs/history/benchmarks.md); on a CPU it
+    runs its ``compile_bf16_form``s instead (a ResNet stem's max pool over 16 channels as ATen's kernel; dlib's stem
+    pool first). A module with ``compile_stages()`` (input -> network input, network input -> embedding; dlib's
     framing) compiles as two graphs, the first in float32 whatever ``dtype``."""
 
     takes_pixels = True
@@ -259,7 +259,7 @@ class CompiledRunner(Runner):
 
 
 #: images per ONNX Runtime call on the CPU: a larger batch is run in slices of this many. Measured on real
-#: PartialLFW variants (Zen 5, 2 threads, docs/benchmarks.md): 32 embeds 1.2x faster than one call of 128
+#: PartialLFW variants (Zen 5, 2 threads, docs/history/benchmarks.md): 32 embeds 1.2x faster than one call of 128
 #: (ours cpu; dlib 1.07x): a slice's activations stay in the processor's caches.
 CPU_SLICE = 32
 
@@ -346,7 +346,7 @@ def quantize_int8(model: bytes, calibration: np.ndarray, batch: int = 32) -> byt
     """Static int8 quantisation of an ONNX graph (QDQ, per-channel int8 weights, uint8 activations) with
     activation ranges from ``calibration`` (N, 3, S, S) float32 model inputs (MinMax). The first and the last
     weight layer (Conv / Gemm / MatMul) stay float32: the input layer sees raw pixels and the last one makes
-    the embedding (measured on LFW: the closest int8 embeddings; docs/benchmarks.md). Returns the graph."""
+    the embedding (measured on LFW: the closest int8 embeddings; docs/history/benchmarks.md). Returns the graph."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process

@@ -38,7 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="detector device: auto (default), cpu, cuda, cuda:N")
     parser.add_argument("--compile", action="store_true",
                         help="run the detector's P-Net as a torch.compile graph (CPU; a C++ compiler needed): 1.4x "
-                        "P-Net's speed after a few seconds' compiling, for large folders (docs/benchmarks.md)")
+                        "P-Net's speed after a few seconds' compiling, for large folders (docs/history/benchmarks.md)")
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
 

@@ -49,7 +49,7 @@ MODELS: dict[str, tuple[str, bool]] = {
 }
 #: The model the attention model is compared with in the margins line.
 HOLISTIC_BASELINE = "resnet50-nofinetune"
-#: Training steps per model by default (``--steps``): see docs/benchmarks.md for the time on each machine.
+#: Training steps per model by default (``--steps``): see docs/history/benchmarks.md for the time on each machine.
 DEMO_STEPS = 200
 #: Size factors scored by default (a subset of the benchmark's nine, for time).
 DEMO_FACTORS: tuple[float, ...] = (0.2, 0.35, 0.5)
@@ -104,7 +104,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
     parser.add_argument("--steps", type=int, default=None,
                         help=f"training steps PER MODEL (default {DEMO_STEPS}: equal work for every model, the same "
-                        "table on every run; see docs/benchmarks.md for the time it takes)")
+                        "table on every run; see docs/history/benchmarks.md for the time it takes)")
     parser.add_argument("--minutes", type=float, default=None,
                         help="a wall-clock training budget PER MODEL instead of --steps (the table then depends on "
                         "the machine's speed and load)")

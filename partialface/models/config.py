@@ -49,9 +49,10 @@ class ModelConfig:
     framing: how the input is cut from the aligned 160x160 face ("resize", "dlib-chip", or "auto": the
     registered model's own; see partialface.models.framing); s_temperature: T in s = softmax_k(GAP(Â_k) / T),
     1 = the paper's (which bounds s_max / s_min by e); below 1 lets the importance weights spread (a
-    deviation, measured in docs/results.md); uniform_mix: β in v_k = (1 - β) · (Ã_k-weighted mean of F) + β · GAP(F),
-    every map's pooling mixed with a uniform map, a holistic path through the same aggregation layers
-    (0 = the paper's; needs pooling "mean"; a deviation, measured in docs/results.md).
+    deviation, measured in docs/history/results.md); uniform_mix: β in
+    v_k = (1 - β) · (Ã_k-weighted mean of F) + β · GAP(F), every map's pooling mixed with a uniform map, a holistic
+    path through the same aggregation layers
+    (0 = the paper's; needs pooling "mean"; a deviation, measured in docs/history/results.md).
     """
 
     name: str = "ours"

@@ -24,7 +24,7 @@ grid), and the attention branch one 3x3 convolution to 64 channels + ReLU on the
 
 ``dlib_dense`` (the control for ``ours_dlib_light``): the same trunk and dense feature branch, no attention:
 f = dlib's fc of the mean of F over the 4x4 grid. It is ``ours_dlib_light`` with every map uniform, so the two
-differ only by the attention (docs/results.md: dlib's weights run this way gain 2-3 points on the centred
+differ only by the attention (docs/history/results.md: dlib's weights run this way gain 2-3 points on the centred
 protocols over dlib's own 2x2 pooling, without any training).
 
 Shapes (160x160 input, K maps, D = ``cfg.embedding_dim``):

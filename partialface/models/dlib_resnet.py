@@ -96,7 +96,7 @@ class Affine(nn.Module):
         """The same function as ONNX Runtime fuses it (used by ``partialface.inference.onnx_export``): ``addcmul``
         exports as Add(bias, Mul(x, weight)), an Add whose constant comes first, which ONNX Runtime does not fold
         into the convolution before it; every conv then left its blocked layout and came back (dlib: a third of
-        the time in layout changes, docs/benchmarks.md). ``x * weight + bias`` folds into the conv."""
+        the time in layout changes, docs/history/benchmarks.md). ``x * weight + bias`` folds into the conv."""
         return _AffineMulAdd(self)
 
     def compile_form(self) -> nn.Module:
@@ -171,7 +171,7 @@ class DlibStem(nn.Module):
     def compile_bf16_form(self) -> nn.Module:
         """The same function for ``torch.compile`` under bf16 on a CPU, pool first (:class:`_PoolFirstStem`):
         inductor otherwise writes the 72x72 affine + ReLU maps in float32 for the pool to read, 1.1 ms of the
-        stem's 3.0 ms per 32 faces against 0.4 ms pool first (docs/benchmarks.md)."""
+        stem's 3.0 ms per 32 faces against 0.4 ms pool first (docs/history/benchmarks.md)."""
         return _PoolFirstStem(self)
 
 

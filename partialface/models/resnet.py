@@ -68,7 +68,8 @@ class MaxPool(nn.MaxPool2d):
     ``compile_bf16_form()``: for ``torch.compile`` under bf16 on a CPU. With fewer than 32 channels a channels-last
     pixel is less than one AVX-512 register of bf16, and inductor's code loads it piece by piece: 5.6 ms per 32
     faces for the cpu preset's 16 channels (40 % of its compiled network), against 1.7 ms for ATen's kernel inside
-    the graph and 0.4 ms in float32 (docs/benchmarks.md). Those pools run ATen's kernel; a max is exact either way."""
+    the graph and 0.4 ms in float32 (docs/history/benchmarks.md). Those pools run ATen's kernel; a max is exact
+    either way."""
 
     def __init__(self, channels: int) -> None:
         super().__init__(3, stride=2, padding=1)

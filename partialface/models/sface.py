@@ -117,7 +117,7 @@ class SplitPReLU(nn.Module):
     """A :class:`ConvBNPReLU` in eval mode as two biased convs: with z = bn(conv(x)) and every slope a <= 1,
     PReLU_a(z) = a z + relu((1 - a) z) (z > 0: a z + (1 - a) z; z <= 0: a z + 0), each term one conv with the
     BatchNorm and its factor folded in. ONNX Runtime fuses Conv, Conv + Relu and the Add in its blocked layout,
-    where a PReLU node leaves that layout on both sides (sface-400: 1.2–1.5x faster, docs/benchmarks.md).
+    where a PReLU node leaves that layout on both sides (sface-400: 1.2–1.5x faster, docs/history/benchmarks.md).
     x: (B, in_ch, H, W) -> (B, out_ch, H / stride, W / stride)."""
 
     def __init__(self, block: ConvBNPReLU) -> None:

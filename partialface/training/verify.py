@@ -54,7 +54,7 @@ def embed(
 
 def fast_runner(model: nn.Module, device: torch.device, amp: str, input_size: int) -> Callable[[Tensor], Tensor] | None:
     """The benchmark's auto path for held-out checks of a float32 run: ONNX Runtime on a snapshot of the model
-    (the same numbers to float rounding, 1.5-2.8x eager on CPU: docs/benchmarks.md), or None (use the model:
+    (the same numbers to float rounding, 1.5-2.8x eager on CPU: docs/history/benchmarks.md), or None (use the model:
     under autocast, or where ONNX Runtime does not run on ``device``)."""
     import copy
 
