@@ -30,7 +30,7 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="sface-400", help="the embedding model (default sface-400)")
-    parser.add_argument("--weights", default="checkpoints/visibility-2026-12-07/visibility.safetensors",
+    parser.add_argument("--weights", default="partialface/models/weights/visibility-2026-12-07/visibility.safetensors",
                         help="visibility weights (a fresh net of the default config if the file is absent)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)

@@ -17,7 +17,8 @@ of a set, per occluder kind and pooled ("all"); "n/a" where a kind never (or alw
 - ``rwmfd``: real masked street photos: every face MTCNN detects, aligned; % with mouth visibility < 0.5, % with
   both eyes >= 0.5; and a contact sheet of faces with their 5 numbers.
 
-    python benchmarks/visibility_eval.py --weights checkpoints/visibility-2026-12-07/visibility.safetensors \
+    python benchmarks/visibility_eval.py \
+        --weights partialface/models/weights/visibility-2026-12-07/visibility.safetensors \
         --celeba-test /tmp/pf/celeba-split/test --celeba-raw ../shared/data/celeba-train \
         --celeba-aligned /tmp/pf/celeba-aligned --lfw /tmp/pf/lfw-aligned --out /tmp/pf/vis-eval
 """
@@ -214,7 +215,7 @@ def read_aligned(folder: Path, n: int, seed: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", default="checkpoints/visibility-2026-12-07/visibility.safetensors")
+    parser.add_argument("--weights", default="partialface/models/weights/visibility-2026-12-07/visibility.safetensors")
     parser.add_argument("--celeba-test", type=Path, help="held-out aligned CelebA faces (split's test/)")
     parser.add_argument("--celeba-raw", type=Path, default=SHARED / "celeba-train",
                         help="the raw CelebA photos (for the realistic test on photos)")

@@ -12,7 +12,19 @@ Importing the package does nothing but define names: no process group, no downlo
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Face", "Gallery", "Identification", "Verification", "__version__", "embed", "verify"]
+__all__ = ["Face", "Gallery", "Identification", "Verification", "__version__", "embed", "verify", "version"]
+
+
+def version() -> str:
+    """The installed distribution's version (``importlib.metadata``); where the package runs without being
+    installed (a source tree on ``PYTHONPATH``), :data:`__version__`."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("partialface")
+    except PackageNotFoundError:
+        return __version__
 
 
 def __getattr__(name: str) -> Any:

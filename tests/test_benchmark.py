@@ -1,4 +1,5 @@
-"""`partialface benchmark`: results reproduced from the cached embeddings, resume, missing images, table layout."""
+"""`partialface benchmark`: results reproduced from the cached embeddings, resume, missing images, table layout,
+what it takes as aligned (issue #42)."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
     rc = main(["benchmark", "--model", f"tiny={model}", "--data", str(data), "--pairs", str(pairs_file),
                "--out", str(out), "--factors", "0.3,0.5", "--device", "cpu", "--batch-size", "16",
-               "--workers", "1", "--no-progress"])
+               "--workers", "1", "--no-progress", "--aligned"])
     assert rc == 0
     return {"root": root, "data": data, "pairs_file": pairs_file, "pairs": pairs, "model": model, "out": out}
 
@@ -185,8 +186,8 @@ def test_second_run_reuses_cache_without_calling_the_model(
     before = json.loads((out / "results.json").read_text())
     stats: dict[str, EmbedStats] = {}
     res = run_benchmark([f"tiny={setup['model']}"], Path(str(setup["data"])), Path(str(setup["pairs_file"])), out,
-                        factors=FACTORS, device="cpu", batch_size=16, workers=1, progress=False, report=False,
-                        stats=stats)
+                        aligned=True, factors=FACTORS, device="cpu", batch_size=16, workers=1, progress=False,
+                        report=False, stats=stats)
     assert calls["n"] == 0 and stats["tiny"].computed == 0 and stats["tiny"].decoded == 0
     assert res["benchmarks"] == before["benchmarks"]
 
@@ -260,7 +261,7 @@ def test_missing_image_error_and_drop_missing(setup: dict[str, object], tmp_path
     data = tmp_path / "data"
     shutil.copytree(Path(str(setup["data"])), data)
     (data / "id00" / "id00_0001.png").unlink()  # used by fold 1's first same pair only
-    args: dict[str, Any] = dict(factors=(0.5,), protocols=("holistic", "partial-same"), device="cpu",
+    args: dict[str, Any] = dict(aligned=True, factors=(0.5,), protocols=("holistic", "partial-same"), device="cpu",
                                 batch_size=16, workers=1, progress=False, report=False)
     with pytest.raises(PartialFaceError, match="--drop-missing"):
         run_benchmark([str(setup["model"])], data, Path(str(setup["pairs_file"])), tmp_path / "o1", **args)
@@ -391,3 +392,101 @@ def test_bf16_embedder_matches_float32_and_keeps_its_own_cache_key() -> None:
     assert len({f32.fingerprint, bf.fingerprint}) == 2
     with pytest.raises(PartialFaceError, match="--amp"):
         TorchEmbedder("t", model, torch.device("cpu"), amp="fp8")
+
+
+# ---------------------------------------------------------------------------------------------- aligned or not
+def test_a_png_tree_without_faces_is_refused_in_one_line(setup: dict[str, object], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """160x160 PNG images in which the detector finds no face: their alignment cannot be checked, so without
+    --aligned the benchmark refuses them in one line (exit 2) before anything is aligned or embedded."""
+    from partialface.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["benchmark", "--model", str(setup["model"]), "--data", str(setup["data"]), "--pairs",
+               str(setup["pairs_file"]), "--out", str(out), "--factors", "0.5", "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "cannot be checked" in err[0] and "--aligned" in err[0], err
+    assert not (out / "aligned").exists() and not (out / "embeddings").exists()
+
+
+def _lfw_pairs(lfw_root: Path, root: Path) -> tuple[Path, list[tuple[str, int]]]:
+    """A 2-fold pairs file of LFW's first 4 same and 4 different pairs (2 + 2 per fold), and the images it names."""
+    lines = (lfw_root / "pairs.txt").read_text().splitlines()[1:]
+    same = [line.split() for line in lines if len(line.split()) == 3][:4]
+    diff = [line.split() for line in lines if len(line.split()) == 4][:4]
+    out = ["2 2"]
+    for fold in range(2):
+        out += ["\t".join(f) for f in same[2 * fold : 2 * fold + 2] + diff[2 * fold : 2 * fold + 2]]
+    images = sorted({(f[0], int(f[1])) for f in same} | {(f[0], int(f[2])) for f in same}
+                    | {(f[0], int(f[1])) for f in diff} | {(f[2], int(f[3])) for f in diff})
+    pairs = root / "pairs.txt"
+    pairs.write_text("\n".join(out) + "\n")
+    return pairs, images
+
+
+@pytest.fixture(scope="module")
+def lfw_160(lfw_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same LFW photos (those of 8 pairs) as 160x160 PNG trees: aligned by the benchmark's own alignment (MTCNN, the
+    template), cropped around the middle without alignment, and the aligned faces shifted by 8 px."""
+    from partialface.data.images import read_image
+    from partialface.detect import detect_faces_batch, select_face
+    from partialface.geometry.align import align_face
+
+    root = tmp_path_factory.mktemp("lfw160")
+    pairs, images = _lfw_pairs(lfw_root, root)
+    photos = [read_image(lfw_root / "lfw-deepfunneled" / n / f"{n}_{i:04d}.jpg") for n, i in images]
+    faces = detect_faces_batch(photos, device="cpu")
+    trees: dict[str, Any] = {"pairs": pairs}
+    for kind in ("aligned", "crop", "shifted"):
+        trees[kind] = root / kind
+    for (name, i), photo, found in zip(images, photos, faces, strict=True):
+        face = select_face(found, photo.shape)
+        assert face is not None, name
+        aligned = align_face(photo, np.asarray(face.landmarks))
+        rel = Path(name) / f"{name}_{i:04d}.png"
+        write_image(trees["aligned"] / rel, aligned)
+        write_image(trees["crop"] / rel, np.ascontiguousarray(photo[45:205, 45:205]))  # LFW's 250x250, no alignment
+        write_image(trees["shifted"] / rel, np.ascontiguousarray(np.roll(aligned, (8, 8), axis=(0, 1))))
+    return trees
+
+
+@pytest.mark.lfw
+def test_the_alignment_check_tells_aligned_faces_from_crops(lfw_160: dict[str, Any]) -> None:
+    from partialface.evaluation.benchmark import ALIGN_TOLERANCE, check_alignment
+
+    medians = {}
+    for kind in ("aligned", "crop", "shifted"):
+        paths = sorted(Path(lfw_160[kind]).rglob("*.png"))
+        sampled, offsets = check_alignment(paths)
+        assert sampled == len(paths) >= 10 and len(offsets) >= sampled - 2, (kind, offsets)
+        medians[kind] = float(np.median(offsets))
+    assert medians["aligned"] <= 0.75 * ALIGN_TOLERANCE, medians  # 1.8 px here; the crops 11.4, shifted 11.5
+    assert medians["crop"] > 1.5 * ALIGN_TOLERANCE and medians["shifted"] > 1.5 * ALIGN_TOLERANCE, medians
+
+
+@pytest.mark.lfw
+def test_160_crops_that_are_not_aligned_are_aligned_first(lfw_160: dict[str, Any], setup: dict[str, object],
+                                                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #42: a folder of 160x160 PNG crops that were never aligned is aligned into OUT/aligned (and says so in
+    one line), never scored as aligned in silence; a folder the benchmark aligned itself is scored as it is."""
+    from partialface.data.images import read_image
+
+    kw: dict[str, Any] = dict(factors=(0.5,), protocols=("holistic",), device="cpu", batch_size=16, workers=1,
+                              progress=False, report=False)
+    for kind in ("crop", "shifted"):
+        out = tmp_path / kind
+        res = run_benchmark([f"tiny={setup['model']}"], lfw_160[kind], lfw_160["pairs"], out, **kw)
+        said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("--data")]
+        assert len(said) == 1 and "not aligned" in said[0] and "aligning them" in said[0], said
+        assert res["data"] == str(out / "aligned")
+        first = sorted((out / "aligned").rglob("*.png"))[0]
+        assert not np.array_equal(read_image(first), read_image(lfw_160[kind] / first.relative_to(out / "aligned")))
+    out = tmp_path / "aligned"
+    res = run_benchmark([f"tiny={setup['model']}"], lfw_160["aligned"], lfw_160["pairs"], out, **kw)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("--data")]
+    assert len(said) == 1 and "scored as aligned" in said[0] and "px off the template" in said[0], said
+    assert res["data"] == str(lfw_160["aligned"]) and not (out / "aligned").exists()
+    res = run_benchmark([f"tiny={setup['model']}"], lfw_160["crop"], lfw_160["pairs"], tmp_path / "trusted",
+                        aligned=True, **kw)  # --aligned: the user's word, taken (and said)
+    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("--data")]
+    assert len(said) == 1 and "as --aligned says" in said[0] and res["data"] == str(lfw_160["crop"])

@@ -16,7 +16,7 @@ from partialface.evaluation.benchmark import coverage_notes, run_benchmark
 from partialface.evaluation.merge import merge_results, read_results
 from partialface.geometry.template import FACTORS
 
-KW: dict[str, Any] = dict(device="cpu", batch_size=16, workers=1, progress=False, report=False)
+KW: dict[str, Any] = dict(aligned=True, device="cpu", batch_size=16, workers=1, progress=False, report=False)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The shared checkpoints in checkpoints/: intact (sha256 prefixes of their README), loadable, float16."""
+"""The shared checkpoints in checkpoints/ and the package's own (partialface/models/weights/: a pip install has
+them): intact (sha256 prefixes of their README), loadable, float16."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import torch
 
 from partialface.training.checkpoint import load_model, load_weights
 
-FOLDERS = sorted(p for p in (Path(__file__).resolve().parents[1] / "checkpoints").iterdir() if p.is_dir())
+REPO = Path(__file__).resolve().parents[1]
+FOLDERS = sorted((p for root in (REPO / "checkpoints", REPO / "partialface" / "models" / "weights")
+                  for p in root.iterdir() if p.is_dir() and p.name != "__pycache__"), key=lambda p: p.name)
 
 
 def _listed(folder: Path) -> dict[str, str]:

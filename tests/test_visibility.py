@@ -22,7 +22,7 @@ from partialface.models.visibility import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "checkpoints" / "visibility-2026-12-07" / "visibility.safetensors"
+SHIPPED = REPO / "partialface" / "models" / "weights" / "visibility-2026-12-07" / "visibility.safetensors"
 LEFT_EYE, RIGHT_EYE, NOSE, MOUTH, REST = range(5)
 
 

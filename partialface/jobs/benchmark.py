@@ -35,8 +35,9 @@ def _names(text: str) -> list[str]:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the benchmark's options."""
     parser.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
-                        help="model to score (repeatable): a run folder, step folder or model.safetensors of "
-                        "`partialface train`; or dlib's face ResNet: 'dlib' (the PyTorch port, 150x150 resize of the "
+                        help="model to score (repeatable): a shipped model's name (`partialface models`), a run "
+                        "folder, step folder or model.safetensors of `partialface train`; or dlib's face ResNet: "
+                        "'dlib' (the PyTorch port, 150x150 resize of the "
                         "aligned face), 'dlib-chip' (the port on dlib's own face framing) or 'dlib-bin' (dlib "
                         "itself; slow); NAME=PATH names it in the report")
     parser.add_argument("--data", required=True, type=Path,
@@ -44,7 +45,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", required=True, type=Path, help="pairs file (LFW's pairs.txt format)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (caches and results)")
     parser.add_argument("--aligned", action="store_true",
-                        help="--data holds aligned 160x160 faces already (auto-detected for a PNG tree)")
+                        help="--data holds faces aligned to the benchmark's template already (160x160), scored as "
+                        "they are; without it, a tree of 160x160 PNG images is scored as aligned only if a sample's "
+                        "landmarks sit on the template (else it is aligned), and photos are aligned")
     parser.add_argument("--landmarks", type=Path, default=None,
                         help="landmarks TSV for aligning raw --data (path + 5 points, as `partialface align "
                         "--landmarks`); images without a row are detected with MTCNN")
@@ -85,7 +88,7 @@ def add_infer_argument(parser: argparse.ArgumentParser) -> None:
                         "compile (torch.compile float32), bf16 (bf16 autocast), compile-bf16 (torch.compile of "
                         "bf16 autocast: the fastest on CPUs with AMX, after 10-40 s compiling), fp16 (CUDA "
                         "autocast), int8 (ONNX Runtime static int8, calibrated on the first 256 faces); reduced "
-                        "precision only when asked (see docs/benchmarks.md)")
+                        "precision only when asked (see docs/history/benchmarks.md)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,9 @@ from partialface.errors import PartialFaceError
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="a run folder, step folder or .safetensors model file")
+    parser.add_argument("model", metavar="MODEL",
+                        help="a shipped model's name (partialface models), run folder, step folder or .safetensors "
+                        "model file")
     parser.add_argument("--data", required=True, type=Path,
                         help="identity folders of aligned 160x160 faces (e.g. the held-out split of `partialface "
                         "split`); never the data you report results on")
@@ -39,15 +41,18 @@ def run(args: argparse.Namespace) -> int:
     from partialface.devices import resolve_device
     from partialface.evaluation.calibrate import FARS, KINDS, METADATA_KEY, calibrate_dataset, far_key
     from partialface.evaluation.embed import load_embedder
+    from partialface.models.catalogue import resolve_model
     from partialface.training.checkpoint import _weights_file, load_weights, save_weights
 
     if args.out.suffix != ".safetensors":
         raise PartialFaceError(f"--out {args.out}: give a file name ending in .safetensors")
-    if not Path(args.model).exists():
-        raise PartialFaceError(f"{args.model}: no such run folder or model file")
+    model = Path(resolve_model(args.model))
+    if not model.exists():
+        raise PartialFaceError(f"{args.model}: no such run folder or model file, nor a shipped model's name "
+                               "(partialface models --all)")
     if not args.data.is_dir():
         raise PartialFaceError(f"--data {args.data}: no such folder")
-    src = _weights_file(Path(args.model))
+    src = _weights_file(model)
     tensors, meta = load_weights(src)  # fail on a bad file before any embedding
     embedder = load_embedder(str(src), resolve_device(args.device))
     auto = _auto_parts(args, embedder) if args.auto else None

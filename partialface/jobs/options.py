@@ -11,7 +11,7 @@ def add_photo_infer_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--infer", default="auto", metavar="PATH",
                         help="inference path: auto (default: the fastest exact float32 path here), eager, onnx, "
                         "compile, bf16, compile-bf16 (the fastest on CPUs with AMX, after 10-40 s compiling: for "
-                        "many photos), fp16 (CUDA); the embeddings compare across paths (docs/benchmarks.md)")
+                        "many photos), fp16 (CUDA); the embeddings compare across paths (docs/history/benchmarks.md)")
 
 
 def add_detector_argument(parser: argparse.ArgumentParser) -> None:

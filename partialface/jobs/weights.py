@@ -6,9 +6,10 @@ to safetensors for ``dlib_resnet`` (default FILE: the cache, ``$PARTIALFACE_HOME
 No dlib needed, nothing downloaded, nothing unpickled.
 
 ``partialface weights export RUN OUT.safetensors [--fp16]``: the model of a trained run (run folder, step
-folder or model.safetensors) as a file to share: the model's tensors and config only (no classifier head,
-which is only for training), optionally in float16 (half the size; float32 again when loaded). It loads
-wherever a run's weights do (``--model`` of the benchmark, ``partialface.training.checkpoint.load_model``).
+folder, model.safetensors, or a shipped model's name: every MODEL argument here takes one, as ``--model``
+does) as a file to share: the model's tensors and config only (no classifier head, which is only for
+training), optionally in float16 (half the size; float32 again when loaded). It loads wherever a run's
+weights do (``--model`` of the benchmark, ``partialface.training.checkpoint.load_model``).
 
 ``partialface weights interpolate MODEL OUT.safetensors --alpha A [--pretrained SPEC] [--fp16]``: weight-space
 ensembling of a fine-tuned model with the pretrained network it started from (WiSE-FT;
@@ -82,23 +83,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
         description="Export a trained model (run folder, step folder, .safetensors) or 'dlib' (dlib's pretrained "
                     "network) to ONNX with every output named (f; fk, s, A, A_tilde for attention models).",
     )
-    p.add_argument("src", metavar="MODEL", help="run folder, step folder, .safetensors, dlib or dlib-chip")
+    p.add_argument("src", metavar="MODEL",
+                   help="a shipped model's name (partialface models), run folder, step folder, .safetensors, dlib "
+                        "or dlib-chip")
     p.add_argument("out", type=Path, metavar="OUT", help="output file (.onnx)")
 
 
 def _model_out_args(p: argparse.ArgumentParser) -> None:
     """MODEL OUT [--fp16]: the arguments of the actions that write a model file from a trained one."""
-    p.add_argument("src", type=Path, metavar="MODEL", help="run folder, step folder or .safetensors model file")
+    p.add_argument("src", metavar="MODEL",
+                   help="a shipped model's name (partialface models), run folder, step folder or .safetensors file")
     p.add_argument("out", type=Path, metavar="OUT", help="output file (.safetensors)")
     p.add_argument("--fp16", action="store_true", help="store floating-point tensors as float16")
 
 
-def _check_src_out(src: Path, out: Path) -> None:
-    """PartialFaceError unless ``out`` is a .safetensors name and ``src`` exists."""
+def _check_src_out(src: str | Path, out: Path) -> Path:
+    """The file or folder of MODEL ``src`` (a shipped model's name resolved by
+    :func:`partialface.models.catalogue.resolve_model`); PartialFaceError unless ``out`` is a .safetensors name and
+    ``src`` exists."""
+    from partialface.models.catalogue import resolve_model
+
     if out.suffix != ".safetensors":
         raise PartialFaceError(f"{out}: give a file name ending in .safetensors")
-    if not src.exists():
-        raise PartialFaceError(f"{src}: no such run folder or weights file")
+    path = Path(resolve_model(str(src)))
+    if not path.exists():
+        raise PartialFaceError(f"{src}: no such run folder or weights file, nor a shipped model's name "
+                               "(partialface models --all)")
+    return path
 
 
 def _model_tensors(model: Any, fp16: bool) -> dict[str, Any]:
@@ -119,18 +130,17 @@ def _pinned_config(meta: dict[str, str]) -> str:
     return json.dumps(config)
 
 
-def export_model(src: Path, out: Path, fp16: bool = False, uniform_mix: float | None = None) -> tuple[int, int]:
-    """Write the model of run ``src`` to ``out`` (model tensors + metadata, atomically); float16 with ``fp16``;
-    ``uniform_mix``: set model.uniform_mix (and drop the operating points, which it changes).
-    Returns (tensors, bytes written)."""
+def export_model(src: str | Path, out: Path, fp16: bool = False, uniform_mix: float | None = None) -> tuple[int, int]:
+    """Write the model of run ``src`` (or a shipped model's name) to ``out`` (model tensors + metadata,
+    atomically); float16 with ``fp16``; ``uniform_mix``: set model.uniform_mix (and drop the operating points,
+    which it changes). Returns (tensors, bytes written)."""
     import torch
 
     from partialface.evaluation.calibrate import METADATA_KEY
     from partialface.models import ModelConfig
     from partialface.training.checkpoint import _weights_file, load_weights, save_weights
 
-    _check_src_out(src, out)
-    tensors, meta = load_weights(_weights_file(src))
+    tensors, meta = load_weights(_weights_file(_check_src_out(src, out)))
     if "model_config" not in meta:
         raise PartialFaceError(f"{src}: no model_config in its metadata (not written by `partialface train`)")
     model = {k: (v.half() if fp16 and v.is_floating_point() else v) for k, v in tensors.items()
@@ -153,7 +163,7 @@ def export_model(src: Path, out: Path, fp16: bool = False, uniform_mix: float | 
     return len(model), out.stat().st_size
 
 
-def interpolate_model(src: Path, out: Path, alpha: float, pretrained: str | None = None,
+def interpolate_model(src: str | Path, out: Path, alpha: float, pretrained: str | None = None,
                       fp16: bool = False) -> tuple[int, int]:
     """Write ``src`` blended with its pretrained start (see :func:`interpolate_pretrained`) to ``out`` (atomic),
     without the operating points of ``src``. Returns (tensors interpolated, bytes written)."""
@@ -164,8 +174,7 @@ def interpolate_model(src: Path, out: Path, alpha: float, pretrained: str | None
     from partialface.models.pretrained import interpolate_pretrained
     from partialface.training.checkpoint import _weights_file, load_model, load_weights, save_weights
 
-    _check_src_out(src, out)
-    file = _weights_file(src)
+    file = _weights_file(_check_src_out(src, out))
     _, meta = load_weights(file)
     model = cast("FaceModel", load_model(file))
     n = interpolate_pretrained(model, alpha, pretrained)
@@ -199,8 +208,9 @@ def import_sface(out: Path, onnx_file: str | None = None, fp16: bool = False) ->
 
 
 def export_onnx(src: str, out: Path, check_batch: int = 3) -> tuple[list[str], float]:
-    """Export MODEL ``src`` (a run's model, or 'dlib') to ``out`` (atomic) after checking it against PyTorch on
-    ``check_batch`` random faces. Returns (output names, the smallest cosine of ``f`` to PyTorch's)."""
+    """Export MODEL ``src`` (a run's model, a shipped model's name, or 'dlib') to ``out`` (atomic) after checking
+    it against PyTorch on ``check_batch`` random faces. Returns (output names, the smallest cosine of ``f`` to
+    PyTorch's)."""
     import numpy as np
     import onnx
     import torch
@@ -223,11 +233,14 @@ def export_onnx(src: str, out: Path, check_batch: int = 3) -> tuple[list[str], f
         meta = {"model_name": src, "embedding_dim": "128", "producer": "partialface", "framing": model.geometry}
         data = export_bytes(model, 160, ["f"], {**meta, "exported_from": src})
     else:
+        from partialface.models.catalogue import resolve_model
         from partialface.training.checkpoint import _weights_file, load_model
 
-        if not Path(src).exists():
-            raise PartialFaceError(f"{src}: no such run folder or weights file (or give dlib or dlib-chip)")
-        model = load_model(_weights_file(Path(src)))
+        path = Path(resolve_model(src))
+        if not path.exists():
+            raise PartialFaceError(f"{src}: no such run folder or weights file, nor a shipped model's name "
+                                   "(partialface models --all; or give dlib or dlib-chip)")
+        model = load_model(_weights_file(path))
         data = export_model_onnx(model, None, metadata={"exported_from": str(src)})
     size = int({p.key: p.value for p in onnx.load_from_string(data).metadata_props}["input_size"])
     faces = np.random.default_rng(0).integers(0, 256, (check_batch, 3, size, size)).astype(np.float32)

@@ -19,7 +19,10 @@ from partialface.errors import PartialFaceError
 
 #: the repository's checkpoints folder (``$PARTIALFACE_CHECKPOINTS`` points to another copy of it)
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
-#: name -> file under :data:`CHECKPOINTS`
+#: the files inside the package (package data: every install has them, a wheel included): the default model and
+#: the visibility network; each folder with its README, as in :data:`CHECKPOINTS`
+PACKAGED = Path(__file__).resolve().parent / "weights"
+#: name -> file under :data:`PACKAGED` or :data:`CHECKPOINTS` (looked for in that order)
 CATALOGUE: dict[str, str] = {
     "sface-400": "celeba-cpu-2026-12-02-sface/sface-400.safetensors",
     "sface-ft": "celeba-cpu-2026-12-02-sface-ft/sface-ft.safetensors",
@@ -45,28 +48,64 @@ CATALOGUE: dict[str, str] = {
     "dlib_resnet-7min": "celeba-cpu-2026-11-27/dlib_resnet.safetensors",
 }
 DEFAULT_MODEL = "sface-400"
-#: the shipped visibility network (issue #39), under :data:`CHECKPOINTS`
+#: the short list of ``partialface models`` (at most :data:`SHORT_LIST_MAX` lines, the default first): the models
+#: that the current results compare (docs/results.md, its first sections), each with what it is for. The other
+#: entries of :data:`CATALOGUE` are steps of the project's history (``partialface models --all``); every name
+#: keeps working. ``sface`` and ``dlib-chip`` are the untouched networks (built in, from the extras; not files).
+CURRENT: dict[str, str] = {
+    "sface-400": "SFace fine-tuned on partial faces: top partial-face TAR on held-out people; no extra",
+    "sface": "OpenCV Zoo's SFace as shipped (sface extra): the best on whole faces and real occluders",
+    "sface-ft": "SFace fine-tuned on partial faces, holistic: the control for ours_sface-ft",
+    "ours_sface-ft": "attention on SFace, the same budget: attention against holistic on real occlusion",
+    "dlib-chip": "dlib's face ResNet untouched (dlib extra): the reference row of PartialLFW",
+    "dlib_resnet-ft": "dlib's network fine-tuned on partial faces: the best non-centred PartialLFW",
+    "ours_dlib-ft": "attention on dlib's network (the paper's method), the same budget as dlib_resnet-ft",
+    "dlib_resnet-ftc": "dlib's network fine-tuned with centring: the best centred PartialLFW",
+}
+#: the most models ``partialface models`` lists without ``--all``
+SHORT_LIST_MAX = 8
+#: the shipped visibility network (issue #39), under :data:`PACKAGED`
 VISIBILITY = "visibility-2026-12-07/visibility.safetensors"
+
+
+def _shipped_file(rel: str) -> Path:
+    """Where a shipped file is: in the package where it ships there, else under ``$PARTIALFACE_CHECKPOINTS`` or
+    the repository's checkpoints folder (the path returned whether or not the file is there)."""
+    import os
+
+    inside = PACKAGED / rel
+    return inside if inside.is_file() else Path(os.environ.get("PARTIALFACE_CHECKPOINTS", CHECKPOINTS)) / rel
 
 
 def visibility_file() -> Path | None:
     """The shipped visibility network's file, or None where it is not here."""
-    import os
-
-    path = Path(os.environ.get("PARTIALFACE_CHECKPOINTS", CHECKPOINTS)) / VISIBILITY
+    path = _shipped_file(VISIBILITY)
     return path if path.is_file() else None
 
 
 def shipped_model(name: str) -> Path:
     """The file of a shipped model; PartialFaceError when the name is unknown or the file is not here."""
-    import os
-
     if name not in CATALOGUE:
         raise PartialFaceError(f"--model {name}: not a shipped model; known: {', '.join(CATALOGUE)} "
                                "(or give a run folder, .safetensors or .onnx file)")
-    root = Path(os.environ.get("PARTIALFACE_CHECKPOINTS", CHECKPOINTS))
-    path = root / CATALOGUE[name]
+    path = _shipped_file(CATALOGUE[name])
     if not path.is_file():
         raise PartialFaceError(f"--model {name}: {path} is missing (the shipped models live in the repository's "
                                "checkpoints/ folder; set PARTIALFACE_CHECKPOINTS to a copy of it)")
     return path
+
+
+def resolve_model(spec: str) -> str:
+    """A model argument as the commands take it: a file or folder that exists is itself; else a shipped model's
+    name is its file (:func:`shipped_model`; PartialFaceError where the file is missing); anything else is
+    returned unchanged, for the caller to read (a built-in name such as ``dlib``, or a path that fails there)."""
+    if spec in CATALOGUE and not Path(spec).exists():
+        return str(shipped_model(spec))
+    return spec
+
+
+def short_list() -> list[tuple[str, str]]:
+    """(name, what it is for) of ``partialface models``: :data:`DEFAULT_MODEL` first, then :data:`CURRENT`, at
+    most :data:`SHORT_LIST_MAX`."""
+    first = (DEFAULT_MODEL, CURRENT.get(DEFAULT_MODEL, "the default model"))
+    return [first, *((n, w) for n, w in CURRENT.items() if n != DEFAULT_MODEL)][:SHORT_LIST_MAX]
