@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "enroll": ("partialface.jobs.enroll", "add identities to a gallery (NAME IMAGES... or --folders DIR)"),
     "identify": ("partialface.jobs.identify", "who is it? photos against a gallery, unknown faces said so"),
     "demo": ("partialface.jobs.demo", "run the main job end to end on an embedded default"),
+    "serve": ("partialface.jobs.serve", "the HTTP service: verify, embed, identify and a gallery over a REST API"),
+    "keys": ("partialface.jobs.keys", "make an API key for serve (printed once; its hash appended to a key file)"),
 }
 
 
@@ -52,12 +54,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 #: user's own setting wins. Threads waiting at a barrier sleep instead of spinning: with spinning, a training
 #: step with 2 threads on a 2-core machine whose other core is busy ran 20x slower than with 1 thread (9 vs
 #: 184 images/s; sleeping: 199 and 188), and the benchmark, whose PyTorch threads (variants) and ONNX Runtime
-#: threads (the model) take turns on the same cores, embedded 1.4x faster (docs/benchmarks.md).
+#: threads (the model) take turns on the same cores, embedded 1.4x faster (docs/history/benchmarks.md).
 OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 #: ... except for the compiled paths (``--infer compile`` / ``compile-bf16``): all their work is PyTorch's, in
 #: many short parallel regions back to back, and sleeping threads cost them 25 % (dlib, AMX Xeon, idle: 613 vs
 #: 820 faces/s); a short spin (libgomp's count; its default is 300,000) keeps 96 % of that speed and stays
-#: well-behaved on a busy machine (docs/benchmarks.md).
+#: well-behaved on a busy machine (docs/history/benchmarks.md).
 COMPILED_OMP_ENV = {"GOMP_SPINCOUNT": "10000"}
 
 
@@ -72,13 +74,13 @@ def omp_env(argv: Sequence[str] = ()) -> dict[str, str]:
 def build_parser(command: str | None = None, argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     """The argument parser; only ``command``'s module is imported (to add its options), after the OpenMP
     environment of :func:`omp_env` (a user's own setting wins)."""
-    from partialface import __version__
-
     for key, value in omp_env(argv).items():
         os.environ.setdefault(key, value)
 
     parser = argparse.ArgumentParser(prog="partialface", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"partialface {__version__}")
+    from partialface import version
+
+    parser.add_argument("--version", action="version", version=f"partialface {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, help_) in COMMANDS.items():

@@ -149,9 +149,13 @@ def test_enroll_and_identify_aligned_faces(tmp_path: Path, capsys: pytest.Captur
     g = Gallery.open(path)
     assert g.names == ["id00", "id01", "id02"] and len(g.templates("id01")) == 3
     probe = read_image(faces / "id01" / "001.png")
-    res = g.identify(probe, aligned=True)
+    res = g.identify(probe, far=1e-3, aligned=True)
     assert res.name == "id01" and res.score == pytest.approx(1.0, abs=1e-5)  # an enrolled image itself
-    assert res.threshold == load().points.at(1e-3)
+    assert res.threshold == load().points.at(1e-3) and res.fpir is None
+    # the default: FPIR 1 % over the gallery's 9 templates (issue #40), said in the answer
+    default = g.identify(probe, aligned=True)
+    assert default.name == "id01" and default.fpir == 0.01 and default.comparisons == 9
+    assert default.far == pytest.approx(1 - 0.99 ** (1 / 9)) and "FPIR 0.01 over 9 gallery entries" in default.why
     # open set: a face of nobody enrolled, under the threshold, is unknown, not the nearest name
     grey = np.full((160, 160, 3), 90, np.uint8)
     unknown = g.decide(load().embed(grey[None])[0][0], 3, threshold=0.99, far=1e-3)
@@ -160,8 +164,14 @@ def test_enroll_and_identify_aligned_faces(tmp_path: Path, capsys: pytest.Captur
     import json
 
     got = json.loads(capsys.readouterr().out)
-    assert got["name"] == "id02" and len(got["candidates"]) == 2 and got["far"] == 1e-3
-    assert {"name", "score", "threshold", "far", "kind", "candidates", "probe", "notes", "face"} == set(got)
+    assert got["name"] == "id02" and len(got["candidates"]) == 2 and got["fpir"] == 0.01 and got["comparisons"] == 9
+    assert {"name", "score", "threshold", "far", "fpir", "comparisons", "why", "kind", "candidates", "probe", "notes",
+            "face"} == set(got)
+    assert main(["identify", str(path), str(faces / "id02" / "000.png"), "--aligned", "--json", "--far", "1e-3"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["far"] == 1e-3 and got["fpir"] is None and "as asked" in got["why"]
+    assert main(["identify", str(path), str(faces / "id02" / "000.png"), "--aligned", "--far", "1e-3", "--fpir",
+                 "0.01"]) == 2
 
 
 def test_embed_command_resumes_after_a_bad_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -272,7 +272,6 @@ def embed(image: Image, model: str | None = None, *, aligned: bool = False, regi
     ``regions``: give each face its per-region account (for models without attention: 5 more embeddings);
     ``visibility``: how much of each region it shows (the shipped visibility network); ``detector``:
     :func:`photo_detector`; ``detect_side``: :func:`find_faces`'."""
-    from partialface.geometry.regions import REGIONS
 
     m = load(model, device, infer)  # a bad model or path fails before any detection
     photo_detector(detector)
@@ -282,7 +281,16 @@ def embed(image: Image, model: str | None = None, *, aligned: bool = False, regi
     stack = np.stack([d["aligned"] for d in found])
     f, attention = m.embed(stack)
     shares = m.regions(stack, f, attention) if regions else None
-    seen = m.visibility(stack) if visibility else None
+    return make_faces(found, f, attention, shares, m.visibility(stack) if visibility else None)
+
+
+def make_faces(found: list[dict[str, Any]], f: np.ndarray, attention: Any, shares: np.ndarray | None,
+               seen: np.ndarray | None) -> list[Face]:
+    """:class:`Face` objects of :func:`find_faces`' faces ``found`` (N) from their embeddings f: (N, D), the
+    attention model's (importance (N, K), maps (N, K, H, W)) or None, the per-region account (N, R) or None and
+    the visibility estimates (N, R) or None."""
+    from partialface.geometry.regions import REGIONS
+
     faces = []
     for i, d in enumerate(found):
         s, maps = (attention[0][i], attention[1][i]) if attention is not None else (None, None)
@@ -342,8 +350,15 @@ def verify(image1: Image, image2: Image, model: str | None = None, *, far: float
         if len(faces) > 1:
             notes.append(f"{name}: {len(faces)} faces; compared the best (the largest, most central)")
         pair.append(faces[0])
-    score = float(pair[0].embedding @ pair[1].embedding)
-    threshold, used, share = pair_threshold(m, far, kind, pair[0], pair[1])
+    return compare(m, pair[0], pair[1], far, kind, notes, regions)
+
+
+def compare(m: _Model, a: Face, b: Face, far: float, kind: str, notes: list[str], regions: bool) -> Verification:
+    """The verdict on two embedded faces: their cosine against the operating point of ``far`` and ``kind``
+    (:func:`pair_threshold`; the point used added to ``notes``), with the pair's per-region account where
+    ``regions``."""
+    score = float(a.embedding @ b.embedding)
+    threshold, used, share = pair_threshold(m, far, kind, a, b)
     if kind == "auto":
         notes.append(f"both faces show {share:.2f} of the face: the {used} operating point" if share is not None else
                      "no visibility estimate here (its file is missing): the holistic operating point")
@@ -351,6 +366,5 @@ def verify(image1: Image, image2: Image, model: str | None = None, *, far: float
     if regions:
         from partialface.geometry.regions import REGIONS
 
-        account = dict(zip(REGIONS, map(float, m.pair_regions(pair[0], pair[1])), strict=True))
-    return Verification(score >= threshold, score, threshold, far, used, m.name, (pair[0], pair[1]), notes, account,
-                        share)
+        account = dict(zip(REGIONS, map(float, m.pair_regions(a, b)), strict=True))
+    return Verification(score >= threshold, score, threshold, far, used, m.name, (a, b), notes, account, share)

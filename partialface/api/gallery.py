@@ -14,10 +14,20 @@ galleries; rebuilt after a change).
 Fusion (several images per identity), fixed when the gallery is made: ``max`` (default) scores an
 identity by its best template (cosine of the probe with its nearest template); ``mean`` by the cosine of
 the probe with the L2-normalised mean of its templates. The open-set decision: the best identity is
-the answer when its score reaches the model's threshold at ``far`` (per comparison, for ``kind`` pairs),
-otherwise the face is unknown (``name`` None). In a gallery of N identities the chance that an unknown
-face is taken for someone grows with N (about N * far for small N * far): choose ``far`` for the gallery's
-size (``partialface benchmark-identify`` measures DIR at a false-positive identification rate).
+the answer when its score reaches the threshold, otherwise the face is unknown (``name`` None).
+
+The threshold (issue #40). By default it follows a false-positive identification rate ``fpir`` (1 %): the
+share of unknown faces that may be named as someone. A probe is compared with every entry of the index (each
+template with ``max`` fusion, each identity with ``mean``), so the per-comparison rate is
+``1 - (1 - fpir) ** (1 / entries)`` (:func:`partialface.evaluation.openset.per_comparison_far`) for the gallery's
+size at the moment of the search, and its threshold comes from the model's calibrated operating points
+(interpolated on log FAR between them; below the strictest one, that one, said so:
+:func:`partialface.evaluation.openset.threshold_between`). ``far=`` instead fixes the per-comparison rate (a
+calibrated one) whatever the gallery's size. Every answer says which threshold and why (``why``).
+
+Several processes may share one file: every search first checks SQLite's ``data_version`` and rebuilds its
+index when another connection has committed a change; deletions overwrite the removed rows' bytes
+(``PRAGMA secure_delete``).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import numpy as np
 
 from partialface.api.facade import Face, Image, check_kind, embed, load, pair_threshold, photo_detector
 from partialface.errors import PartialFaceError
+from partialface.evaluation.openset import DEFAULT_FPIR, per_comparison_far, threshold_between
 
 #: the gallery file's format version (the ``format`` row of its meta table)
 FORMAT = 1
@@ -51,7 +62,10 @@ CREATE INDEX templates_identity ON templates(identity);
 class Identification:
     """``name``: the decided identity, or None for an unknown face (best score under ``threshold``);
     ``score``: the best identity's score; ``candidates``: the top (name, score) pairs, best first;
-    ``threshold``: the model's operating point at ``far`` for ``kind`` pairs; ``face``: the probe's face."""
+    ``threshold``: the operating point for ``kind`` pairs at the per-comparison rate ``far``; ``fpir``: the
+    false-positive identification rate it was derived from (None when ``far`` was given); ``comparisons``: the
+    gallery entries each probe was compared with; ``why``: which threshold and why, one sentence;
+    ``face``: the probe's face."""
 
     name: str | None
     score: float
@@ -61,10 +75,14 @@ class Identification:
     candidates: list[tuple[str, float]]
     face: Face | None = None
     notes: list[str] = field(default_factory=list)
+    fpir: float | None = None
+    comparisons: int | None = None
+    why: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The documented JSON fields."""
         return {"name": self.name, "score": self.score, "threshold": self.threshold, "far": self.far,
+                "fpir": self.fpir, "comparisons": self.comparisons, "why": self.why,
                 "kind": self.kind, "candidates": [[n, s] for n, s in self.candidates], "notes": list(self.notes),
                 "face": None if self.face is None else {"box": self.face.box, "score": self.face.score}}
 
@@ -125,6 +143,7 @@ class Gallery:
             self._conn = self._create(self.path, self._model, fusion or "max")
         self.fusion = self.meta["fusion"]
         self._index: Any = None
+        self._version: int | None = None  # SQLite's data_version when the index was built
 
     # ------------------------------------------------------------------------------------------- storage
     @staticmethod
@@ -134,6 +153,7 @@ class Gallery:
         try:
             conn = sqlite3.connect(str(path), isolation_level=None)  # transactions are explicit
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA secure_delete=ON")  # a removed person's templates are overwritten, not just unlinked
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as err:
             raise _corrupt(path, err) from None
@@ -156,6 +176,7 @@ class Gallery:
 
         if path is None:
             conn = sqlite3.connect(":memory:", isolation_level=None)
+            conn.execute("PRAGMA secure_delete=ON")
             fill(conn)
             return conn
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +210,12 @@ class Gallery:
 
     def __contains__(self, name: object) -> bool:
         return self._conn.execute("SELECT 1 FROM identities WHERE name = ?", (name,)).fetchone() is not None
+
+    def counts(self) -> dict[str, int]:
+        """{name: its number of templates}, in enrolment order."""
+        return {r[0]: int(r[1]) for r in self._conn.execute(
+            "SELECT i.name, COUNT(t.id) FROM identities i LEFT JOIN templates t ON t.identity = i.id "
+            "GROUP BY i.id ORDER BY i.id")}
 
     def templates(self, name: str) -> np.ndarray:
         """(T, D) float32: the embeddings enrolled for ``name``."""
@@ -325,14 +352,26 @@ class Gallery:
             index.add(np.ascontiguousarray(vectors))
         return index, names, most
 
+    def _current(self) -> tuple[Any, np.ndarray, int]:
+        """The search index, rebuilt when this connection changed the gallery or another one committed a change
+        since it was built (SQLite's ``data_version``: another process's enrolment is seen on the next search)."""
+        version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+        if self._index is None or version != self._version:
+            self._index, self._version = self._build(), version
+        return self._index
+
+    @property
+    def entries(self) -> int:
+        """How many gallery entries a probe is compared with: the templates (``max`` fusion) or the identities
+        (``mean``), as the gallery is now."""
+        return int(self._current()[0].ntotal)
+
     def search(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Ranked (name, score) candidates (at most ``top_k`` identities) for each probe embedding (Q, D),
         scored by the gallery's fusion rule."""
         if top_k < 1:
             raise PartialFaceError(f"--top-k {top_k}: must be >= 1")
-        if self._index is None:
-            self._index = self._build()
-        index, names, most = self._index
+        index, names, most = self._current()
         q = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         q = np.ascontiguousarray(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12))
         if index.ntotal == 0:
@@ -349,31 +388,72 @@ class Gallery:
             out.append(sorted(best.items(), key=lambda kv: -kv[1])[:top_k])
         return out
 
-    def identify(self, image: Image, top_k: int = 5, far: float = 1e-3, *, kind: str = "auto",
-                 aligned: bool = False) -> Identification:
-        """Who is this? The best face of ``image`` against the gallery, decided open-set at the model's
-        threshold for ``far`` and ``kind`` (module docstring)."""
-        found = self.identify_faces(image, top_k, far, kind=kind, aligned=aligned)
+    def identify(self, image: Image, top_k: int = 5, far: float | None = None, *, fpir: float | None = None,
+                 kind: str = "auto", aligned: bool = False) -> Identification:
+        """Who is this? The best face of ``image`` against the gallery, decided open-set (module docstring): by
+        default at the false-positive identification rate ``fpir`` (1 %) over the gallery's current size;
+        ``far``: a fixed per-comparison rate instead."""
+        found = self.identify_faces(image, top_k, far, fpir=fpir, kind=kind, aligned=aligned)
         if len(found) > 1:
             label = str(image) if isinstance(image, (str, os.PathLike)) else "probe"
             found[0].notes.append(f"{label}: {len(found)} faces; identified the best (the largest, most central)")
         return found[0]
 
-    def identify_faces(self, image: Image, top_k: int = 5, far: float = 1e-3, *, kind: str = "auto",
-                       aligned: bool = False) -> list[Identification]:
+    def identify_faces(self, image: Image, top_k: int = 5, far: float | None = None, *, fpir: float | None = None,
+                       kind: str = "auto", aligned: bool = False) -> list[Identification]:
         """:meth:`identify` for every face of ``image``, best first."""
-        self.threshold(far, kind)  # a bad far or kind fails before any detection
+        self.check_rule(far, fpir, kind)  # a bad far, fpir or kind fails before any detection
         faces = embed(image, self._model.spec, aligned=aligned, regions=False, device=self.device,
                       infer=self.infer, detector=self.detector)
         if not faces:
             label = str(image) if isinstance(image, (str, os.PathLike)) else "probe"
             raise PartialFaceError(f"{label}: no face found (give another photo, or an aligned 160x160 face with "
                                    "--aligned)")
+        return self.identify_embedded(faces, top_k, far, fpir=fpir, kind=kind)
+
+    def check_rule(self, far: float | None, fpir: float | None, kind: str) -> None:
+        """A bad ``far``, ``fpir`` or ``kind`` (or both rates at once) fails here, before any photo is read."""
+        if far is not None and fpir is not None:
+            raise PartialFaceError("give --fpir (over the gallery) or --far (per comparison), not both")
+        if far is not None:
+            self.threshold(far, kind)
+        else:
+            self.threshold(1e-3, kind)  # the model has operating points, the kind is known
+            per_comparison_far(DEFAULT_FPIR if fpir is None else fpir, 1)
+
+    def identify_embedded(self, faces: Sequence[Face], top_k: int = 5, far: float | None = None, *,
+                          fpir: float | None = None, kind: str = "auto") -> list[Identification]:
+        """The open-set decision for faces already embedded by the gallery's model (:func:`partialface.embed`), in
+        their order: the threshold of each (module docstring; ``kind="auto"`` follows what the face shows), then
+        :meth:`decide`."""
+        self.check_rule(far, fpir, kind)
+        if top_k < 1:
+            raise PartialFaceError(f"--top-k {top_k}: must be >= 1")
+        entries = self.entries
+        if entries == 0:
+            raise PartialFaceError(f"{self.path or 'the gallery'}: nobody is enrolled yet (partialface enroll first)")
         out = []
         for f in faces:
-            threshold, used, share = pair_threshold(self._model, far, kind, f, None)
+            def at(x: float, f: Face = f) -> float:
+                return pair_threshold(self._model, x, kind, f, None)[0]
+
+            _, used, share = pair_threshold(self._model, far or 1e-3, kind, f, None)  # the kind follows the face
+            rule_fpir = None if far is not None else DEFAULT_FPIR if fpir is None else fpir
+            if rule_fpir is None:
+                assert far is not None
+                threshold, rate = at(far), far
+                why = f"threshold {threshold:.4f}: the {used} operating point at FAR {far:g} per comparison, as asked"
+            else:
+                rate = per_comparison_far(rule_fpir, entries)
+                point = threshold_between(rate, at)
+                threshold = point.threshold
+                why = (f"threshold {threshold:.4f}: FPIR {rule_fpir:g} over {entries} gallery entr"
+                       f"{'y' if entries == 1 else 'ies'} = FAR {rate:.3g} per comparison; {point.how} "
+                       f"({used} pairs)")
             notes = [f"the face shows {share:.2f} of itself: the {used} operating point"] if share is not None else []
-            out.append(self.decide(f.embedding, top_k, threshold, far, used, f, notes))
+            res = self.decide(f.embedding, top_k, threshold, rate, used, f, notes, fpir=rule_fpir)
+            res.comparisons, res.why = entries, why
+            out.append(res)
         return out
 
     def threshold(self, far: float, kind: str = "holistic") -> float:
@@ -386,7 +466,8 @@ class Gallery:
         return self._model.points.at(far, "holistic" if kind == "auto" else kind)
 
     def decide(self, embedding: np.ndarray, top_k: int, threshold: float, far: float, kind: str = "holistic",
-               face: Face | None = None, notes: list[str] | None = None) -> Identification:
+               face: Face | None = None, notes: list[str] | None = None, *, fpir: float | None = None
+               ) -> Identification:
         """The open-set decision for one probe embedding (D,)."""
         candidates = self.search(embedding[None], top_k)[0]
         if not candidates:
@@ -394,8 +475,9 @@ class Gallery:
         name, score = candidates[0]
         notes = list(notes or [])
         size = len(self)
-        if size * far > 0.05:  # the chance that an unknown face passes someone's threshold grows with the gallery
+        if fpir is None and size * far > 0.05:  # with a fixed far, unknown faces pass more often as the gallery grows
             notes.append(f"{size} identities at FAR {far:g} per comparison: an unknown face may be taken for someone "
-                         f"in up to {min(1.0, size * far):.0%} of cases; a lower --far (1e-4) is safer")
+                         f"in up to {min(1.0, size * far):.0%} of cases; the default --fpir follows the gallery's "
+                         "size")
         return Identification(name if score >= threshold else None, score, threshold, far, kind, candidates, face,
-                              notes)
+                              notes, fpir)

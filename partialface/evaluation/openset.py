@@ -192,3 +192,73 @@ def identify_markdown(rows: Sequence[dict[str, Any]]) -> str:
             cells = [f"{r[f'dir@t{f}']:.2f} / {r[f'fpir@t{f}']:.2f}" if f"dir@t{f}" in r else "" for f in fars]
             lines.append(f"| {r['model']} | {r['probe']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The open-set operating point of a gallery (issue #40): a false-positive identification rate over the gallery,
+# turned into the per-comparison threshold for the gallery's current size.
+
+#: the default false-positive identification rate of ``identify`` (facade, CLI and service)
+DEFAULT_FPIR = 0.01
+
+
+def per_comparison_far(fpir: float, comparisons: int) -> float:
+    """The per-comparison false-accept rate that gives an unknown face the false-positive identification rate
+    ``fpir`` against ``comparisons`` gallery entries: ``1 - (1 - fpir) ** (1 / comparisons)``.
+
+    An unknown face is named when its best score passes the threshold; if its ``comparisons`` impostor scores
+    were independent, P(best < t) = (1 - far) ** comparisons, hence the formula (computed as
+    ``-expm1(log1p(-fpir) / comparisons)``, exact for tiny rates). The union bound ``fpir / comparisons`` is at
+    most ``fpir / 2`` relatively stricter (0.5 % at FPIR 1 %): the difference is far below what the calibrated
+    thresholds resolve, and the exact form stays right for a large ``fpir`` (at 50 %, ``fpir / N`` would be
+    1.4x too strict)."""
+    if not 0.0 < fpir < 1.0:
+        raise PartialFaceError(f"--fpir {fpir:g}: give a rate in (0, 1), e.g. 0.01 (1 % of unknown faces named)")
+    if comparisons < 1:
+        raise PartialFaceError("the gallery is empty: nobody to compare with (enrol someone first)")
+    return -math.expm1(math.log1p(-fpir) / comparisons)
+
+
+@dataclass(frozen=True)
+class RateThreshold:
+    """A threshold for a false-accept rate that may lie between or beyond the calibrated ones: ``threshold``;
+    ``far``: the rate asked for; ``far_used``: the calibrated rate whose threshold it is (None when interpolated
+    between two of them); ``clamped``: the rate lay outside the calibrated ones and the nearest point was taken;
+    ``how``: one sentence that says which."""
+
+    threshold: float
+    far: float
+    far_used: float | None
+    clamped: bool
+    how: str
+
+
+def threshold_between(far: float, at: Any, fars: Sequence[float] | None = None) -> RateThreshold:
+    """The threshold for the per-comparison rate ``far``, from ``at(f)`` (the model's threshold at a calibrated
+    rate ``f`` of ``fars``, default :data:`partialface.evaluation.calibrate.FARS`).
+
+    At a calibrated rate: its threshold. Between two: linear in log10(FAR) between their thresholds (a cosine
+    threshold is close to linear in log FAR over a decade; each decade was measured, so this never guesses beyond
+    the data). Beyond the strictest rate: NOT extrapolated (nothing was measured there, and the impostor tail is
+    where a guess fails): the strictest threshold, said so (the real FPIR is then higher than asked). Beyond the
+    loosest: the loosest threshold, which is stricter than asked (said so too)."""
+    from partialface.evaluation.calibrate import FARS
+
+    grid = sorted(fars if fars is not None else FARS, reverse=True)  # loose to strict
+    for f in grid:
+        if math.isclose(far, f, rel_tol=1e-9):
+            return RateThreshold(float(at(f)), far, f, False, f"the calibrated operating point at FAR {f:g}")
+    if far > grid[0]:
+        return RateThreshold(float(at(grid[0])), far, grid[0], True,
+                             f"FAR {far:.2g} is looser than the loosest calibrated point; took FAR {grid[0]:g}'s "
+                             "threshold (stricter than asked)")
+    if far < grid[-1]:
+        return RateThreshold(float(at(grid[-1])), far, grid[-1], True,
+                             f"FAR {far:.2g} is below the strictest calibrated point; took FAR {grid[-1]:g}'s "
+                             "threshold, not extrapolated (so unknown faces pass somewhat more often than asked)")
+    hi = min(f for f in grid if f > far)  # the calibrated neighbours of far
+    lo = max(f for f in grid if f < far)
+    w = (math.log10(hi) - math.log10(far)) / (math.log10(hi) - math.log10(lo))
+    t = (1 - w) * float(at(hi)) + w * float(at(lo))
+    return RateThreshold(t, far, None, False, f"interpolated on log FAR between the calibrated points {hi:g} and "
+                         f"{lo:g}")
