@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -37,8 +38,8 @@ CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script
 DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; style-src 'self' "
             "https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; object-src 'none'; "
             "frame-ancestors 'none'")
-PLACEHOLDER = (b"<!doctype html><html lang=en><meta charset=utf-8><title>partialface</title><h1>partialface</h1>"
-               b"<p>The service is running: the API is described at <a href=/docs>/docs</a>.</p></html>")
+#: the page (item 3 of issue #40): plain HTML, CSS and JS in the package, served at / and /static
+STATIC = Path(__file__).resolve().parent / "static"
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -272,9 +273,12 @@ def _add_face_routes(app: Any, svc: _Service) -> None:
         svc.ready()
         return {"status": "ready"}
 
-    @app.get("/", include_in_schema=False)
+    page = (STATIC / "index.html").read_bytes()
+
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(PLACEHOLDER)
+        """The web page: a thin layer over the /v1 routes (its script and style under /static)."""
+        return HTMLResponse(page)
 
     @app.get("/v1/info", summary="version, model, embedding size, operating points, gallery size")
     async def info(request: Request) -> dict[str, Any]:
@@ -376,6 +380,9 @@ def create_app(config: ServeConfig) -> Any:
     _add_handlers(app)
     _add_face_routes(app, svc)
     _add_subject_routes(app, svc)
+    from starlette.staticfiles import StaticFiles
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     if config.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
