@@ -71,6 +71,8 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True,
                     help="NAME or NAME=FILE, repeated; the first is the reference")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    ap.add_argument("--reuse", type=Path, default=None,
+                    help="a --json file of an earlier run on the same data: its models are not embedded again")
     args = ap.parse_args()
     masks = load_mask_templates(args.masks)
     specs = [parse_model_spec(m) for m in args.model]
@@ -81,8 +83,12 @@ def main() -> None:
     t0 = time.time()
     states = make_states(faces, masks, seed=0)
     shown = {q: {s: degrade(x, q) for s, x in states.items()} for q in QUALITIES}
+    earlier = json.loads(args.reuse.read_text()) if args.reuse else {}
     res: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for name, emb in tqdm(embedders.items(), desc="models", unit="model"):
+        if name in earlier:
+            res[name] = earlier[name]
+            continue
         res[name] = {}
         for q in QUALITIES:
             e = {s: _embed(emb, x) for s, x in shown[q].items()}
