@@ -138,7 +138,9 @@ def test_health_info_docs_and_headers(setup: dict[str, Any]) -> None:
     assert c.get("/healthz").json() == {"status": "alive"}
     assert c.get("/readyz").json() == {"status": "ready"}
     info = c.get("/v1/info").json()
-    assert info["model"] == "sface-400" and info["embedding_size"] == 128 and info["version"]
+    from partialface.models.catalogue import DEFAULT_MODEL
+
+    assert info["model"] == DEFAULT_MODEL and info["embedding_size"] == 128 and info["version"]
     assert info["operating_points"]["threshold"]["holistic"]["1e-03"] > 0
     assert info["gallery"]["size"] >= 0 and info["defaults"]["identify_fpir"] == 0.01
     assert c.get("/docs").status_code == 200 and "/v1/verify" in c.get("/openapi.json").json()["paths"]

@@ -130,7 +130,9 @@ def _side_by_side(*paths: str) -> bytes:
 def test_verify_same_person(page: Any, lfw: Path) -> None:
     expect = sync_api.expect
     _open(page, "verify")
-    expect(page.locator("#info")).to_contain_text("model sface-400")
+    from partialface.models.catalogue import DEFAULT_MODEL
+
+    expect(page.locator("#info")).to_contain_text(f"model {DEFAULT_MODEL}")
     page.set_input_files("#verify-a", photo(lfw, "Aaron_Peirsol", 1))
     page.set_input_files("#verify-b", photo(lfw, "Aaron_Peirsol", 3))
     expect(page.locator("label[for=verify-a] img.preview")).to_be_visible()
