@@ -77,7 +77,10 @@ def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
     faces = partialface.embed(a, aligned=True)
     assert len(faces) == 1 and faces[0].embedding.shape == (128,)
     assert np.linalg.norm(faces[0].embedding) == pytest.approx(1.0, abs=1e-5) and faces[0].box is None
-    assert faces[0].importance is None  # the default (SFace) has no attention
+    imp = faces[0].importance  # the default (ours_sface-ft) is an attention model: K cells' shares of the attention
+    assert imp is not None and imp.shape == (12,) and imp.min() >= 0 and imp.sum() == pytest.approx(1.0, abs=1e-5)
+    (holistic,) = partialface.embed(a, "sface-400", aligned=True)
+    assert holistic.importance is None  # a holistic model has no attention to give
     with pytest.raises(PartialFaceError, match="aligned=True needs a 160x160 face"):
         partialface.verify(a[:100], a, aligned=True)
 
@@ -131,7 +134,7 @@ def test_a_holistic_model_runs_once_per_face(tmp_path: Path) -> None:
     """The facade runs a model's PyTorch module a second time only for the attention outputs (s, Ã): a
     holistic model's faces cost one pass (of ONNX Runtime, or of the module), an attention model's two."""
     faces = np.stack([read_image(p) for p in sorted((make_identities(tmp_path / "f", 2, 2)).rglob("*.png"))])
-    for name, passes in ((DEFAULT_MODEL, 0), ("ours-celeba", 1)):
+    for name, passes in (("sface-400", 0), ("ours-celeba", 1)):
         m = partialface.api.load(name)
         calls: list[int] = []
 

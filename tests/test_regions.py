@@ -71,8 +71,8 @@ def test_attention_shares_match_a_pixel_level_reference(tmp_path: Path) -> None:
 def test_occlusion_shares_of_a_holistic_model(tmp_path: Path) -> None:
     faces = make_identities(tmp_path / "f", 2, 1)
     a, b = (read_image(faces / f"id0{i}" / "000.png") for i in (0, 1))
-    res = partialface.verify(a, b, aligned=True)
-    m = load()
+    res = partialface.verify(a, b, "sface-400", aligned=True)  # a holistic model: the account is occlusion shares
+    m = load("sface-400")
     f = m.embed(a[None])[0][0]
     drops = []
     for r in range(5):
