@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("partialface.jobs.embed", "embed the faces of photos (folders, files, lists) into an .npz file"),
     "enroll": ("partialface.jobs.enroll", "add identities to a gallery (NAME IMAGES... or --folders DIR)"),
     "identify": ("partialface.jobs.identify", "who is it? photos against a gallery, unknown faces said so"),
+    "gallery": ("partialface.jobs.gallery", "gallery stores: copy SRC DST between a .db file and a postgresql:// URL"),
     "demo": ("partialface.jobs.demo", "run the main job end to end on an embedded default"),
     "serve": ("partialface.jobs.serve", "the HTTP service: verify, embed, identify and a gallery over a REST API"),
     "keys": ("partialface.jobs.keys", "make an API key for serve (printed once; its hash appended to a key file)"),

@@ -14,7 +14,7 @@ want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     extra=""
-    [ "${1:-}" = "dev" ] && extra="[dev,dlib,sface,serve]"
+    [ "${1:-}" = "dev" ] && extra="[dev,dlib,sface,serve,postgres]"
     "$venv/bin/python" -m pip install -q -e "$root$extra"
     echo "$want" > "$stamp"
 fi

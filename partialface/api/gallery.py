@@ -4,12 +4,14 @@
     gallery.enroll("Ada", ["ada1.jpg", "ada2.jpg"])
     result = gallery.identify("someone.jpg")                  # result.name is None for an unknown face
 
-Store: one SQLite file (the standard library's; no server) holds the identities, their templates (one
-embedding per enrolled image) and the gallery's metadata: format version, model (name, spec, weights
-digest), embedding size, fusion rule. Every change is one SQLite transaction, so a killed ``enroll``
-leaves the gallery as it was. Searches run on a FAISS index built from the stored embeddings when the
-gallery opens: ``index="flat"`` (exact inner product, the default) or ``"hnsw"`` (approximate, for large
-galleries; rebuilt after a change).
+Stores (:mod:`partialface.api.stores`, issue #41), behind the same API: a path is one SQLite file (the standard
+library's; no server) searched by a FAISS index built in the process; a ``postgresql://`` URL is a PostgreSQL
+database with pgvector (the extra ``partialface[postgres]``), searched in the database and shared by several
+processes and machines. Either holds the identities, their templates (one embedding per enrolled image) and the
+gallery's metadata: format version, model (name, spec, weights digest), embedding size, fusion rule. Every change
+is one transaction, so a killed ``enroll`` leaves the gallery as it was. Search is exact by default
+(``index="flat"``: FAISS's flat index, or pgvector's inner product over every row); ``"hnsw"`` is approximate, for
+large galleries (``ef_search``: its breadth).
 
 Fusion (several images per identity), fixed when the gallery is made: ``max`` (default) scores an
 identity by its best template (cosine of the probe with its nearest template); ``mean`` by the cosine of
@@ -25,16 +27,17 @@ size at the moment of the search, and its threshold comes from the model's calib
 :func:`partialface.evaluation.openset.threshold_between`). ``far=`` instead fixes the per-comparison rate (a
 calibrated one) whatever the gallery's size. Every answer says which threshold and why (``why``).
 
-Several processes may share one file: every search first checks SQLite's ``data_version`` and rebuilds its
-index when another connection has committed a change; deletions overwrite the removed rows' bytes
-(``PRAGMA secure_delete``).
+Several processes may share one gallery: a search sees every enrolment committed before it (SQLite: the index is
+rebuilt when ``data_version`` moved; PostgreSQL: every query reads the committed rows). ``remove`` deletes a person
+and their templates in one transaction (SQLite overwrites their bytes, ``PRAGMA secure_delete``; PostgreSQL frees
+them at its next VACUUM: docs/galleries.md). ``partialface gallery copy SRC DST`` (:func:`copy_gallery`) moves a
+gallery between stores.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,20 +45,23 @@ from typing import Any
 import numpy as np
 
 from partialface.api.facade import Face, Image, check_kind, embed, load, pair_threshold, photo_detector
+from partialface.api.stores import (
+    EF_SEARCH,
+    FORMAT,
+    FUSIONS,
+    INDEXES,
+    GalleryUnavailable,
+    Item,
+    Store,
+    create_store,
+    describe,
+    is_url,
+    new_meta,
+    open_store,
+)
+from partialface.api.stores.sqlite import SMALL_SEARCH, SQLiteStore
 from partialface.errors import PartialFaceError
 from partialface.evaluation.openset import DEFAULT_FPIR, per_comparison_far, threshold_between
-
-#: the gallery file's format version (the ``format`` row of its meta table)
-FORMAT = 1
-FUSIONS = ("max", "mean")
-INDEXES = ("flat", "hnsw")
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE identities (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
-CREATE TABLE templates (id INTEGER PRIMARY KEY, identity INTEGER NOT NULL REFERENCES identities(id),
-                        source TEXT NOT NULL, embedding BLOB NOT NULL);
-CREATE INDEX templates_identity ON templates(identity);
-"""
 
 
 @dataclass
@@ -87,114 +93,58 @@ class Identification:
                 "face": None if self.face is None else {"box": self.face.box, "score": self.face.score}}
 
 
-def _corrupt(path: Path, err: Exception) -> PartialFaceError:
-    return PartialFaceError(f"{path}: not a readable partialface gallery ({err}); restore it from a copy or "
-                            "enrol into a new file")
-
-
-#: below this many probes a search runs on one thread: FAISS's OpenMP threads, left spinning after a small
-#: search, slow the next embedding (ONNX Runtime's and PyTorch's own threads) more than they save
-SMALL_SEARCH = 16
-
-
-def _search(index: Any, q: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """``index.search(q, depth)``, single-threaded for fewer than :data:`SMALL_SEARCH` probes q (Q, D)."""
-    import faiss
-
-    if len(q) >= SMALL_SEARCH:
-        return index.search(q, depth)
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        return index.search(q, depth)
-    finally:
-        faiss.omp_set_num_threads(threads)
-
-
 class Gallery:
-    """Identities and their templates, searchable by face. ``path`` None: in memory (``save`` writes it out);
-    a missing file is created (atomically) on the spot. ``model`` None: the gallery's own model for an
-    existing file, the default model for a new one; another model than the gallery's is refused.
-    ``fusion`` (new galleries only): ``max`` or ``mean`` (module docstring); ``index``: ``flat`` or ``hnsw``;
-    ``infer``: the inference path of the faces it embeds (:func:`partialface.api.load`)."""
+    """Identities and their templates, searchable by face. ``path``: a gallery file (SQLite), a ``postgresql://``
+    URL (PostgreSQL with pgvector), or None: in memory (``save`` writes it out); a missing gallery is created (whole
+    or not at all) on the spot. ``model`` None: the gallery's own model for an existing gallery, the default model
+    for a new one; another model than the gallery's is refused. ``fusion`` (new galleries only): ``max`` or ``mean``
+    (module docstring); ``index``: ``flat`` (exact) or ``hnsw`` (``ef_search``: its breadth); ``infer``: the
+    inference path of the faces it embeds (:func:`partialface.api.load`)."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, model: str | None = None, *,
                  fusion: str | None = None, index: str = "flat", device: str = "cpu", infer: str = "auto",
-                 detector: str = "auto") -> None:
+                 detector: str = "auto", ef_search: int = EF_SEARCH) -> None:
         if index not in INDEXES:
             raise PartialFaceError(f"--index {index}: choose one of {', '.join(INDEXES)}")
         if fusion is not None and fusion not in FUSIONS:
             raise PartialFaceError(f"--fusion {fusion}: choose one of {', '.join(FUSIONS)}")
-        self.path = Path(path) if path is not None else None
+        if ef_search < 1:
+            raise PartialFaceError(f"--ef-search {ef_search}: must be >= 1")
+        #: the gallery file (None for a URL or in memory); :attr:`label` names any gallery in messages
+        self.path = None if path is None or is_url(path) else Path(path)
+        self.location = None if path is None else str(path) if is_url(path) else Path(path)
+        self.label = describe(path)
         self.index_kind, self.device, self.infer, self.detector = index, device, infer, photo_detector(detector)
-        if self.path is not None and self.path.exists():
-            self._conn = self._open(self.path)
-            meta = self.meta
+        store = open_store(self.location, index=index, ef_search=ef_search)
+        if store is None:
+            self._model = load(model, device, infer)
+            store = create_store(self.location, new_meta(self._model, fusion or "max"), index=index,
+                                 ef_search=ef_search)
+        try:
+            meta = store.meta()
             if fusion is not None and fusion != meta["fusion"]:
-                raise PartialFaceError(f"--fusion {fusion}: {self.path} was made with fusion {meta['fusion']} "
+                raise PartialFaceError(f"--fusion {fusion}: {self.label} was made with fusion {meta['fusion']} "
                                        "(fixed when a gallery is made)")
             self._model = load(model or meta["model_spec"], device, infer)
             if self._model.weights != meta["weights"]:
                 raise PartialFaceError(
-                    f"{self.path}: a gallery of model {meta['model']}, not of {self._model.name} (their embeddings "
+                    f"{self.label}: a gallery of model {meta['model']}, not of {self._model.name} (their embeddings "
                     f"do not compare); use --model {meta['model_spec']}, or enrol into a new gallery")
-        else:
-            self._model = load(model, device, infer)
-            self._conn = self._create(self.path, self._model, fusion or "max")
-        self.fusion = self.meta["fusion"]
-        self._index: Any = None
-        self._version: int | None = None  # SQLite's data_version when the index was built
+        except BaseException:
+            store.close()
+            raise
+        self._store: Store = store
+        self.fusion = meta["fusion"]
 
-    # ------------------------------------------------------------------------------------------- storage
-    @staticmethod
-    def _open(path: Path) -> sqlite3.Connection:
-        if not path.is_file():
-            raise PartialFaceError(f"{path}: not a file (a gallery is one .db file)")
-        try:
-            conn = sqlite3.connect(str(path), isolation_level=None)  # transactions are explicit
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA secure_delete=ON")  # a removed person's templates are overwritten, not just unlinked
-            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.DatabaseError as err:
-            raise _corrupt(path, err) from None
-        if rows.get("kind") != "partialface-gallery":
-            raise PartialFaceError(f"{path}: not a partialface gallery")
-        if rows.get("format") != str(FORMAT):
-            raise PartialFaceError(f"{path}: gallery format {rows.get('format')}, this partialface reads format "
-                                   f"{FORMAT}; re-enrol with this version")
-        return conn
-
-    @staticmethod
-    def _create(path: Path | None, model: Any, fusion: str) -> sqlite3.Connection:
-        meta = {"kind": "partialface-gallery", "format": str(FORMAT), "model": model.name, "model_spec": model.spec,
-                "weights": model.weights, "dim": str(model.embedder.embedding_dim), "fusion": fusion}
-
-        def fill(conn: sqlite3.Connection) -> None:
-            conn.executescript(_SCHEMA)
-            conn.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
-            conn.commit()
-
-        if path is None:
-            conn = sqlite3.connect(":memory:", isolation_level=None)
-            conn.execute("PRAGMA secure_delete=ON")
-            fill(conn)
-            return conn
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            with sqlite3.connect(str(tmp)) as new:
-                fill(new)
-            new.close()
-            os.replace(tmp, path)  # a new gallery appears whole or not at all
-        finally:
-            tmp.unlink(missing_ok=True)
-        return Gallery._open(path)
+    @property
+    def store(self) -> Store:
+        """Where the gallery lives (:mod:`partialface.api.stores`)."""
+        return self._store
 
     @property
     def meta(self) -> dict[str, str]:
         """The gallery's metadata (kind, format, model, model_spec, weights, dim, fusion)."""
-        return dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+        return self._store.meta()
 
     @property
     def model(self) -> str:
@@ -203,30 +153,25 @@ class Gallery:
     @property
     def names(self) -> list[str]:
         """The enrolled identities, in enrolment order."""
-        return [r[0] for r in self._conn.execute("SELECT name FROM identities ORDER BY id")]
+        return self._store.names()
 
     def __len__(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM identities").fetchone()[0])
+        return self._store.count()
 
     def __contains__(self, name: object) -> bool:
-        return self._conn.execute("SELECT 1 FROM identities WHERE name = ?", (name,)).fetchone() is not None
+        return isinstance(name, str) and self._store.contains(name)
 
     def counts(self) -> dict[str, int]:
         """{name: its number of templates}, in enrolment order."""
-        return {r[0]: int(r[1]) for r in self._conn.execute(
-            "SELECT i.name, COUNT(t.id) FROM identities i LEFT JOIN templates t ON t.identity = i.id "
-            "GROUP BY i.id ORDER BY i.id")}
+        return self._store.counts()
 
     def templates(self, name: str) -> np.ndarray:
         """(T, D) float32: the embeddings enrolled for ``name``."""
-        rows = self._conn.execute("SELECT t.embedding FROM templates t JOIN identities i ON t.identity = i.id "
-                                  "WHERE i.name = ? ORDER BY t.id", (name,)).fetchall()
-        return np.stack([np.frombuffer(r[0], dtype=np.float32) for r in rows]) if rows else np.zeros((0, self.dim),
-                                                                                                     np.float32)
+        return self._store.templates(name)
 
     @property
     def dim(self) -> int:
-        return int(self.meta["dim"])
+        return self._store.dim
 
     # ------------------------------------------------------------------------------------------- changes
     def enroll(self, name: str, images: Image | list[Image], *, aligned: bool = False) -> int:
@@ -253,7 +198,7 @@ class Gallery:
     def enroll_many(self, items: Sequence[tuple[str, np.ndarray, list[str] | None]]) -> int:
         """Add (name, embeddings (T, D), sources) items in ONE transaction: all of them or, if interrupted,
         none. The number of templates added."""
-        rows = []
+        rows: list[Item] = []
         for name, embeddings, sources in items:
             e = np.asarray(embeddings, dtype=np.float32)
             if e.ndim != 2 or e.shape[1] != self.dim:
@@ -261,132 +206,59 @@ class Gallery:
             norms = np.linalg.norm(e, axis=1, keepdims=True)
             if not np.all(np.isfinite(e)) or np.any(norms == 0):
                 raise PartialFaceError(f"enroll {name}: embeddings must be finite and non-zero")
-            e = e / norms
-            src = sources if sources is not None else [""] * len(e)
-            rows.append((name, e, src))
-        conn, added = self._conn, 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for name, e, src in rows:
-                conn.execute("INSERT OR IGNORE INTO identities(name) VALUES (?)", (name,))
-                ident = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0]
-                conn.executemany("INSERT INTO templates(identity, source, embedding) VALUES (?, ?, ?)",
-                                 [(ident, s, v.tobytes()) for s, v in zip(src, e, strict=True)])
-                added += len(e)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._index = None
-        return added
+            if not isinstance(name, str) or not name.strip() or "\x00" in name:
+                raise PartialFaceError(f"enroll {name!r}: a name must be non-empty text without NUL characters")
+            src = list(sources) if sources is not None else [""] * len(e)
+            if len(src) != len(e) or any("\x00" in s for s in src):
+                raise PartialFaceError(f"enroll {name}: give one source label (no NUL characters) per embedding")
+            rows.append((name, e / norms, src))
+        return self._store.add(rows)
 
     def remove(self, name: str) -> int:
         """Remove ``name`` and its templates; the number of templates removed (0 if not enrolled)."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            n = 0
-            if row is not None:
-                n = conn.execute("DELETE FROM templates WHERE identity = ?", (row[0],)).rowcount
-                conn.execute("DELETE FROM identities WHERE id = ?", (row[0],))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._index = None
-        return n
+        return self._store.remove(name)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the gallery to ``path`` (atomically: a temp file, then rename)."""
-        dest = Path(path)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        try:
-            out = sqlite3.connect(str(tmp))
-            self._conn.backup(out)
-            out.close()
-            os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Write the gallery to the file ``path`` (atomically: a temp file, then rename)."""
+        if isinstance(self._store, SQLiteStore):
+            self._store.backup(Path(path))
+        else:
+            copy_gallery(self._store, Path(path))
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], model: str | None = None, *, index: str = "flat",
-             device: str = "cpu", infer: str = "auto", detector: str = "auto") -> Gallery:
-        """An existing gallery file (PartialFaceError when it is missing)."""
-        if not Path(path).exists():
+             device: str = "cpu", infer: str = "auto", detector: str = "auto", ef_search: int = EF_SEARCH
+             ) -> Gallery:
+        """An existing gallery (PartialFaceError when there is none at ``path``)."""
+        if not is_url(path) and not Path(path).exists():
             raise PartialFaceError(f"{path}: no such gallery (enrol someone first: partialface enroll {path} NAME "
                                    "IMAGES...)")
-        return cls(path, model, index=index, device=device, infer=infer, detector=detector)
+        if is_url(path):
+            store = open_store(path, index=index, ef_search=ef_search)
+            if store is None:
+                raise PartialFaceError(f"{describe(path)}: no gallery in this database yet (enrol someone first: "
+                                       "partialface enroll URL NAME IMAGES...)")
+            store.close()
+        return cls(path, model, index=index, device=device, infer=infer, detector=detector, ef_search=ef_search)
 
     def close(self) -> None:
-        self._conn.close()
+        self._store.close()
 
     # ------------------------------------------------------------------------------------------- search
-    def _build(self) -> tuple[Any, np.ndarray, int]:
-        """(FAISS index, the identity name of each index row, the most templates of one identity)."""
-        import faiss
-
-        rows = self._conn.execute("SELECT i.name, t.embedding FROM templates t JOIN identities i "
-                                  "ON t.identity = i.id ORDER BY i.id, t.id").fetchall()
-        names = np.array([r[0] for r in rows], dtype=object)
-        vectors = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]) if rows else \
-            np.zeros((0, self.dim), np.float32)
-        most = 1
-        if self.fusion == "mean" and len(rows):
-            uniq, inverse = np.unique(names.astype(str), return_inverse=True)
-            sums = np.zeros((len(uniq), self.dim), np.float64)
-            np.add.at(sums, inverse, vectors)
-            vectors = (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
-            names = uniq.astype(object)
-        elif len(rows):
-            most = int(np.unique(names.astype(str), return_counts=True)[1].max())
-        index: Any
-        if self.index_kind == "hnsw":
-            index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efSearch = 128
-        else:
-            index = faiss.IndexFlatIP(self.dim)
-        if len(vectors):
-            index.add(np.ascontiguousarray(vectors))
-        return index, names, most
-
-    def _current(self) -> tuple[Any, np.ndarray, int]:
-        """The search index, rebuilt when this connection changed the gallery or another one committed a change
-        since it was built (SQLite's ``data_version``: another process's enrolment is seen on the next search)."""
-        version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-        if self._index is None or version != self._version:
-            self._index, self._version = self._build(), version
-        return self._index
-
     @property
     def entries(self) -> int:
         """How many gallery entries a probe is compared with: the templates (``max`` fusion) or the identities
         (``mean``), as the gallery is now."""
-        return int(self._current()[0].ntotal)
+        return self._store.entries()
 
     def search(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[tuple[str, float]]]:
         """Ranked (name, score) candidates (at most ``top_k`` identities) for each probe embedding (Q, D),
         scored by the gallery's fusion rule."""
         if top_k < 1:
             raise PartialFaceError(f"--top-k {top_k}: must be >= 1")
-        index, names, most = self._current()
         q = np.asarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
         q = np.ascontiguousarray(q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12))
-        if index.ntotal == 0:
-            return [[] for _ in q]
-        # with max fusion the k-th best identity's best template ranks at most (k - 1) * most + 1
-        depth = min(index.ntotal, (top_k - 1) * most + 1 if self.fusion == "max" else top_k)
-        scores, rows = _search(index, q, depth)
-        out = []
-        for srow, irow in zip(scores, rows, strict=True):
-            best: dict[str, float] = {}
-            for score, i in zip(srow, irow, strict=True):
-                if i >= 0 and names[i] not in best:
-                    best[names[i]] = float(score)
-            out.append(sorted(best.items(), key=lambda kv: -kv[1])[:top_k])
-        return out
+        return self._store.search(q, top_k)
 
     def identify(self, image: Image, top_k: int = 5, far: float | None = None, *, fpir: float | None = None,
                  kind: str = "auto", aligned: bool = False) -> Identification:
@@ -431,7 +303,7 @@ class Gallery:
             raise PartialFaceError(f"--top-k {top_k}: must be >= 1")
         entries = self.entries
         if entries == 0:
-            raise PartialFaceError(f"{self.path or 'the gallery'}: nobody is enrolled yet (partialface enroll first)")
+            raise PartialFaceError(f"{self.label}: nobody is enrolled yet (partialface enroll first)")
         out = []
         for f in faces:
             def at(x: float, f: Face = f) -> float:
@@ -471,7 +343,7 @@ class Gallery:
         """The open-set decision for one probe embedding (D,)."""
         candidates = self.search(embedding[None], top_k)[0]
         if not candidates:
-            raise PartialFaceError(f"{self.path or 'the gallery'}: nobody is enrolled yet (partialface enroll first)")
+            raise PartialFaceError(f"{self.label}: nobody is enrolled yet (partialface enroll first)")
         name, score = candidates[0]
         notes = list(notes or [])
         size = len(self)
@@ -481,3 +353,64 @@ class Gallery:
                          "size")
         return Identification(name if score >= threshold else None, score, threshold, far, kind, candidates, face,
                               notes, fpir)
+
+
+def copy_gallery(src: str | os.PathLike[str] | Store, dst: str | os.PathLike[str]) -> dict[str, Any]:
+    """Copy the gallery ``src`` (a path, URL or open store) to ``dst`` (a new gallery, or an empty one of the same
+    model and fusion): identities, templates and sources in enrolment order, in ONE transaction of ``dst``; then the
+    counts are compared. {"identities", "templates", "model", "fusion"}. No model is loaded."""
+    source = src if isinstance(src, Store) else open_store(src)
+    if source is None:
+        raise PartialFaceError(f"{describe(src)}: no such gallery")  # type: ignore[arg-type]
+    try:
+        meta = source.meta()
+        if describe(dst) == source.label:
+            raise PartialFaceError(f"{source.label}: source and destination are the same gallery")
+        target = open_store(dst)
+        made = target is None
+        if target is None:
+            target = create_store(dst, meta)
+        try:
+            _check_target(source.label, meta, target)
+            want = source.counts()
+            target.add(_streamed(source.items(), meta))
+            got = target.counts()
+            if got != want or target.meta()["weights"] != meta["weights"]:
+                raise PartialFaceError(f"{target.label}: the copy does not match {source.label} ({sum(got.values())} "
+                                       f"templates of {len(got)} identities, not {sum(want.values())} of {len(want)})")
+            return {"identities": len(got), "templates": sum(got.values()), "model": meta["model"],
+                    "fusion": meta["fusion"]}
+        except BaseException:
+            if made and isinstance(target, SQLiteStore) and target.path is not None:
+                target.close()
+                target.path.unlink(missing_ok=True)  # a failed copy leaves no new file behind
+            raise
+        finally:
+            target.close()
+    finally:
+        if not isinstance(src, Store):
+            source.close()
+
+
+def _check_target(label: str, meta: dict[str, str], target: Store) -> None:
+    have = target.meta()
+    if have["weights"] != meta["weights"] or have["dim"] != meta["dim"]:
+        raise PartialFaceError(f"{target.label}: a gallery of model {have['model']}, {label} is of {meta['model']} "
+                               "(their embeddings do not compare); copy into a new gallery")
+    if have["fusion"] != meta["fusion"]:
+        raise PartialFaceError(f"{target.label}: made with fusion {have['fusion']}, {label} with {meta['fusion']}; "
+                               "copy into a new gallery")
+    if target.count():
+        raise PartialFaceError(f"{target.label}: not empty ({target.count()} identities); copy into a new gallery")
+
+
+def _streamed(items: Iterator[Item], meta: dict[str, str]) -> Iterator[Item]:
+    dim = int(meta["dim"])
+    for name, e, src in items:
+        if e.ndim != 2 or e.shape[1] != dim:
+            raise PartialFaceError(f"{name}: templates of size {e.shape[-1]}, the gallery's are {dim}")
+        yield name, e, src
+
+
+__all__ = ["FORMAT", "FUSIONS", "INDEXES", "SMALL_SEARCH", "Gallery", "GalleryUnavailable", "Identification",
+           "copy_gallery"]

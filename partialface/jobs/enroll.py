@@ -15,7 +15,8 @@ from partialface.jobs.options import add_detector_argument, add_photo_infer_argu
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("gallery", metavar="GALLERY", help="the gallery file (.db; created when missing)")
+    parser.add_argument("gallery", metavar="GALLERY",
+                        help="the gallery: a .db file or a postgresql:// URL (created when missing)")
     parser.add_argument("items", nargs="*", metavar="NAME IMAGES",
                         help="an identity's name, then its images (files, folders or .txt lists of paths)")
     parser.add_argument("--folders", metavar="DIR",
@@ -59,13 +60,22 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from partialface.api import Gallery, embed, load
+    from partialface.api.stores import describe
     from partialface.models.catalogue import DEFAULT_MODEL
 
     plan = _plan(args)
     # an existing gallery is checked (and its model taken) first; a new one is made only once all is embedded
+    from partialface.api.stores import is_url, open_store
+
+    if is_url(args.gallery):
+        store = open_store(args.gallery)  # a database that cannot be reached fails here, before any photo is read
+        exists = store is not None
+        if store is not None:
+            store.close()
+    else:
+        exists = Path(args.gallery).exists()
     gallery = Gallery(args.gallery, args.model, fusion=args.fusion, device=args.device, infer=args.infer,
-                      detector=args.detector) \
-        if Path(args.gallery).exists() else None
+                      detector=args.detector) if exists else None
     spec = gallery.meta["model_spec"] if gallery is not None else args.model or DEFAULT_MODEL
     load(spec, args.device, args.infer)
     total = sum(len(images) for _, images in plan)
@@ -97,11 +107,11 @@ def run(args: argparse.Namespace) -> int:
             items.append((name, np.stack(vectors), sources))
     bar.close()
     if not items:
-        raise PartialFaceError(f"{args.gallery}: no image could be enrolled ({skipped} skipped)")
+        raise PartialFaceError(f"{describe(args.gallery)}: no image could be enrolled ({skipped} skipped)")
     if gallery is None:
         gallery = Gallery(args.gallery, spec, fusion=args.fusion, device=args.device, infer=args.infer,
                           detector=args.detector)
     added = gallery.enroll_many(items)
-    print(f"enrolled {added} image(s) of {len(items)} identit{'y' if len(items) == 1 else 'ies'} into {args.gallery} "
+    print(f"enrolled {added} image(s) of {len(items)} identit{'y' if len(items) == 1 else 'ies'} into {gallery.label} "
           f"(now {len(gallery)} identities; model {gallery.model})" + (f"; {skipped} skipped" if skipped else ""))
     return 0

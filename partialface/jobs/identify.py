@@ -14,7 +14,8 @@ from partialface.jobs.verify import _far
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("gallery", metavar="GALLERY", help="a gallery file made by `partialface enroll`")
+    parser.add_argument("gallery", metavar="GALLERY",
+                        help="a gallery made by `partialface enroll`: a .db file or a postgresql:// URL")
     parser.add_argument("probes", nargs="+", metavar="PROBE", help="photos (files, folders or .txt lists of paths)")
     parser.add_argument("--top-k", type=int, default=5, help="candidates to list (default 5)")
     parser.add_argument("--fpir", type=_far, default=None,

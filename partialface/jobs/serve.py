@@ -1,5 +1,5 @@
-"""``partialface serve [--host H] [--port P] [--gallery FILE] [--api-key-file FILE] ...``: the facade and a gallery as
-an HTTP service (FastAPI + uvicorn; the extra ``partialface[serve]``). Routes, limits and rules:
+"""``partialface serve [--host H] [--port P] [--gallery FILE|URL] [--api-key-file FILE] ...``: the facade and a
+gallery as an HTTP service (FastAPI + uvicorn; the extra ``partialface[serve]``). Routes, limits and rules:
 :mod:`partialface.serve`; README "Serve"."""
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "--api-key-file (or --no-auth)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--gallery", default="gallery.db",
-                        help="the gallery file (default gallery.db; created empty at start when missing)")
+                        help="the gallery: a .db file (default gallery.db) or a postgresql:// URL (several replicas "
+                        "may share one database); created empty at start when missing")
     parser.add_argument("--model", default=None,
                         help="a new gallery's model (default: the shipped default); an existing gallery keeps its own")
     parser.add_argument("--api-key-file", default=None, metavar="FILE",
@@ -71,10 +72,12 @@ def run(args: argparse.Namespace) -> int:
         raise PartialFaceError("serve needs the extra: pip install -e '.[serve]' (FastAPI, uvicorn)") from None
     from pathlib import Path
 
+    from partialface.api.stores import describe, is_url, open_store
     from partialface.serve.config import ENV, ServeConfig, check_exposure
     from partialface.serve.keys import read_hashes
 
-    config = ServeConfig(gallery=str(Path(args.gallery).resolve()), model=args.model, api_key_file=(
+    gallery = args.gallery if is_url(args.gallery) else str(Path(args.gallery).resolve())
+    config = ServeConfig(gallery=gallery, model=args.model, api_key_file=(
         str(Path(args.api_key_file).resolve()) if args.api_key_file else None), protect_reads=args.protect_reads,
         no_auth=args.no_auth, max_body_mb=args.max_body_mb, max_pixels=args.max_pixels, max_faces=args.max_faces,
         timeout_s=args.timeout, batch=args.batch, batch_wait_ms=max(0.0, args.batch_wait_ms), device=args.device,
@@ -84,7 +87,13 @@ def run(args: argparse.Namespace) -> int:
         n = len(read_hashes(config.api_key_file))
         if n == 0:
             print(f"note: {config.api_key_file} holds no key yet: every write will be refused", file=sys.stderr)
-    missing = not Path(config.gallery).exists()
+    if is_url(config.gallery):
+        store = open_store(config.gallery)  # a database that cannot be reached: one line, before any worker starts
+        missing = store is None
+        if store is not None:
+            store.close()
+    else:
+        missing = not Path(config.gallery).exists()
     if missing or args.workers == 1:
         # a missing gallery is made here, once, before any worker starts (workers only ever open it: two creating it
         # at once would race); with one worker (this process) an existing one is checked here too, so a corrupt
@@ -94,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         Gallery(config.gallery, config.model, device=config.device, infer=config.infer,
                 detector=config.detector).close()
         if missing:
-            print(f"created an empty gallery {config.gallery}", file=sys.stderr)
+            print(f"created an empty gallery {describe(config.gallery)}", file=sys.stderr)
     print(f"partialface serve: {exposure}", file=sys.stderr)
     os.environ[ENV] = config.to_env()
     uvicorn.run("partialface.serve.app:create_app_from_env", factory=True, host=args.host, port=args.port,

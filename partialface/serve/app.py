@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
+from partialface.api.stores import GalleryUnavailable
 from partialface.errors import PartialFaceError
 from partialface.serve import problems
 from partialface.serve.config import ServeConfig
@@ -208,6 +209,9 @@ class _Service:
         except TimeoutError:
             raise Problem(503, f"the request ran past its time limit ({self.config.timeout_s:g} s); try again or "
                           "send smaller images", "timeout", {"Retry-After": "5"}) from None
+        except GalleryUnavailable as e:  # the gallery's database is down or restarting: nothing was written
+            raise Problem(503, f"the gallery is unavailable: {e}", "gallery-unavailable", {"Retry-After": "5"}) \
+                from None
         except PartialFaceError as e:
             raise problems.from_user_error(e) from None
 

@@ -16,9 +16,9 @@ ENV = "PARTIALFACE_SERVE_CONFIG"
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """``gallery``: the gallery file (created at start when missing); ``model``: None = the default model (a new
-    gallery) or the gallery's own; ``api_key_file``: hashes of the keys that may write (and read, with
-    ``protect_reads``); ``max_body_mb``: the whole request's cap, the only upload limit in bytes;
+    """``gallery``: the gallery file or ``postgresql://`` URL (created at start when missing); ``model``: None = the
+    default model (a new gallery) or the gallery's own; ``api_key_file``: hashes of the keys that may write (and
+    read, with ``protect_reads``); ``max_body_mb``: the whole request's cap, the only upload limit in bytes;
     ``max_pixels``: an image's declared pixels; ``max_faces``: faces answered per image; ``timeout_s``: per
     request; ``batch`` / ``batch_wait_ms``: the micro-batcher's most faces and longest wait;
     ``cors_origins``: allowed origins (none: CORS off)."""

@@ -1,5 +1,7 @@
 """The service's work, off the event loop: one model per process, one detection thread, one embedding thread (the
-micro-batcher) and one gallery thread (the SQLite connection lives there).
+micro-batcher) and one gallery thread (the gallery's SQLite or PostgreSQL connection lives there). A PostgreSQL
+gallery that cannot be reached answers 503 (:class:`partialface.api.stores.GalleryUnavailable`) and the next
+request reconnects; at start, the engine waits for it.
 
 Faces are found one photo at a time on the detection thread (as ``partialface embed`` does offline; YuNet's
 OpenCV network is not safe to call from two threads at once), embedded in batches across concurrent requests
@@ -33,6 +35,7 @@ from partialface.api.facade import (
     photo_detector,
 )
 from partialface.api.gallery import Gallery
+from partialface.api.stores import GalleryUnavailable
 from partialface.errors import PartialFaceError
 from partialface.serve.batcher import MicroBatcher
 from partialface.serve.config import ServeConfig
@@ -40,6 +43,8 @@ from partialface.serve.problems import Problem
 
 T = TypeVar("T")
 log = logging.getLogger("partialface.serve")
+#: seconds between tries to open a gallery database that cannot be reached at start
+RETRY_S = 2.0
 
 
 class Engine:
@@ -62,8 +67,16 @@ class Engine:
         """Open (or create) the gallery, load its model, warm every stage up; then :attr:`ready`."""
         try:
             c = self.config
-            self.gallery = self._store.submit(Gallery, c.gallery, c.model, device=c.device, infer=c.infer,
-                                              detector=c.detector).result()
+            while True:  # a gallery database that is down at start: /readyz says so (503) until it is back
+                try:
+                    self.gallery = self._store.submit(Gallery, c.gallery, c.model, device=c.device, infer=c.infer,
+                                                      detector=c.detector).result()
+                    break
+                except GalleryUnavailable as e:
+                    self.error = str(e)
+                    log.warning("gallery unreachable, trying again in %g s: %s", RETRY_S, e)
+                    time.sleep(RETRY_S)
+            self.error = None
             self.model = load(self.store(lambda g: g.meta["model_spec"]), c.device, c.infer)
             self.batcher = MicroBatcher(self.model.embed, c.batch, c.batch_wait_ms / 1000)
             self._warm_up()
@@ -183,7 +196,7 @@ class Engine:
         def check(g: Gallery) -> None:
             g.check_rule(far, fpir, kind)
             if g.entries == 0:  # before any detection
-                raise PartialFaceError(f"{g.path}: nobody is enrolled yet")
+                raise PartialFaceError(f"{g.label}: nobody is enrolled yet")
 
         self.store(check)
         (faces, n), = self.faces([(photo, "image", None if all_faces else 1)])
