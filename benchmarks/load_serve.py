@@ -5,10 +5,15 @@
 2. one client: the median verify latency over HTTP against the in-process ``partialface.verify`` on the same pair;
 3. N concurrent clients sending verify (2 photos) and identify (1 photo) requests with real LFW photos against a
    gallery of enrolled LFW people: throughput (requests/s, photos/s against the offline path's), p50 / p95 / p99
-   latency per route, and the server's RSS after 200 and after 2,000 requests (or at the end).
+   latency per route, and the server's RSS after 200 and after 2,000 requests (or at the end);
+4. with ``--lfw-gallery EMB.npz`` (``partialface embed`` of the LFW photos by the default model): identify against
+   the LFW gallery of issue #14 (1,559 people, one template each, the open-set split of
+   :func:`partialface.evaluation.openset.openset_split`), one client: the median latency over HTTP against the
+   in-process ``Gallery.identify`` on the same known-probe photos.
 
     .venv/bin/python benchmarks/load_serve.py --data ../shared/data/lfw/lfw-deepfunneled \
-        [--clients 16] [--requests 2000] [--seconds 600] [--photos 64] [--people 20] [--workers 1]
+        [--clients 16] [--requests 2000] [--seconds 600] [--photos 64] [--people 20] [--workers 1] \
+        [--lfw-gallery lfw.npz]
 
 The server is started here on a free 127.0.0.1 port, with a gallery in a temporary folder, and stopped at the end.
 """
@@ -74,19 +79,21 @@ def offline_photos_per_s(photos: list[Path], tmp: Path) -> float:
         with open(os.devnull, "w") as null:
             saved, sys.stdout = sys.stdout, null
             try:
-                cli(["embed", str(listing), "--out", str(tmp / f"{name}.npz"), "--no-progress", "--skip-bad"])
+                rc = cli(["embed", str(listing), "--out", str(tmp / f"{name}.npz"), "--no-progress"])
             finally:
                 sys.stdout = saved
+        if rc != 0:
+            raise PartialFaceError(f"partialface embed failed on {listing} (exit {rc}): the baseline is void")
         return time.perf_counter() - t
 
     run(photos[:1], "warm")
     return len(photos) / run(photos, "all")
 
 
-def start_server(tmp: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(tmp: Path, workers: int, gallery: str = "gallery.db") -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "partialface.cli", "serve", "--port", str(port), "--gallery",
-                             str(tmp / "gallery.db"), "--workers", str(workers), "--log-level", "warning"],
+                             str(tmp / gallery), "--workers", str(workers), "--log-level", "warning"],
                             stdout=subprocess.DEVNULL, stderr=(tmp / "server.log").open("wb"),
                             env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
     return proc, f"http://127.0.0.1:{port}"
@@ -154,6 +161,55 @@ def load_phase(httpx: Any, url: str, pid: int, photos: list[bytes], clients: int
     return {"wall": wall, "lat": lat, "rss": rss, **state}
 
 
+def lfw_gallery(httpx: Any, npz: Path, tmp: Path, probes: int) -> None:
+    """Item 4 of the module docstring: the issue #14 gallery written from ``npz``'s embeddings, ``probes`` known
+    probes identified in-process and over HTTP (one client), medians compared with issue #40's bar."""
+    from partialface.api import Gallery
+    from partialface.evaluation.openset import openset_split
+
+    z = np.load(npz, allow_pickle=False)
+    paths = np.array([str(p) for p in z["paths"]])
+    keep = np.asarray(z["found"], bool)
+    order = np.argsort(paths, kind="stable")
+    order = order[keep[order]]
+    names = np.array([Path(p).parent.name for p in paths[order]])
+    people, labels = np.unique(names, return_inverse=True)
+    split = openset_split(labels)
+    g = Gallery(tmp / "lfw.db")
+    emb = np.asarray(z["embeddings"], np.float32)[order]
+    g.enroll_many([(str(people[c]), emb[i][None], [Path(paths[order][i]).name])
+                   for i, c in zip(split.gallery, split.gallery_labels, strict=True)])
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(split.known, min(probes, len(split.known)), replace=False)
+    photos = [Path(paths[order][i]) for i in chosen]
+    g.identify(photos[0])  # the model loaded and warm
+    inproc, right = [], 0
+    for photo in photos:
+        t = time.perf_counter()
+        got = g.identify(photo)
+        inproc.append(time.perf_counter() - t)
+        right += got.name == photo.parent.name
+    g.close()
+    proc, url = start_server(tmp, 1, "lfw.db")
+    try:
+        wait_ready(httpx, url, proc)
+        http = []
+        with httpx.Client(base_url=url, timeout=120) as c:
+            c.post("/v1/identify", files={"image": photos[0].read_bytes()}).raise_for_status()
+            for photo in photos:
+                data = photo.read_bytes()
+                t = time.perf_counter()
+                c.post("/v1/identify", files={"image": data}).raise_for_status()
+                http.append(time.perf_counter() - t)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    m_in, m_http = float(np.median(inproc)) * 1e3, float(np.median(http)) * 1e3
+    print(f"identify against the LFW gallery ({len(split.gallery)} people), one client, {len(photos)} known probes "
+          f"({right} named rightly in-process): median {m_http:.1f} ms over HTTP, {m_in:.1f} ms in-process (bar: <= "
+          f"1.2 x + 10 = {1.2 * m_in + 10:.1f} ms); p99 {_pct(http, 99):.1f} ms")
+
+
 def main() -> int:
     try:
         import httpx
@@ -168,8 +224,13 @@ def main() -> int:
     ap.add_argument("--people", type=int, default=20, help="people enrolled for identify")
     ap.add_argument("--single", type=int, default=30, help="requests of the one-client verify latency")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--lfw-gallery", type=Path, default=None, metavar="EMB.npz",
+                    help="LFW embeddings of the default model (partialface embed): identify against its 1,559 people")
+    ap.add_argument("--lfw-probes", type=int, default=50, help="known probes of the LFW gallery's latency")
     args = ap.parse_args()
-    root = Path(args.data)
+    if args.lfw_gallery is not None and not args.lfw_gallery.is_file():
+        raise PartialFaceError(f"--lfw-gallery {args.lfw_gallery}: no such file (partialface embed LFW --out it)")
+    root = Path(args.data).resolve()  # absolute: the baseline's listing file names the photos
     people = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not people:
         raise PartialFaceError(f"--data {root}: no identity folders")
@@ -219,6 +280,9 @@ def main() -> int:
     if len(marks) > 1:
         print(f"  RSS growth {100 * (res['rss'][marks[-1]] / res['rss'][marks[0]] - 1):+.1f} % "
               f"from {marks[0]} to {marks[-1]} requests")
+    if args.lfw_gallery is not None:
+        with tempfile.TemporaryDirectory(prefix="partialface-load-lfw-") as tmpdir:
+            lfw_gallery(httpx, args.lfw_gallery, Path(tmpdir), args.lfw_probes)
     return 0
 
 
