@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,37 +135,39 @@ class SQLiteStore(Store):
                 np.zeros((0, self.dim), np.float32), [r[0] for r in rows]
 
     # ------------------------------------------------------------------------------------------- writes
-    def add(self, items: Iterable[Item]) -> int:
-        conn, added = self._conn, 0
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``: writers of a shared file take turns), rolled back on any
+        error; the in-process index is rebuilt on the next search."""
+        conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
         try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            self._index = None
+
+    def add(self, items: Iterable[Item]) -> int:
+        added = 0
+        with self._write() as conn:
             for name, e, src in items:
                 conn.execute("INSERT OR IGNORE INTO identities(name) VALUES (?)", (name,))
                 ident = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0]
                 conn.executemany("INSERT INTO templates(identity, source, embedding) VALUES (?, ?, ?)",
                                  [(ident, s, np.asarray(v, np.float32).tobytes()) for s, v in zip(src, e, strict=True)])
                 added += len(e)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._index = None
         return added
 
     def remove(self, name: str) -> int:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        n = 0
+        with self._write() as conn:
             row = conn.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()
-            n = 0
             if row is not None:
                 n = conn.execute("DELETE FROM templates WHERE identity = ?", (row[0],)).rowcount
                 conn.execute("DELETE FROM identities WHERE id = ?", (row[0],))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        self._index = None
         return n
 
     def backup(self, dest: Path) -> None:
