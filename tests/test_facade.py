@@ -77,10 +77,10 @@ def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
     faces = partialface.embed(a, aligned=True)
     assert len(faces) == 1 and faces[0].embedding.shape == (128,)
     assert np.linalg.norm(faces[0].embedding) == pytest.approx(1.0, abs=1e-5) and faces[0].box is None
-    imp = faces[0].importance  # the default (ours_sface-ft) is an attention model: K cells' shares of the attention
+    assert faces[0].importance is None  # the default (sface-real-800) is holistic: no attention to give
+    (attention,) = partialface.embed(a, "ours_sface-ft", aligned=True)  # K cells' shares of the attention
+    imp = attention.importance
     assert imp is not None and imp.shape == (12,) and imp.min() >= 0 and imp.sum() == pytest.approx(1.0, abs=1e-5)
-    (holistic,) = partialface.embed(a, "sface-400", aligned=True)
-    assert holistic.importance is None  # a holistic model has no attention to give
     with pytest.raises(PartialFaceError, match="aligned=True needs a 160x160 face"):
         partialface.verify(a[:100], a, aligned=True)
 
