@@ -86,6 +86,28 @@ def test_occlusion_shares_of_a_holistic_model(tmp_path: Path) -> None:
         (int(labels_mask(4).sum()), 3), 128))
 
 
+def test_a_holistic_pair_account_by_brute_force_and_its_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    faces = make_identities(tmp_path / "f", 2, 1)
+    a, b = (read_image(faces / f"id0{i}" / "000.png") for i in (0, 1))
+    m = load("sface-400")
+    m._greyed_cache.clear()
+    embedded: list[int] = []
+    embed = m.embed
+    monkeypatch.setattr(m, "embed", lambda x: (embedded.append(len(x)), embed(x))[1])
+    res = partialface.verify(a, b, "sface-400", aligned=True)
+    # each face once, then each with each of the 5 regions greyed: the pair's account reuses the faces' own
+    assert sum(embedded) == 2 + 2 * 5
+    monkeypatch.undo()
+    cos = float(m.embed(a[None])[0][0] @ m.embed(b[None])[0][0])
+    drops = []
+    for r in range(5):
+        ha, hb = a.copy(), b.copy()
+        ha[labels_mask(r)] = hb[labels_mask(r)] = 128
+        drops.append(max(0.0, cos - float(m.embed(ha[None])[0][0] @ m.embed(hb[None])[0][0])))
+    assert res.regions is not None
+    assert np.allclose([res.regions[r] for r in REGIONS], np.array(drops) / sum(drops), atol=1e-4)
+
+
 def labels_mask(r: int) -> np.ndarray:
     return region_labels() == r
 

@@ -14,7 +14,10 @@ aligned 160x160 face as it is. Several faces: ``embed`` returns them all, best f
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -115,6 +118,10 @@ class _Model:
         source = Path(self.embedder.source)
         self.points = read_operating_points(load_weights(source)[1]) if source.suffix == ".safetensors" else None
         self._visibility: Any = None
+        #: a holistic model's embeddings of faces with each region greyed out, (R, D) by face (a pair's account reuses
+        #: its faces': :meth:`_greyed_embeddings`); in memory only, the last few faces
+        self._greyed_cache: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._greyed_lock = threading.Lock()
 
     def visibility(self, aligned: np.ndarray) -> np.ndarray | None:
         """(N, R) visibility estimates of aligned faces (N, 160, 160, 3) by the shipped visibility network, or None
@@ -157,7 +164,7 @@ class _Model:
         Attention models: sum_k s_k * (the mass of map Ã_k in the region / its whole mass), the maps laid on
         the aligned face through the model's framing. Other models, occlusion sensitivity: the drop
         1 - cos(f, f_r) of the embedding when region r is greyed out, clipped at 0, normalised to sum to 1."""
-        from partialface.geometry.regions import REGIONS, cell_regions
+        from partialface.geometry.regions import cell_regions
 
         if attention is not None:
             s, maps = attention
@@ -167,9 +174,7 @@ class _Model:
             per_map = mass @ cells / np.maximum(mass.sum(-1, keepdims=True), 1e-12)  # (N, K, R)
             shares = (s[:, :, None] * per_map).sum(1)
         else:
-            greyed = self._greyed(aligned)  # (N, R, 160, 160, 3)
-            fr, _ = self.embed(greyed.reshape(-1, *aligned.shape[1:]))
-            shares = np.maximum(0.0, 1.0 - np.einsum("nrd,nd->nr", fr.reshape(len(f), len(REGIONS), -1), f))
+            shares = np.maximum(0.0, 1.0 - np.einsum("nrd,nd->nr", self._greyed_embeddings(aligned), f))
         return _normalised(shares)
 
     def pair_regions(self, a: Face, b: Face) -> np.ndarray:
@@ -179,17 +184,29 @@ class _Model:
 
         if a.importance is not None and a.regions is not None and b.regions is not None:
             return _normalised(np.array([[(a.regions[r] + b.regions[r]) / 2 for r in REGIONS]]))[0]
-        greyed = self._greyed(np.stack([a.aligned, b.aligned]))
-        fr, _ = self.embed(greyed.reshape(-1, *a.aligned.shape))
-        fa, fb = fr[: len(REGIONS)], fr[len(REGIONS) :]
+        fa, fb = self._greyed_embeddings(np.stack([a.aligned, b.aligned]))
         drop = float(a.embedding @ b.embedding) - (fa * fb).sum(1)
         return _normalised(np.maximum(0.0, drop)[None])[0]
 
-    @staticmethod
-    def _greyed(aligned: np.ndarray) -> np.ndarray:
+    def _greyed_embeddings(self, aligned: np.ndarray, keep: int = 64) -> np.ndarray:
+        """(N, R, D) embeddings of faces (N, 160, 160, 3) with each region greyed out in turn; the last ``keep``
+        faces' are kept, so a pair's account costs no embedding beyond its faces' own accounts."""
         from partialface.geometry.regions import REGIONS, grey_out
 
-        return np.stack([grey_out(aligned, r) for r in range(len(REGIONS))], axis=1)
+        keys = [hashlib.blake2b(x.tobytes(), digest_size=16).digest() for x in aligned]
+        with self._greyed_lock:
+            have = [self._greyed_cache.get(k) for k in keys]
+        miss = [i for i, h in enumerate(have) if h is None]
+        if miss:
+            greyed = np.stack([grey_out(aligned[miss], r) for r in range(len(REGIONS))], axis=1)  # (M, R, 160, 160, 3)
+            fr, _ = self.embed(greyed.reshape(-1, *aligned.shape[1:]))
+            fr = fr.reshape(len(miss), len(REGIONS), -1)
+            with self._greyed_lock:
+                for j, i in enumerate(miss):
+                    have[i] = self._greyed_cache[keys[i]] = fr[j]
+                while len(self._greyed_cache) > keep:
+                    self._greyed_cache.popitem(last=False)
+        return np.stack(have)  # type: ignore[arg-type]
 
     @property
     def frame(self) -> np.ndarray:
@@ -341,7 +358,7 @@ def verify(image1: Image, image2: Image, model: str | None = None, *, far: float
     photo_detector(detector)
     pair, notes = [], []
     for image, what in ((image1, "first image"), (image2, "second image")):
-        faces = embed(image, model, aligned=aligned, regions=regions, device=device, infer=infer, detector=detector,
+        faces = embed(image, model, aligned=aligned, regions=False, device=device, infer=infer, detector=detector,
                       detect_side=detect_side)
         name = str(image) if isinstance(image, (str, os.PathLike)) else what
         if not faces:
@@ -349,7 +366,14 @@ def verify(image1: Image, image2: Image, model: str | None = None, *, far: float
                                    "--aligned)")
         if len(faces) > 1:
             notes.append(f"{name}: {len(faces)} faces; compared the best (the largest, most central)")
-        pair.append(faces[0])
+        best = faces[0]
+        if regions:  # the account of the compared face only (a crowd's other faces are not compared)
+            from partialface.geometry.regions import REGIONS
+
+            att = None if best.importance is None or best.maps is None else (best.importance[None], best.maps[None])
+            shares = m.regions(best.aligned[None], best.embedding[None], att)[0]
+            best.regions = dict(zip(REGIONS, map(float, shares), strict=True))
+        pair.append(best)
     return compare(m, pair[0], pair[1], far, kind, notes, regions)
 
 
