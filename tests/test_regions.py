@@ -93,7 +93,12 @@ def test_a_holistic_pair_account_by_brute_force_and_its_cost(tmp_path: Path, mon
     m._greyed_cache.clear()
     embedded: list[int] = []
     embed = m.embed
-    monkeypatch.setattr(m, "embed", lambda x: (embedded.append(len(x)), embed(x))[1])
+
+    def counted(x: np.ndarray) -> tuple[np.ndarray, object]:
+        embedded.append(len(x))
+        return embed(x)
+
+    monkeypatch.setattr(m, "embed", counted)
     res = partialface.verify(a, b, "sface-400", aligned=True)
     # each face once, then each with each of the 5 regions greyed: the pair's account reuses the faces' own
     assert sum(embedded) == 2 + 2 * 5
