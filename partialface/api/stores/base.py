@@ -23,7 +23,8 @@ Item = tuple[str, np.ndarray, list[str]]
 
 class GalleryUnavailable(PartialFaceError):
     """The gallery's database cannot be reached (down, restarting, connection lost): nothing was written by the
-    call that raised it; the next call reconnects. The service answers 503 for it."""
+    call that raised it, unless its message says the outcome is unknown (the connection went while a write was
+    committing and the server could not be asked); the next call reconnects. The service answers 503 for it."""
 
 
 def is_url(location: object) -> bool:

@@ -13,7 +13,9 @@ vectors) and only the best rows come back; ``max`` fusion keeps the best templat
 search is the default (a sequential scan, even where an HNSW index exists); ``index="hnsw"`` creates an HNSW index
 (``vector_ip_ops``) when missing and searches it with ``hnsw.ef_search``. Every query sees what other processes
 have committed. A lost connection fails the call with :class:`~partialface.api.stores.GalleryUnavailable` (its
-transaction is rolled back by the server: nothing half-written) and the next call reconnects.
+transaction is rolled back by the server: nothing half-written) and the next call reconnects; a write whose
+connection went while it was committing asks the server whether it committed (``pg_xact_status``): a success where
+it did, and where the server cannot be asked, an error that says the outcome is unknown (never "nothing written").
 """
 
 from __future__ import annotations
@@ -292,10 +294,43 @@ class PostgresStore(Store):
                 yield name, np.stack(vectors), sources
 
     # ------------------------------------------------------------------------------------------- writes
+    @contextlib.contextmanager
+    def _write_tx(self) -> Iterator[Any]:
+        """A write transaction (writers take turns on the stats row). Where the connection is lost, the outcome is
+        asked of the server by the transaction's id: a transaction that committed before the connection went is a
+        success; one the server rolled back raises :class:`GalleryUnavailable` ("nothing was written"); where the
+        server cannot be asked (it is down), the error says the outcome is unknown."""
+        xid: list[str] = []
+        try:
+            with self._db() as conn, conn.transaction():
+                conn.execute("SELECT 1 FROM partialface_stats FOR UPDATE")  # writers take turns (module docstring)
+                xid.append(conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0])
+                yield conn
+        except GalleryUnavailable as e:
+            if not xid or self._outcome(xid[0]) != "committed":
+                raise e from None
+
+    def _outcome(self, xid: str, polls: int = 20) -> str:
+        """"committed" or "aborted", as the server says of transaction ``xid``; raises :class:`GalleryUnavailable`
+        (the outcome unknown) where it cannot be asked or the transaction is still open after ``polls`` x 0.1 s."""
+        import time
+
+        for _ in range(polls):
+            try:
+                with self._db() as conn:
+                    status = conn.execute("SELECT pg_xact_status(%s::xid8)", (xid,)).fetchone()[0]
+            except GalleryUnavailable:
+                break
+            if status != "in progress":
+                return "committed" if status == "committed" else "aborted"
+            time.sleep(0.1)
+        raise GalleryUnavailable(f"{self.where}: the connection was lost while this write was committing and the "
+                                 "server cannot say whether it landed; look (e.g. the person's templates) before "
+                                 "writing it again") from None
+
     def add(self, items: Iterable[Item]) -> int:
         added = 0
-        with self._db() as conn, conn.transaction():
-            conn.execute("SELECT 1 FROM partialface_stats FOR UPDATE")  # writers take turns (module docstring)
+        with self._write_tx() as conn:
             new = 0
             chunk: list[Item] = []
             for item in items:
@@ -338,14 +373,14 @@ class PostgresStore(Store):
         return added, len(new)
 
     def remove(self, name: str) -> int:
-        with self._db() as conn, conn.transaction():
-            conn.execute("SELECT 1 FROM partialface_stats FOR UPDATE")
+        n = 0
+        with self._write_tx() as conn:
             row = conn.execute("SELECT id FROM partialface_identities WHERE name = %s", (name,)).fetchone()
-            if row is None:
-                return 0
-            n = conn.execute("DELETE FROM partialface_templates WHERE identity = %s", (row[0],)).rowcount
-            conn.execute("DELETE FROM partialface_identities WHERE id = %s", (row[0],))
-            conn.execute("UPDATE partialface_stats SET identities = identities - 1, templates = templates - %s", (n,))
+            if row is not None:
+                n = conn.execute("DELETE FROM partialface_templates WHERE identity = %s", (row[0],)).rowcount
+                conn.execute("DELETE FROM partialface_identities WHERE id = %s", (row[0],))
+                conn.execute("UPDATE partialface_stats SET identities = identities - 1, templates = templates - %s",
+                             (n,))
         return int(n)
 
     def close(self) -> None:
