@@ -68,7 +68,9 @@ def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
     auto = partialface.verify(a, a, aligned=True)  # kind "auto": the operating point of what both faces show
     va = np.array(list(auto.faces[0].visibility.values()))
     assert auto.shared_visibility == pytest.approx(va.mean())  # the same face twice: min(va, va) = va
-    assert (auto.threshold, auto.kind) == auto_threshold(points, 1e-3, va.mean())
+    detail = auto.faces[0].detail  # the face's sharpness, measured with its visibility
+    assert detail is not None and detail > 0 and auto.as_dict()["faces"][0]["detail"] == detail
+    assert (auto.threshold, auto.kind) == auto_threshold(points, 1e-3, va.mean(), detail)
     assert any("operating point" in n for n in auto.notes)
     other = partialface.verify(a, b, aligned=True, far=1e-2, kind="partial")
     assert other.threshold == points.at(1e-2, "partial") and other.same == (other.score >= other.threshold)

@@ -173,6 +173,7 @@ def test_verify_embed_happy_paths(setup: dict[str, Any], lfw: Path) -> None:
     faces = r.json()["faces"]
     assert r.status_code == 200 and len(faces) >= 1 and "embedding" not in faces[0]
     assert len(faces[0]["box"]) == 4 and 0 < faces[0]["score"] <= 1 and set(faces[0]["regions"]) >= {"nose"}
+    assert 0 < faces[0]["detail"] < 1  # a sharp LFW photo's face: about 0.15 (calibrate_auto.face_detail)
     vec = c.post("/v1/embed", files={"image": a}, data={"embeddings": "true"}).json()["faces"][0]["embedding"]
     assert len(vec) == 128 and abs(np.linalg.norm(vec) - 1) < 1e-4
 

@@ -147,7 +147,7 @@ def test_verify_same_person(page: Any, lfw: Path) -> None:
     expect(result).to_contain_text("threshold")
     expect(page.locator("#verify-facts")).to_contain_text("0.001")  # the FAR asked for
     # the operating point used: the default's per-visibility point for two whole faces (or a holistic model's)
-    point = re.compile(r"operating point\s*(auto/visible>=0\.90|holistic)")
+    point = re.compile(r"operating point\s*(auto/((soft|sharp)/)?visible>=0\.90|holistic)")
     expect(page.locator("#verify-facts")).to_contain_text(point)
     expect(page.locator("#verify-regions tbody tr")).to_have_count(5)
     expect(page.locator("#verify-regions")).to_contain_text("left eye")

@@ -38,7 +38,9 @@ class Face:
     attention models also give ``importance`` (K,) (the paper's s) and ``maps`` (K, h, w) (Ã); ``regions``:
     the share of the embedding each region of :data:`partialface.geometry.regions.REGIONS` accounts for
     (sums to 1; see :meth:`_Model.regions`), None where it was not asked for; ``visibility``: how much of each
-    region is visible, in [0, 1] (:mod:`partialface.models.visibility`), None where it was not asked for."""
+    region is visible, in [0, 1] (:mod:`partialface.models.visibility`), None where it was not asked for;
+    ``detail``: how sharp the aligned face is (:func:`partialface.evaluation.calibrate_auto.face_detail`; kind
+    "auto" takes the soft or the sharp operating points by it), measured with the visibility."""
 
     aligned: np.ndarray
     embedding: np.ndarray
@@ -49,6 +51,7 @@ class Face:
     maps: np.ndarray | None = None
     regions: dict[str, float] | None = None
     visibility: dict[str, float] | None = None
+    detail: float | None = None
 
 
 @dataclass
@@ -75,7 +78,8 @@ class Verification:
         return {"same": self.same, "score": self.score, "threshold": self.threshold, "far": self.far,
                 "kind": self.kind, "model": self.model, "notes": list(self.notes), "regions": self.regions,
                 "shared_visibility": self.shared_visibility,
-                "faces": [{"box": f.box, "score": f.score, "regions": f.regions, "visibility": f.visibility}
+                "faces": [{"box": f.box, "score": f.score, "regions": f.regions, "visibility": f.visibility,
+                           "detail": f.detail}
                           for f in self.faces]}
 
 
@@ -234,12 +238,16 @@ def load(model: str | None = None, device: str = "cpu", infer: str = "auto") -> 
     ``compile-bf16`` for long jobs on a CPU with AMX); the embedding space is the same on every path."""
     from partialface.models.catalogue import DEFAULT_MODEL
 
-    return _load(model or DEFAULT_MODEL, device, infer)
+    spec = model or DEFAULT_MODEL
+    path = Path(spec)
+    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None  # a rewritten file reloads
+    return _load(spec, device, infer, stamp)
 
 
 @lru_cache(maxsize=4)
-def _load(model: str, device: str, infer: str) -> _Model:
-    """:func:`load`'s cache, keyed on the resolved arguments however they were passed."""
+def _load(model: str, device: str, infer: str, stamp: tuple[int, int] | None) -> _Model:
+    """:func:`load`'s cache, keyed on the resolved arguments however they were passed (and a model file's
+    modification time and size)."""
     return _Model(model, device, infer)
 
 
@@ -305,22 +313,26 @@ def make_faces(found: list[dict[str, Any]], f: np.ndarray, attention: Any, share
                seen: np.ndarray | None) -> list[Face]:
     """:class:`Face` objects of :func:`find_faces`' faces ``found`` (N) from their embeddings f: (N, D), the
     attention model's (importance (N, K), maps (N, K, H, W)) or None, the per-region account (N, R) or None and
-    the visibility estimates (N, R) or None."""
+    the visibility estimates (N, R) or None (then no detail either)."""
+    from partialface.evaluation.calibrate_auto import face_detail
     from partialface.geometry.regions import REGIONS
 
+    detail = face_detail(np.stack([d["aligned"] for d in found])) if seen is not None and found else None
     faces = []
     for i, d in enumerate(found):
         s, maps = (attention[0][i], attention[1][i]) if attention is not None else (None, None)
         account = dict(zip(REGIONS, map(float, shares[i]), strict=True)) if shares is not None else None
         vis = dict(zip(REGIONS, map(float, seen[i]), strict=True)) if seen is not None else None
-        faces.append(Face(embedding=f[i], importance=s, maps=maps, regions=account, visibility=vis, **d))
+        faces.append(Face(embedding=f[i], importance=s, maps=maps, regions=account, visibility=vis,
+                          detail=None if detail is None else float(detail[i]), **d))
     return faces
 
 
 def pair_threshold(m: _Model, far: float, kind: str, a: Face, b: Face | None) -> tuple[float, str, float | None]:
     """(threshold, the kind it belongs to, shared visibility) for a pair (``b`` None: a gallery template, taken as
-    whole). ``kind="auto"``: the operating point of what both faces show
-    (:func:`partialface.evaluation.calibrate_auto.auto_threshold`); else the model's ``kind`` threshold."""
+    whole and as sharp as ``a``). ``kind="auto"``: the operating point of what both faces show and of how sharp the
+    softer one is (:func:`partialface.evaluation.calibrate_auto.auto_threshold`); else the model's ``kind``
+    threshold."""
     from partialface.evaluation.calibrate_auto import auto_threshold, shared_visibility
 
     assert m.points is not None
@@ -331,7 +343,8 @@ def pair_threshold(m: _Model, far: float, kind: str, a: Face, b: Face | None) ->
     va = np.array(list(a.visibility.values()))
     vb = np.ones_like(va) if b is None or b.visibility is None else np.array(list(b.visibility.values()))
     share = float(shared_visibility(va, vb))
-    threshold, used = auto_threshold(m.points, far, share)
+    detail = a.detail if b is None or a.detail is None or b.detail is None else min(a.detail, b.detail)
+    threshold, used = auto_threshold(m.points, far, share, detail)
     return threshold, used, share
 
 

@@ -16,7 +16,8 @@ whole pairs, ``partial`` for occluded ones, and the holistic one for all, the si
 report gives the real FAR (impostor pairs with both faces found, accepted) and the TAR (genuine pairs accepted;
 a missed face is a rejection). With a visibility network (:mod:`partialface.models.visibility`) the report adds
 kind ``auto`` (:mod:`partialface.evaluation.calibrate_auto`: the threshold of the level of what both faces show,
-from their estimates) and, as a reference, the TAR of the one threshold that gives the same pairs auto's real FAR.
+from their estimates, within the pair's detail bin where the model carries those) and, as a reference, the TAR
+of the one threshold that gives the same pairs auto's real FAR.
 
 Detection (model-independent) is cached in ``OUT/faces``: the aligned faces of each kind as (N, 160, 160, 3) uint8
 ``.npy`` files, and ``faces.npz`` (found, landmarks, boxes, whether the face found is the photo's subject, the
@@ -275,7 +276,13 @@ def run_realistic_benchmark(
     from partialface.detect.policy import check_detector
     from partialface.devices import resolve_device
     from partialface.evaluation.calibrate import read_operating_points
-    from partialface.evaluation.calibrate_auto import auto_threshold, has_auto, shared_visibility
+    from partialface.evaluation.calibrate_auto import (
+        auto_thresholds,
+        detail_edge,
+        face_detail,
+        has_auto,
+        shared_visibility,
+    )
     from partialface.evaluation.embed import cache_name, load_embedder
     from partialface.geometry.realistic import load_mask_templates
     from partialface.metrics import cosine_scores, score_benchmark
@@ -300,6 +307,12 @@ def run_realistic_benchmark(
     vis_file = Path(visibility) if visibility is not None else visibility_file()
     vis = store_visibility(store, out_p / f"faces{tag}", vis_file) if vis_file is not None else None
     seen = visibility_auc(store, vis) if vis is not None else None
+    detail = np.full(store.found.shape, np.nan)  # (kinds, N) each found face's detail (calibrate_auto.face_detail)
+    for j, kind in enumerate(store.kinds):
+        rows_found = np.flatnonzero(store.found[j])
+        for s0 in range(0, len(rows_found), CHUNK):
+            idx = rows_found[s0 : s0 + CHUNK]
+            detail[j, idx] = face_detail(store.faces[kind][idx])
     index = pairs.image_index()
     a = np.array([index[p.a] for p in pairs.pairs])
     b = np.array([index[p.b] for p in pairs.pairs])
@@ -322,6 +335,7 @@ def run_realistic_benchmark(
             if kind == "whole":
                 s = np.where(hol_ok[a] & hol_ok[b], cosine_scores(hol[a], hol[b]), -1.0)
                 y, f, valid = same, fold, hol_ok[a] & hol_ok[b]
+                pair_detail = np.minimum(detail[0][a], detail[0][b])
                 if vis is not None:
                     share = shared_visibility(vis[0][a], vis[0][b])
             else:
@@ -329,6 +343,8 @@ def run_realistic_benchmark(
                                     np.where(hol_ok[a] & ok[b], cosine_scores(hol[a], occ[b]), -1.0)])
                 y, f = np.concatenate([same, same]), np.concatenate([fold, fold])
                 valid = np.concatenate([ok[a] & hol_ok[b], hol_ok[a] & ok[b]])
+                pair_detail = np.concatenate([np.minimum(detail[j][a], detail[0][b]),
+                                              np.minimum(detail[0][a], detail[j][b])])
                 if vis is not None:
                     share = np.concatenate([shared_visibility(vis[j][a], vis[0][b]),
                                             shared_visibility(vis[0][a], vis[j][b])])
@@ -340,9 +356,10 @@ def run_realistic_benchmark(
                 row["by_kind"] = _rates(s, y, valid, points.at(NOMINAL_FAR, "holistic" if kind == "whole"
                                                                 else "partial"))
                 if share is not None:
-                    t = np.array([auto_threshold(points, NOMINAL_FAR, float(x))[0] for x in share])
+                    t = auto_thresholds(points, NOMINAL_FAR, share, pair_detail)
                     row["auto"] = _rates(s, y, valid, t)
                     row["auto"]["auto_levels"] = has_auto(points)
+                    row["auto"]["detail_levels"] = detail_edge(points) is not None
                     row["single_same_far"] = _single_at_same_far(s, y, valid, row["auto"]["far"])
             rows.append(row)
     result = {"convention": (__doc__ or "").strip(), "version": REALISTIC_VERSION, "pairs_file": str(pairs_file),

@@ -26,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="image decoding threads (default min(4, cores))")
     parser.add_argument("--auto", action="store_true",
                         help="also the operating points that follow visibility (kind auto): per level of what both "
-                        "faces show, with realistic occluders on the held-out faces, at two image qualities")
+                        "faces show, with realistic occluders on the held-out faces, at two image qualities, "
+                        "for soft and sharp pairs apart")
     parser.add_argument("--masks", type=Path, default=None,
                         help="--auto: MaskTheFace's folder (holding masks/masks.cfg), the real mask images")
     parser.add_argument("--visibility", type=Path, default=None,

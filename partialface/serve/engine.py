@@ -177,12 +177,13 @@ class Engine:
 
     def embed(self, photo: np.ndarray, regions: bool, embeddings: bool) -> dict[str, Any]:
         """POST /v1/embed: every face (at most ``max_faces``), best first: box, detector score, landmarks,
-        per-region account, visibility; the embedding only when asked."""
+        per-region account, visibility, detail; the embedding only when asked."""
         (faces, n), = self.faces([(photo, "image", None)], regions=regions)
         notes = [f"image: {n} faces; answered the best {len(faces)} (--max-faces)"] if n > len(faces) else []
         rows = []
         for f in faces:
             row: dict[str, Any] = {"box": f.box, "score": f.score, "regions": f.regions, "visibility": f.visibility,
+                                   "detail": f.detail,
                                    "landmarks": None if f.landmarks is None else f.landmarks.tolist()}
             if embeddings:
                 row["embedding"] = [float(v) for v in f.embedding]
