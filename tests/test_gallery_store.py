@@ -112,6 +112,27 @@ def test_reopen_remove_counts_and_refusals(location: str) -> None:
         Gallery.open(location)
 
 
+def test_a_recalibrated_model_file_is_named(tmp_path: Path) -> None:
+    """A gallery made with one file of a model, opened with another file of the same name (here: the same weights,
+    new operating points), says so: not "a gallery of model X, not of X"."""
+
+    from partialface.evaluation.calibrate import METADATA_KEY
+    from partialface.models.catalogue import shipped_model
+    from partialface.training.checkpoint import load_weights, save_weights
+
+    tensors, meta = load_weights(shipped_model("ours-celeba"))
+    model = tmp_path / "mine.safetensors"
+    save_weights(model, tensors, meta)
+    g = Gallery(tmp_path / "g.db", str(model))
+    g.enroll_embeddings("p", np.eye(1, g.dim))
+    g.close()
+    points = json.loads(meta[METADATA_KEY])
+    points["threshold"]["holistic"]["1e-03"] += 0.01
+    save_weights(model, tensors, {**meta, METADATA_KEY: json.dumps(points)})
+    with pytest.raises(PartialFaceError, match=r"made with another file of model mine .*enrol the people again"):
+        Gallery.open(tmp_path / "g.db")
+
+
 def test_no_such_gallery(location: str) -> None:
     with pytest.raises(PartialFaceError, match=r"no such gallery|no gallery in this database"):
         Gallery.open(location)
