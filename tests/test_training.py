@@ -40,6 +40,7 @@ from partialface.training.data import (
 )
 from partialface.training.loop import train
 from partialface.training.optim import build_optimizer, lr_at
+from partialface.training.resume import resume_mismatch
 from partialface.training.verify import verify
 
 REPO = Path(__file__).resolve().parents[1]
@@ -385,6 +386,8 @@ def test_refuses_to_overwrite_a_run_and_to_resume_a_changed_config(tiny_run: tup
         train(cfg)
     with pytest.raises(PartialFaceError, match=r"differs from the run's saved config in optim\.lr"):
         train(cfg.with_overrides(["optim.lr=0.5"]), resume=True)
+    # a machine with more cores: the thread count is not part of the experiment
+    assert not resume_mismatch(cfg, cfg.with_overrides(["run.threads=2", "data.workers=0"]))
 
 
 def test_resume_refuses_changed_training_data(tmp_path: Path) -> None:

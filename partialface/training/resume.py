@@ -21,11 +21,13 @@ from partialface.training.distributed import DistInfo, barrier, gather_objects
 from partialface.training.optim import BudgetClock
 from partialface.training.runlog import Meters
 
-#: config keys that may differ between a run and its resumption: loader and output settings (they do not
-#: change the numbers) and the run length (extending a run; the schedule then follows the new length)
+#: config keys that may differ between a run and its resumption: loader, thread and output settings (they do not
+#: change the numbers beyond the order of float sums) and the run length (extending a run; the schedule then follows
+#: the new length)
 RESUMABLE_CHANGES = (
     "data.workers",
     "data.prefetch_factor",
+    "run.threads",
     "run.out",
     "run.progress",
     "run.tensorboard",
