@@ -68,7 +68,7 @@ def face_detail(faces: np.ndarray) -> np.ndarray:
     """(N,) float: the detail of aligned faces (N, 160, 160, 3) uint8 — the RMS of what a 48-px copy loses
     (grey face minus its copy downscaled to 48 px and scaled back) over :data:`DETAIL_BOX`, divided by the face's
     contrast there (its standard deviation + 1). 0 for a flat or a 48-px face; about 0.07 for a face degraded to
-    ``low``, 0.13 for CelebA's and 0.15 for LFW's photos (median)."""
+    ``low``, 0.15 for CelebA's and LFW's photos (medians)."""
     out = np.empty(len(faces), np.float64)
     for i, f in enumerate(faces):
         g = cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY).astype(np.float32)
