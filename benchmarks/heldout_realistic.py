@@ -33,21 +33,13 @@ from partialface.errors import script_exit
 from partialface.evaluation.calibrate import threshold_at_far
 from partialface.evaluation.calibrate_auto import QUALITIES, STATES, degrade, make_states
 from partialface.evaluation.embed import load_embedder
-from partialface.evaluation.embedders import parse_model_spec
+from partialface.evaluation.embedders import embed_faces, parse_model_spec
 from partialface.geometry.realistic import load_mask_templates
 from partialface.inference.hardware import cpu_info
 from partialface.metrics import roc_auc
 
 FARS = (1e-3, 1e-2)
 
-
-def _embed(emb: object, faces: np.ndarray, batch: int = 128) -> np.ndarray:
-    out = []
-    for i in range(0, len(faces), batch):
-        x = torch.from_numpy(np.ascontiguousarray(faces[i : i + batch])).permute(0, 3, 1, 2)
-        with torch.inference_mode():
-            out.append(torch.nn.functional.normalize(emb(x).float(), dim=1).numpy())  # type: ignore[operator]
-    return np.concatenate(out)
 
 
 def state_figures(e_state: np.ndarray, e_whole: np.ndarray, labels: np.ndarray, whole: bool) -> dict[str, float]:
@@ -91,7 +83,7 @@ def main() -> None:
             continue
         res[name] = {}
         for q in QUALITIES:
-            e = {s: _embed(emb, x) for s, x in shown[q].items()}
+            e = {s: embed_faces(emb, x) for s, x in shown[q].items()}
             res[name][q] = {s: state_figures(e[s], e["whole"], labels, s == "whole") for s in STATES}
     print(f"{len(folders.classes)} held-out identities, {len(labels)} faces; {cpu_info().describe()}; "
           f"{time.time() - t0:.0f} s")

@@ -30,6 +30,7 @@ from partialface.errors import PartialFaceError, script_exit
 from partialface.evaluation.calibrate import threshold_at_far
 from partialface.evaluation.calibrate_auto import make_states
 from partialface.evaluation.embed import load_embedder
+from partialface.evaluation.embedders import embed_faces
 from partialface.geometry.realistic import load_mask_templates
 from partialface.metrics import roc_auc
 from partialface.models.catalogue import visibility_file
@@ -47,14 +48,6 @@ def _hidden(net: VisibilityNet, faces: np.ndarray, batch: int = 256) -> np.ndarr
         out.append(cells.repeat(k, axis=1).repeat(k, axis=2))
     return np.concatenate(out)
 
-
-def _embed(emb: object, faces: np.ndarray, batch: int = 128) -> np.ndarray:
-    out = []
-    for i in range(0, len(faces), batch):
-        x = torch.from_numpy(np.ascontiguousarray(faces[i : i + batch])).permute(0, 3, 1, 2)
-        with torch.inference_mode():
-            out.append(torch.nn.functional.normalize(emb(x).float(), dim=1).numpy())  # type: ignore[operator]
-    return np.concatenate(out)
 
 
 def main() -> None:
@@ -80,12 +73,12 @@ def main() -> None:
     lab = labels[keep]
     t0 = time.perf_counter()
     states = make_states(faces, masks)
-    whole = _embed(emb, faces)
+    whole = embed_faces(emb, faces)
     print(f"{len(faces)} faces of {len(set(lab))} identities; model {args.model}")
     print("| kind | method | TAR@1e-3 | TAR@1e-2 | AUC |\n|---|---|---:|---:|---:|")
     for kind in ("mask", "sunglasses", "hand", "crop", "partial"):
         occ = states[kind]
-        f_occ = _embed(emb, occ)
+        f_occ = embed_faces(emb, occ)
         hidden = _hidden(net, occ)  # (N, 160, 160) bool
         pairs = []
         for i in range(len(faces)):
@@ -99,7 +92,7 @@ def main() -> None:
         greyed = faces[b].copy()
         greyed[hidden[a]] = 128
         plain = (f_occ[a] * whole[b]).sum(1)
-        lwl = (f_occ[a] * _embed(emb, greyed)).sum(1)
+        lwl = (f_occ[a] * embed_faces(emb, greyed)).sum(1)
         for name, s in (("plain", plain), ("like with like", lwl)):
             tars = [float((s[y] >= threshold_at_far(s[~y], far)).mean()) for far in (1e-3, 1e-2)]
             print(f"| {kind} | {name} | {100 * tars[0]:.2f} | {100 * tars[1]:.2f} | {roc_auc(s, y):.4f} |")

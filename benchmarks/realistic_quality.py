@@ -25,21 +25,13 @@ from partialface.errors import PartialFaceError, script_exit
 from partialface.evaluation.calibrate import read_operating_points
 from partialface.evaluation.calibrate_auto import auto_thresholds, degrade, detail_edge, face_detail, shared_visibility
 from partialface.evaluation.embed import load_embedder
+from partialface.evaluation.embedders import embed_faces
 from partialface.models.catalogue import shipped_model, visibility_file
 from partialface.models.visibility import load_visibility, predict_visibility
 from partialface.training.checkpoint import load_weights
 
 FAR = 1e-3
 
-
-def embed(emb: object, faces: np.ndarray) -> np.ndarray:
-    """(N, D) L2-normalised embeddings of aligned faces (N, 160, 160, 3) uint8."""
-    out = []
-    for s in range(0, len(faces), 128):
-        x = torch.from_numpy(np.ascontiguousarray(faces[s : s + 128])).permute(0, 3, 1, 2)
-        with torch.inference_mode():
-            out.append(torch.nn.functional.normalize(emb(x).float(), dim=1).numpy())  # type: ignore[operator]
-    return np.concatenate(out)
 
 
 def main() -> None:
@@ -82,7 +74,7 @@ def main() -> None:
             x = degrade(np.asarray(np.load(faces_dir / f"{kind}.npy", mmap_mode="r")[rows]), quality)
             e, v, d = np.zeros((found.shape[1], emb.embedding_dim), np.float32), np.ones((found.shape[1], 5)), \
                 np.full(found.shape[1], np.nan)
-            e[rows], v[rows], d[rows] = embed(emb, x), predict_visibility(net, x), face_detail(x)
+            e[rows], v[rows], d[rows] = embed_faces(emb, x), predict_visibility(net, x), face_detail(x)
             got[kind] = (e, v, d)
         ok0 = found[0]
         for kind in kinds:

@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -49,6 +50,17 @@ class Embedder:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+
+def embed_faces(embedder: Embedder, faces: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """(N, D) float32 L2-normalised embeddings of aligned faces (N, 160, 160, 3) uint8, ``batch_size`` at a time."""
+    out = []
+    for i in range(0, len(faces), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(faces[i : i + batch_size])).to(embedder.device)
+        with torch.inference_mode():
+            f = embedder(x.permute(0, 3, 1, 2)).float()
+        out.append(torch.nn.functional.normalize(f, dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, embedder.embedding_dim), np.float32)
 
 
 def file_digest(path: Path) -> str:

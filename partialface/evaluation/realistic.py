@@ -233,6 +233,19 @@ def store_visibility(store: FaceStore, out: Path, weights: Path) -> np.ndarray:
     return v
 
 
+def store_detail(store: FaceStore) -> np.ndarray:
+    """(K, N) the detail (:func:`partialface.evaluation.calibrate_auto.face_detail`) of the store's faces; NaN for
+    rows not found."""
+    from partialface.evaluation.calibrate_auto import face_detail
+
+    detail = np.full(store.found.shape, np.nan)
+    for k, kind in enumerate(store.kinds):
+        rows = np.flatnonzero(store.found[k])
+        for s in range(0, len(rows), CHUNK):
+            detail[k, rows[s : s + CHUNK]] = face_detail(np.asarray(store.faces[kind][rows[s : s + CHUNK]]))
+    return detail
+
+
 def visibility_auc(store: FaceStore, vis: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per-region ROC AUC of the visibility estimates ``vis`` (K, N, R) on the occluded faces found: a region is
     hidden when the occluder's mask (ground truth, the clean face's aligned frame) hides at least half of it
@@ -276,13 +289,7 @@ def run_realistic_benchmark(
     from partialface.detect.policy import check_detector
     from partialface.devices import resolve_device
     from partialface.evaluation.calibrate import read_operating_points
-    from partialface.evaluation.calibrate_auto import (
-        auto_thresholds,
-        detail_edge,
-        face_detail,
-        has_auto,
-        shared_visibility,
-    )
+    from partialface.evaluation.calibrate_auto import auto_thresholds, detail_edge, has_auto, shared_visibility
     from partialface.evaluation.embed import cache_name, load_embedder
     from partialface.geometry.realistic import load_mask_templates
     from partialface.metrics import cosine_scores, score_benchmark
@@ -307,12 +314,7 @@ def run_realistic_benchmark(
     vis_file = Path(visibility) if visibility is not None else visibility_file()
     vis = store_visibility(store, out_p / f"faces{tag}", vis_file) if vis_file is not None else None
     seen = visibility_auc(store, vis) if vis is not None else None
-    detail = np.full(store.found.shape, np.nan)  # (kinds, N) each found face's detail (calibrate_auto.face_detail)
-    for j, kind in enumerate(store.kinds):
-        rows_found = np.flatnonzero(store.found[j])
-        for s0 in range(0, len(rows_found), CHUNK):
-            idx = rows_found[s0 : s0 + CHUNK]
-            detail[j, idx] = face_detail(store.faces[kind][idx])
+    detail = store_detail(store)
     index = pairs.image_index()
     a = np.array([index[p.a] for p in pairs.pairs])
     b = np.array([index[p.b] for p in pairs.pairs])

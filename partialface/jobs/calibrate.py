@@ -82,9 +82,8 @@ def run(args: argparse.Namespace) -> int:
 def _auto_parts(args: argparse.Namespace, embedder: Any) -> tuple[Any, Any, Any]:
     """(embed, visibility, masks) for :func:`partialface.evaluation.calibrate_auto.calibrate_auto`; every path
     checked before the long work."""
-    import numpy as np
-    import torch
 
+    from partialface.evaluation.embedders import embed_faces
     from partialface.geometry.realistic import load_mask_templates
     from partialface.models.catalogue import visibility_file
     from partialface.models.visibility import load_visibility, predict_visibility
@@ -97,12 +96,5 @@ def _auto_parts(args: argparse.Namespace, embedder: Any) -> tuple[Any, Any, Any]
         raise PartialFaceError("--auto: the shipped visibility network is missing; give --visibility FILE")
     net = load_visibility(vis_path, embedder.device)
 
-    def embed(faces: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(faces), args.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(faces[i : i + args.batch_size])).to(embedder.device)
-            with torch.inference_mode():
-                out.append(torch.nn.functional.normalize(embedder(x.permute(0, 3, 1, 2)).float(), dim=1).cpu().numpy())
-        return np.concatenate(out)
-
-    return embed, lambda faces: predict_visibility(net, faces), masks
+    return (lambda faces: embed_faces(embedder, faces, args.batch_size), lambda faces: predict_visibility(net, faces),
+            masks)
