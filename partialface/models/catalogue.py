@@ -28,6 +28,7 @@ CATALOGUE: dict[str, str] = {
     "sface-400": "celeba-cpu-2026-12-02-sface/sface-400.safetensors",
     "sface-ft": "celeba-cpu-2026-12-02-sface-ft/sface-ft.safetensors",
     "sface-real-800": "sface-real-800-2026-12-07/sface-real-800.safetensors",
+    "sface-real-1600": "sface-real-1600-2026-12-07/sface-real-1600.safetensors",
     "ours_sface-ft": "ours_sface-ft-2026-12-07/ours_sface-ft.safetensors",
     "sface-ftc": "celeba-cpu-2026-12-03-sface-ftc/sface-ftc.safetensors",
     "ours_sface-ftc": "celeba-cpu-2026-12-03-sface-ftc/ours_sface-ftc.safetensors",
