@@ -79,7 +79,7 @@ def test_verify_aligned_faces_with_the_default_model(tmp_path: Path) -> None:
     faces = partialface.embed(a, aligned=True)
     assert len(faces) == 1 and faces[0].embedding.shape == (128,)
     assert np.linalg.norm(faces[0].embedding) == pytest.approx(1.0, abs=1e-5) and faces[0].box is None
-    assert faces[0].importance is None  # the default (sface-real-800) is holistic: no attention to give
+    assert faces[0].importance is None  # the default (sface-real-1600) is holistic: no attention to give
     (attention,) = partialface.embed(a, "ours_sface-ft", aligned=True)  # K cells' shares of the attention
     imp = attention.importance
     assert imp is not None and imp.shape == (12,) and imp.min() >= 0 and imp.sum() == pytest.approx(1.0, abs=1e-5)
