@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from partialface.errors import PartialFaceError
+from partialface.evaluation.realistic import wilson_interval
 from partialface.geometry.align import alignment_matrix
 from partialface.geometry.occlude import face_area
 from partialface.geometry.realistic import (
@@ -244,6 +245,14 @@ def test_realistic_benchmark_end_to_end(lfw_root: Path, tmp_path: Path) -> None:
     gen = [float(e[index[p.a]] @ e[index[p.b]]) >= t for p in pf.pairs if p.same]
     row = next(r for r in res["rows"] if r["kind"] == "whole")
     assert row["single"]["far"] == pytest.approx(np.mean(imp)) and row["single"]["tar"] == pytest.approx(np.mean(gen))
+    # every pair of different photos: identities from the folder names, each unordered pair once
+    ids = [k.split("/")[0] for k in keys]
+    every = [(float(e[i] @ e[j]) >= t, ids[i] == ids[j]) for i in range(len(keys)) for j in range(i + 1, len(keys))]
+    want_imp = [hit for hit, same in every if not same]
+    got = row["all_pairs"]
+    assert got["impostors"] == len(want_imp) and got["genuine"] == len(every) - len(want_imp)
+    assert got["single"]["accepted"] == sum(want_imp)
+    assert "Every pair of images" in (out / "realistic.md").read_text()
 
 
 @pytest.mark.lfw
@@ -289,3 +298,61 @@ def test_visibility_auc_by_hand() -> None:
     assert good["all"]["hidden_share"]["mouth"] == pytest.approx(0.5)
     bad = visibility_auc(store, 1 - noisy)
     assert bad["mask"]["mouth"] == 0.0
+
+
+def test_wilson_interval_by_hand() -> None:
+    """The Wilson 95 % interval of 5 in 100 is 2.15 %-11.18 % (the textbook example); none in 1,000 starts at 0."""
+    lo, hi = wilson_interval(5, 100)
+    assert lo == pytest.approx(0.0215, abs=5e-5) and hi == pytest.approx(0.1118, abs=5e-5)
+    lo, hi = wilson_interval(0, 1000)
+    assert lo == 0.0 and hi == pytest.approx(0.00383, abs=5e-5)
+
+
+@pytest.mark.parametrize("same_images", [True, False])
+def test_all_pairs_rates_against_a_loop(same_images: bool) -> None:
+    """Every pair counted once (unordered for whole-against-whole, ordered otherwise, never a photo with itself),
+    missed faces rejected (genuine) or left out (impostor), and the per-pair auto threshold of the scalar rule."""
+    from partialface.evaluation.calibrate import FARS, OperatingPoints, far_key
+    from partialface.evaluation.calibrate_auto import AUTO, DETAIL_BINS, LEVELS, auto_threshold, quality_kind
+    from partialface.evaluation.realistic import PairSide, all_pairs_rates
+
+    rng = np.random.default_rng(3)
+    n = 40
+    ident = rng.integers(0, 8, n)
+    def unit(x: np.ndarray) -> np.ndarray:
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    centres = unit(rng.normal(size=(8, 16)))
+    a = PairSide(unit(centres[ident] + 0.9 * rng.normal(size=(n, 16))).astype(np.float32), rng.random(n) > 0.1,
+                 rng.random((n, 5)).astype(np.float32), rng.random(n) * 0.2)
+    b = a if same_images else PairSide(unit(centres[ident] + 0.9 * rng.normal(size=(n, 16))).astype(np.float32),
+                                       rng.random(n) > 0.1, rng.random((n, 5)).astype(np.float32), rng.random(n) * 0.2)
+    p = OperatingPoints(threshold={"holistic": {far_key(f): 0.3 for f in FARS},
+                                   "partial": {far_key(f): 0.2 for f in FARS}},
+                        measured_on={AUTO: {"detail_edge": 0.1}})
+    for k, base in zip(DETAIL_BINS, (0.35, 0.25), strict=True):
+        for i in range(len(LEVELS)):
+            p.threshold[quality_kind(k, i)] = {far_key(f): base - 0.05 * i for f in FARS}
+    got = all_pairs_rates(a, b, ident, {"single": 0.3}, points=p, same_images=same_images, chunk=7)
+    imp = gen = 0
+    acc = {"single": [0, 0], "auto": [0, 0]}
+    for i in range(n):
+        for j in range(n):
+            if i == j or (same_images and j < i):
+                continue
+            found = a.found[i] and b.found[j]
+            s = float(a.emb[i] @ b.emb[j]) if found else -1.0
+            share = float(np.minimum(a.vis[i], b.vis[j]).mean())
+            t_auto = auto_threshold(p, 1e-3, share, min(a.detail[i], b.detail[j]))[0]
+            same = ident[i] == ident[j]
+            if not same and not found:
+                continue
+            imp += not same
+            gen += same
+            for k, t in (("single", 0.3), ("auto", t_auto)):
+                acc[k][int(same)] += s >= t
+    assert (got["impostors"], got["genuine"]) == (imp, gen) and imp > 0 and gen > 0
+    for k in ("single", "auto"):
+        assert got[k]["accepted"] == acc[k][0]
+        assert got[k]["far"] == pytest.approx(acc[k][0] / imp) and got[k]["tar"] == pytest.approx(acc[k][1] / gen)
+    ref = got["single_same_far"]  # the one threshold that gives these pairs auto's FAR, its TAR by the loop
+    assert ref["far"] == pytest.approx(got["auto"]["far"])
