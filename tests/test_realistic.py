@@ -298,6 +298,14 @@ def test_visibility_auc_by_hand() -> None:
     assert good["all"]["hidden_share"]["mouth"] == pytest.approx(0.5)
     bad = visibility_auc(store, 1 - noisy)
     assert bad["mask"]["mouth"] == 0.0
+    # a bystander found instead of the subject has no truth: its (inverted) estimates are left out
+    subject = np.ones((2, n), bool)
+    subject[1, :4] = False
+    store.subject = subject
+    mixed = noisy.copy()
+    mixed[1, :4] = 1 - noisy[1, :4]
+    left_out = visibility_auc(store, mixed)
+    assert left_out["mask"]["mouth"] == 1.0 and left_out["all"]["hidden_share"]["mouth"] == pytest.approx(0.5)
 
 
 def test_wilson_interval_by_hand() -> None:

@@ -328,10 +328,11 @@ def store_detail(store: FaceStore) -> np.ndarray:
 
 
 def visibility_auc(store: FaceStore, vis: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Per-region ROC AUC of the visibility estimates ``vis`` (K, N, R) on the occluded faces found: a region is
-    hidden when the occluder's mask (ground truth, the clean face's aligned frame) hides at least half of it
-    (:func:`partialface.geometry.regions.region_visibility` < 0.5), scored by 1 - its estimate; per kind and
-    over all occluded kinds (None where a region is never or always hidden)."""
+    """Per-region ROC AUC of the visibility estimates ``vis`` (K, N, R) on the occluded faces found that are the
+    photo's subject (the occluder's mask is the truth of the subject's face only; a bystander found instead has
+    none): a region is hidden when the occluder's mask (ground truth, the clean face's aligned frame) hides at least
+    half of it (:func:`partialface.geometry.regions.region_visibility` < 0.5), scored by 1 - its estimate; per kind
+    and over all occluded kinds (None where a region is never or always hidden)."""
     from partialface.geometry.regions import REGIONS, region_visibility
     from partialface.metrics import roc_auc
 
@@ -339,7 +340,7 @@ def visibility_auc(store: FaceStore, vis: np.ndarray) -> dict[str, dict[str, Any
     for k, kind in enumerate(store.kinds):
         if kind == "whole":
             continue
-        rows = np.flatnonzero(store.found[k])
+        rows = np.flatnonzero(store.found[k] & store.subject[k])
         hidden = np.stack([store.hidden_mask(kind, int(i)) for i in rows]) if len(rows) else np.zeros((0, 160, 160))
         truth.append(region_visibility(hidden) < 0.5)
         guess.append(1.0 - vis[k, rows])
@@ -473,8 +474,9 @@ def realistic_markdown(result: dict[str, Any]) -> str:
     if result.get("visibility"):
         from partialface.geometry.regions import REGIONS
 
-        lines += ["", "**Visibility estimate** (per-region ROC AUC on the occluded faces found; hidden = the "
-                  "occluder's mask hides half the region or more; in brackets the share of faces with it hidden)", "",
+        lines += ["", "**Visibility estimate** (per-region ROC AUC on the occluded faces found that are the photo's "
+                  "subject; hidden = the occluder's mask hides half the region or more; in brackets the share of "
+                  "faces with it hidden)", "",
                   "| kind | " + " | ".join(REGIONS) + " |", "|---|" + "---:|" * len(REGIONS)]
         for kind, d in result["visibility"].items():
             cells = []
