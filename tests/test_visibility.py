@@ -183,3 +183,36 @@ def test_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     train_visibility(cfg, tmp_path / "faces", out, progress=False)  # a finished run: resumes at its end
     with pytest.raises(PartialFaceError):
         train_visibility(VisibilityTrainConfig(steps=31, mix={"clean": 1.0}), tmp_path / "faces", out, progress=False)
+
+
+def test_recolour_repaints_only_the_occluder() -> None:
+    """``recolour`` changes the hidden pixels only, keeps their shading order (a darker fold stays darker in a plain
+    colour), and ``p_recolour=0`` leaves a batch exactly as before (the random draws of old runs unchanged)."""
+    from partialface.training.visibility import VisibilityTrainConfig, build_sources, make_batch, recolour
+
+    face = np.full((160, 160, 3), 150, np.uint8)
+    hidden = np.zeros((160, 160), bool)
+    hidden[100:140, 40:120] = True
+    face[hidden] = (90, 140, 220)  # a blue mask
+    face[110:115, 40:120] = (60, 95, 150)  # a darker fold on it
+    colours, plain = set(), 0
+    for seed in range(40):
+        out = recolour(face, hidden, np.random.default_rng(seed))
+        assert np.array_equal(out[~hidden], face[~hidden])
+        assert not np.array_equal(out[hidden], face[hidden])
+        body = out[125:140, 45:115].reshape(-1, 3)
+        if (body == body[0]).all():  # a plain colour (no pattern): the fold keeps its shading
+            plain += 1
+            assert int(out[112, 60].sum()) < int(out[120, 60].sum())
+            colours.add(tuple(int(v) // 40 for v in body[0]))
+    assert plain >= 10 and len(colours) >= 5  # half plain, in many colours; the rest patterned
+    faces = np.repeat(face[None], 4, axis=0)
+    cfg = VisibilityTrainConfig(mix={"occluder": 1.0}, kinds=("mask",), looks=2)
+    src = build_sources(cfg, None)
+    a = make_batch(faces, cfg, src, np.random.default_rng(5), n=6)
+    b = make_batch(faces, VisibilityTrainConfig(mix={"occluder": 1.0}, kinds=("mask",), looks=2, p_recolour=0.0),
+                   src, np.random.default_rng(5), n=6)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    c = make_batch(faces, VisibilityTrainConfig(mix={"occluder": 1.0}, kinds=("mask",), looks=2, p_recolour=1.0),
+                   src, np.random.default_rng(5), n=6)
+    assert not np.array_equal(a[0], c[0])

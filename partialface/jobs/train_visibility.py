@@ -39,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="source weights, e.g. clean=0.15,partial=0.2,occluder=0.35,masktheface=0.1,realistic=0.2")
     parser.add_argument("--coverages", default=None,
                         help="procedural occluder coverages, e.g. none,0.15,0.3,0.45 (none = the kind's default)")
+    parser.add_argument("--recolour", type=float, default=0.0, metavar="P",
+                        help="repaint an occluder in another colour or a pattern with probability P (default 0)")
     parser.add_argument("--no-quality", action="store_true",
                         help="no image-quality augmentation (blur, downscaling, JPEG, colour)")
     parser.add_argument("--map-weight", type=float, default=0.5, help="weight of the cell-map loss (default 0.5)")
@@ -140,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
     if args.coverages:
         cov = tuple(None if c.strip().lower() == "none" else float(c) for c in args.coverages.split(","))
         cfg = dataclasses.replace(cfg, coverages=cov)
+    if not 0.0 <= args.recolour <= 1.0:
+        raise PartialFaceError(f"--recolour {args.recolour}: give a probability in [0, 1]")
+    cfg = dataclasses.replace(cfg, p_recolour=args.recolour)
     if args.no_quality:
         cfg = dataclasses.replace(cfg, p_colour=0.0, p_blur=0.0, p_downscale=0.0, p_jpeg=0.0)
     extra = {}

@@ -59,7 +59,9 @@ class VisibilityTrainConfig:
     coverages / looks: the procedural banks (coverage None = the kind's default size, jittered); p_second: a
     second occluder on top; p_flip, p_shift (misalignment: up to ``shift_px`` px, +-``rot_deg``, scale
     +-``scale_jitter``), p_colour, p_blur, p_downscale (to ``downscale_min``..0.8 of the side), p_jpeg (quality
-    ``jpeg_min``..90): the image-quality augmentation; eval_every / checkpoint_every: in steps."""
+    ``jpeg_min``..90): the image-quality augmentation; p_recolour: an occluder of the ``occluder``, ``masktheface``
+    or ``realistic`` sources gets another colour or a pattern (:func:`recolour`; 0 = as the shipped file was
+    trained); eval_every / checkpoint_every: in steps."""
 
     model: VisibilityConfig = field(default_factory=VisibilityConfig)
     steps: int = 3000
@@ -81,6 +83,7 @@ class VisibilityTrainConfig:
     rot_deg: float = 8.0
     scale_jitter: float = 0.06
     p_colour: float = 0.5
+    p_recolour: float = 0.0
     p_blur: float = 0.2
     p_downscale: float = 0.3
     downscale_min: float = 0.25
@@ -385,6 +388,48 @@ def degrade(img: np.ndarray, hidden: np.ndarray, cfg: VisibilityTrainConfig, rng
     return img, np.ascontiguousarray(hidden)
 
 
+#: the sources whose hidden mask is exactly the occluder's pixels (a photo's is in the clean face's frame)
+RECOLOURED = ("occluder", "masktheface", "realistic")
+#: colours an occluder is repainted in (RGB): pink, rose, light / mid / dark grey, black, white, navy, sky, beige,
+#: khaki, red, purple, yellow — the masks of street photos are every colour, the mask images mostly blue or white
+RECOLOURS = np.array([(236, 150, 170), (200, 90, 120), (200, 200, 200), (130, 130, 135), (60, 60, 65), (20, 20, 22),
+                      (245, 245, 245), (30, 40, 80), (140, 180, 225), (215, 195, 165), (150, 140, 90), (190, 40, 40),
+                      (120, 70, 150), (230, 200, 70)], np.float32)
+
+
+def recolour(img: np.ndarray, hidden: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The occluder's pixels (``hidden`` (160, 160) bool) of a face (160, 160, 3) uint8 repainted: its own shading
+    (luma relative to its mean) times one colour of :data:`RECOLOURS` (jittered), or half the time a pattern of
+    two (stripes, checks, dots or blotches, a random scale and angle). The rest of the face is untouched."""
+    if not hidden.any():
+        return img
+    f = img.astype(np.float32)
+    luma = f @ np.array([0.299, 0.587, 0.114], np.float32)
+    shade = np.clip(luma / max(float(luma[hidden].mean()), 1.0), 0.3, 1.8)[..., None]
+    c1, c2 = (RECOLOURS[rng.integers(len(RECOLOURS), size=2)] * rng.uniform(0.85, 1.15, (2, 3))).astype(np.float32)
+    colour = np.broadcast_to(c1, f.shape)
+    if rng.random() < 0.5:
+        yy, xx = np.mgrid[0:_S, 0:_S].astype(np.float32)
+        a = rng.uniform(0, np.pi)
+        u, v = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
+        period = float(rng.uniform(4, 18))
+        style = int(rng.integers(4))
+        if style == 0:  # stripes
+            w = (np.sin(2 * np.pi * u / period) > 0).astype(np.float32)
+        elif style == 1:  # checks
+            w = ((np.floor(u / period) + np.floor(v / period)) % 2).astype(np.float32)
+        elif style == 2:  # dots
+            w = (np.hypot(u % period - period / 2, v % period - period / 2) < period / 4).astype(np.float32)
+        else:  # blotches: smooth noise, thresholded
+            small = rng.random((max(2, int(_S / period / 2)),) * 2).astype(np.float32)
+            w = (cv2.resize(small, (_S, _S), interpolation=cv2.INTER_CUBIC) > 0.5).astype(np.float32)
+        w = cv2.GaussianBlur(w, (0, 0), 0.7)[..., None]
+        colour = c1 * (1 - w) + c2 * w
+    out = f.copy()
+    out[hidden] = (colour * shade)[hidden]
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
 def make_batch(faces: np.ndarray, cfg: VisibilityTrainConfig, sources: Sources, rng: np.random.Generator,
                n: int | None = None, augment: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``n`` (default batch_size) random faces of ``faces`` (N, 160, 160, 3) uint8, each through a source ->
@@ -400,6 +445,8 @@ def make_batch(faces: np.ndarray, cfg: VisibilityTrainConfig, sources: Sources, 
         name = sources.names[picks[b]]
         face, other = faces[idx[b]], faces[others[b] if others[b] != idx[b] else (idx[b] + 1) % len(faces)]
         img, h = sources.table[name](face, other, rng)
+        if name in RECOLOURED and cfg.p_recolour and rng.random() < cfg.p_recolour:
+            img = recolour(img, h, rng)
         if sources.occluders and name != "clean" and rng.random() < cfg.p_second:
             second = sources.occluders[int(rng.integers(len(sources.occluders)))]
             img, h2 = sources.table[second](img, other, rng)
