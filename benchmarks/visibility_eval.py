@@ -15,7 +15,10 @@ of a set, per occluder kind and pooled ("all"); "n/a" where a kind never (or alw
 - ``lfw-procedural`` / ``lfw-realistic`` (reporting only, never for choices): the same on LFW (aligned faces; raw
   photos, or the faces of a ``benchmark-occluded --realistic`` run, ``--lfw-realistic-store``);
 - ``rwmfd``: real masked street photos: every face MTCNN detects, aligned; % with mouth visibility < 0.5, % with
-  both eyes >= 0.5; and a contact sheet of faces with their 5 numbers.
+  both eyes >= 0.5; and a contact sheet of faces with their 5 numbers. With ``benchmarks/data/rwmfd_mouth_by_eye.csv``
+  (454 of the faces looked at by eye: masked, unmasked, not a face), also the share of the faces that wear a mask
+  whose mouth comes out hidden (:func:`masked_by_eye`): the detections include bystanders without a mask, for whom
+  "mouth visible" is the right answer.
 
     python benchmarks/visibility_eval.py \
         --weights partialface/models/weights/visibility-2026-12-07/visibility.safetensors \
@@ -139,6 +142,29 @@ def load_store(folder: Path) -> Any:
                      int(st["done"]))
 
 
+BY_EYE = Path(__file__).parent / "data" / "rwmfd_mouth_by_eye.csv"
+
+
+def masked_by_eye(names: list[str], mouth_hidden: np.ndarray, labels: Path = BY_EYE) -> dict[str, Any] | None:
+    """The mouth rule on the faces that wear a mask, from the look in ``labels`` (face, label M / U / X: masked,
+    unmasked, not a face or cannot tell; weight: 1 for every face the shipped net called mouth-visible, all of
+    them looked at, and 1,285 / 150 for a random 150 of those it called mouth-hidden): the stratified estimate of
+    the share of masked faces whose mouth comes out hidden; None without the file or where the faces differ."""
+    import csv
+
+    if not labels.is_file():
+        return None
+    with labels.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    index = {n: i for i, n in enumerate(names)}
+    if any(r["face"] not in index for r in rows):
+        return None
+    masked = [(float(r["weight"]), bool(mouth_hidden[index[r["face"]]])) for r in rows if r["label"] == "M"]
+    total = sum(w for w, _ in masked)
+    return {"labelled": len(rows), "masked_labelled": len(masked),
+            "masked_mouth_hidden_pct": 100 * sum(w for w, h in masked if h) / total if total else float("nan")}
+
+
 def rwmfd(net: Any, root: Path, sheet: Path, per_sheet: int = 48) -> dict[str, Any]:
     """The masked-street-photo rule on every face MTCNN finds under ``root``; writes a contact sheet."""
     from partialface.data.images import read_image
@@ -174,6 +200,12 @@ def rwmfd(net: Any, root: Path, sheet: Path, per_sheet: int = 48) -> dict[str, A
           f"{res['mouth_hidden_pct']:.1f} %, both eyes visible (>= 0.5) {res['both_eyes_visible_pct']:.1f} %, "
           f"nose hidden {res['nose_hidden_pct']:.1f} %; each photo's best face only ({res['best_faces']:,}): mouth "
           f"hidden {res['best_mouth_hidden_pct']:.1f} %, both eyes visible {res['best_both_eyes_visible_pct']:.1f} %")
+    eye = masked_by_eye(names, mouth_hidden)
+    if eye is not None:
+        res["by_eye"] = eye
+        print(f"by eye ({BY_EYE.name}: {eye['labelled']} faces looked at, {eye['masked_labelled']} wearing a mask): of "
+              f"the detected faces that wear a mask, the mouth comes out hidden for "
+              f"{eye['masked_mouth_hidden_pct']:.1f} % (stratified estimate)")
     rng = np.random.default_rng(0)
     pick = np.sort(rng.choice(len(faces), min(per_sheet, len(faces)), replace=False))
     contact_sheet(faces[pick], pred[pick], sheet)

@@ -216,3 +216,25 @@ def test_recolour_repaints_only_the_occluder() -> None:
     c = make_batch(faces, VisibilityTrainConfig(mix={"occluder": 1.0}, kinds=("mask",), looks=2, p_recolour=1.0),
                    src, np.random.default_rng(5), n=6)
     assert not np.array_equal(a[0], c[0])
+
+
+def test_masked_by_eye_is_a_stratified_estimate(tmp_path: Path) -> None:
+    """benchmarks/visibility_eval.py's by-eye rule: masked faces weighted by their stratum (every mouth-visible face
+    looked at, weight 1; a sample of the mouth-hidden ones, weight 10), unmasked ones and non-faces left out:
+    hidden = 10 x 2 (sampled, hidden) + 0 x 1, masked = 10 x 2 + 1 + 1 (two looked-at misses): 20 / 22."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("visibility_eval", REPO / "benchmarks" / "visibility_eval.py")
+    assert spec is not None and spec.loader is not None
+    ve = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ve)
+    labels = tmp_path / "eye.csv"
+    labels.write_text("face,label,weight,mouth_visibility\n"
+                      "a#0,M,10,0.1\nb#0,M,10,0.2\nc#0,M,1,0.9\nd#0,M,1,0.8\ne#0,U,1,0.9\nf#0,X,1,0.9\n")
+    names = ["a#0", "b#0", "c#0", "d#0", "e#0", "f#0", "g#0"]
+    hidden = np.array([True, True, False, False, False, False, True])
+    got = ve.masked_by_eye(names, hidden, labels)
+    assert got is not None and got["labelled"] == 6 and got["masked_labelled"] == 4
+    assert got["masked_mouth_hidden_pct"] == pytest.approx(100 * 20 / 22)
+    assert ve.masked_by_eye(["a#0"], hidden[:1], labels) is None  # other faces than the look's: no estimate
+    assert ve.masked_by_eye(names, hidden, tmp_path / "absent.csv") is None
