@@ -112,23 +112,41 @@ def test_reopen_remove_counts_and_refusals(location: str) -> None:
         Gallery.open(location)
 
 
-def test_a_recalibrated_model_file_is_named(tmp_path: Path) -> None:
-    """A gallery made with one file of a model, opened with another file of the same name (here: the same weights,
-    new operating points), says so: not "a gallery of model X, not of X"."""
+def test_a_recalibrated_model_file_keeps_its_gallery(tmp_path: Path) -> None:
+    """A gallery made with one file of a model opens with the same file recalibrated (new operating points, the same
+    tensors: the same embeddings), and identifies with the new thresholds; a file whose weights changed is named
+    ("made with another file of model X", not "a gallery of model X, not of X"); a gallery that recorded the
+    whole-file digest (before the weights digest) still opens with that file."""
+    import sqlite3
 
     from partialface.evaluation.calibrate import METADATA_KEY
+    from partialface.models.files import file_digest, weights_digest
     from partialface.models.catalogue import shipped_model
     from partialface.training.checkpoint import load_weights, save_weights
 
     tensors, meta = load_weights(shipped_model("ours-celeba"))
     model = tmp_path / "mine.safetensors"
     save_weights(model, tensors, meta)
+    before = weights_digest(model)
     g = Gallery(tmp_path / "g.db", str(model))
     g.enroll_embeddings("p", np.eye(1, g.dim))
     g.close()
     points = json.loads(meta[METADATA_KEY])
     points["threshold"]["holistic"]["1e-03"] += 0.01
     save_weights(model, tensors, {**meta, METADATA_KEY: json.dumps(points)})
+    assert weights_digest(model) == before and file_digest(model) != before
+    g = Gallery.open(tmp_path / "g.db")
+    assert g.counts() == {"p": 1} and g._model.points is not None  # the recalibrated file's thresholds
+    assert g._model.points.at(1e-3, "holistic") == pytest.approx(points["threshold"]["holistic"]["1e-03"])
+    g.close()
+    # the whole-file digest a gallery recorded before: the same file still opens it
+    with sqlite3.connect(tmp_path / "g.db") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'weights'", (file_digest(model),))
+    Gallery.open(tmp_path / "g.db").close()
+    changed = {k: v.clone() for k, v in tensors.items()}
+    first = next(iter(changed))
+    changed[first].view(-1)[0] += 1
+    save_weights(model, changed, meta)
     with pytest.raises(PartialFaceError, match=r"made with another file of model mine .*enrol the people again"):
         Gallery.open(tmp_path / "g.db")
 

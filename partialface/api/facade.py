@@ -142,8 +142,21 @@ class _Model:
 
     @property
     def weights(self) -> str:
-        """What identifies the embedding space: the weights' digest (the fingerprint before any inference path)."""
+        """What identifies the embedding space: the weights' digest (the fingerprint before any inference path; for
+        a .safetensors file its tensors and settings, not its operating points)."""
         return self.embedder.weights_id or self.embedder.source
+
+    def same_weights(self, recorded: str) -> bool:
+        """Whether a gallery's recorded digest names this model's embeddings: :attr:`weights`, or the whole-file
+        digest that galleries recorded before 2026-12-07 (night) where the file is still the same."""
+        if recorded == self.weights:
+            return True
+        source = Path(self.embedder.source)
+        if self.weights.startswith("st-") and source.is_file():
+            from partialface.evaluation.embedders import file_digest
+
+            return recorded == file_digest(source)
+        return False
 
     def embed(self, aligned: np.ndarray) -> tuple[np.ndarray, Any]:
         """(N, 160, 160, 3) uint8 -> (L2-normalised (N, D) float32, the attention outputs (s, Ã) or None)."""

@@ -126,12 +126,13 @@ class Gallery:
                 raise PartialFaceError(f"--fusion {fusion}: {self.label} was made with fusion {meta['fusion']} "
                                        "(fixed when a gallery is made)")
             self._model = load(model or meta["model_spec"], device, infer)
-            if self._model.weights != meta["weights"] and self._model.name == meta["model"]:
+            same = self._model.same_weights(meta["weights"])
+            if not same and self._model.name == meta["model"]:
                 raise PartialFaceError(
                     f"{self.label}: made with another file of model {meta['model']} (weights digest "
-                    f"{meta['weights'][:12]}, this one's {self._model.weights[:12]}: retrained or recalibrated since); "
+                    f"{meta['weights'][:12]}, this one's {self._model.weights[:12]}: retrained since); "
                     "enrol the people again into a new gallery")
-            if self._model.weights != meta["weights"]:
+            if not same:
                 raise PartialFaceError(
                     f"{self.label}: a gallery of model {meta['model']}, not of {self._model.name} (their embeddings "
                     f"do not compare); use --model {meta['model_spec']}, or enrol into a new gallery")

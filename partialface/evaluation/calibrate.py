@@ -30,13 +30,14 @@ import numpy as np
 from partialface.errors import PartialFaceError
 from partialface.geometry.partial import Variant
 from partialface.geometry.template import PARTS
+from partialface.models.files import OPERATING_POINTS_KEY
 
 #: the false-accept rates of the operating points every model carries
 FARS = (1e-2, 1e-3, 1e-4)
 #: the size factor of the partial faces of the ``partial`` operating points
 PARTIAL_FACTOR = 0.3
 #: the key of the operating points in a model file's metadata
-METADATA_KEY = "operating_points"
+METADATA_KEY = OPERATING_POINTS_KEY
 KINDS = ("holistic", "partial")
 
 

@@ -48,9 +48,9 @@ from partialface.evaluation.embedders import (
     Embedder,
     OnnxFileEmbedder,
     TorchEmbedder,
-    file_digest,
     parse_model_spec,
     resolve_infer,
+    weights_digest,
 )
 from partialface.geometry.partial import PartialFaceBatcher, Variant
 from partialface.geometry.template import IMAGE_SIZE
@@ -96,7 +96,7 @@ def load_embedder(spec: str, device: torch.device, amp: str = "auto", infer: str
         return OnnxFileEmbedder(name, p, device)
     file = _weights_file(p)
     model = load_model(file, device="cpu")
-    return TorchEmbedder(name, model, device, source=str(file), fingerprint=file_digest(file), amp=amp, infer=infer)
+    return TorchEmbedder(name, model, device, source=str(file), fingerprint=weights_digest(file), amp=amp, infer=infer)
 
 
 # ---------------------------------------------------------------------------------------------- decoding

@@ -5,7 +5,6 @@ dlib's network has its embedders in ``dlib_model.py``; ``embed.load_embedder`` p
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from partialface.errors import PartialFaceError
 from partialface.geometry.template import IMAGE_SIZE
 from partialface.models.catalogue import CATALOGUE
 from partialface.models.config import FRAMINGS, LEGACY_FRAMING, ModelConfig
+from partialface.models.files import file_digest, weights_digest  # noqa: F401  (re-exported: the callers import them from here)
 from partialface.models.framing import framing_of, to_model_input
 
 #: ``--amp`` of the benchmark, the older spelling of ``--infer`` (see :data:`AMP_TO_PATH`)
@@ -61,14 +61,6 @@ def embed_faces(embedder: Embedder, faces: np.ndarray, batch_size: int = 128) ->
             f = embedder(x.permute(0, 3, 1, 2)).float()
         out.append(torch.nn.functional.normalize(f, dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, embedder.embedding_dim), np.float32)
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 #: ``--amp`` values as inference paths (``partialface.inference.runners``): the older spelling of ``--infer``

@@ -355,6 +355,24 @@ def visibility_auc(store: FaceStore, vis: np.ndarray) -> dict[str, dict[str, Any
     return out
 
 
+def _at_operating_points(s: np.ndarray, y: np.ndarray, valid: np.ndarray, points: Any, kind: str,
+                         share: np.ndarray | None, pair_detail: np.ndarray) -> dict[str, Any]:
+    """The rates of LFW's pairs (scores ``s``, genuine ``y``, both faces found ``valid``) at a model's operating
+    points: ``single`` (holistic), ``by_kind`` (partial for occluded pairs) and, with the pairs' shared visibility,
+    ``auto`` and the one threshold at auto's real FAR (``single_same_far``)."""
+    from partialface.evaluation.calibrate_auto import auto_thresholds, detail_edge, has_auto
+
+    out: dict[str, Any] = {
+        "single": _rates(s, y, valid, points.at(NOMINAL_FAR, "holistic")),
+        "by_kind": _rates(s, y, valid, points.at(NOMINAL_FAR, "holistic" if kind == "whole" else "partial"))}
+    if share is not None:
+        out["auto"] = _rates(s, y, valid, auto_thresholds(points, NOMINAL_FAR, share, pair_detail))
+        out["auto"]["auto_levels"] = has_auto(points)
+        out["auto"]["detail_levels"] = detail_edge(points) is not None
+        out["single_same_far"] = _single_at_same_far(s, y, valid, out["auto"]["far"])
+    return out
+
+
 def run_realistic_benchmark(
     models: Sequence[str], data: str | os.PathLike[str], pairs_file: str | os.PathLike[str],
     out: str | os.PathLike[str], *, masks: str | os.PathLike[str], kinds: Sequence[str] = REALISTIC_KINDS,
@@ -371,7 +389,7 @@ def run_realistic_benchmark(
     from partialface.detect.policy import check_detector
     from partialface.devices import resolve_device
     from partialface.evaluation.calibrate import read_operating_points
-    from partialface.evaluation.calibrate_auto import auto_thresholds, detail_edge, has_auto, shared_visibility
+    from partialface.evaluation.calibrate_auto import shared_visibility
     from partialface.evaluation.embed import cache_name, load_embedder
     from partialface.geometry.realistic import load_mask_templates
     from partialface.metrics import cosine_scores, score_benchmark
@@ -438,15 +456,7 @@ def run_realistic_benchmark(
             row: dict[str, Any] = {"model": emb.name, "kind": kind, "pairs": len(s), "compared": float(valid.mean()),
                                    **{k: m[k] for k in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e3")}}
             if points is not None:
-                row["single"] = _rates(s, y, valid, points.at(NOMINAL_FAR, "holistic"))
-                row["by_kind"] = _rates(s, y, valid, points.at(NOMINAL_FAR, "holistic" if kind == "whole"
-                                                                else "partial"))
-                if share is not None:
-                    t = auto_thresholds(points, NOMINAL_FAR, share, pair_detail)
-                    row["auto"] = _rates(s, y, valid, t)
-                    row["auto"]["auto_levels"] = has_auto(points)
-                    row["auto"]["detail_levels"] = detail_edge(points) is not None
-                    row["single_same_far"] = _single_at_same_far(s, y, valid, row["auto"]["far"])
+                row.update(_at_operating_points(s, y, valid, points, kind, share, pair_detail))
                 side = whole_side if kind == "whole" else PairSide(occ, ok, None if vis is None else vis[j], detail[j])
                 row["all_pairs"] = all_pairs_rates(
                     side, whole_side, ident, {k: row[k]["threshold"] for k in ("single", "by_kind")},
