@@ -120,8 +120,8 @@ def test_a_recalibrated_model_file_keeps_its_gallery(tmp_path: Path) -> None:
     import sqlite3
 
     from partialface.evaluation.calibrate import METADATA_KEY
-    from partialface.models.files import file_digest, weights_digest
     from partialface.models.catalogue import shipped_model
+    from partialface.models.files import file_digest, weights_digest
     from partialface.training.checkpoint import load_weights, save_weights
 
     tensors, meta = load_weights(shipped_model("ours-celeba"))

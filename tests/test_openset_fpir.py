@@ -128,6 +128,7 @@ def test_open_set_on_lfw_200_enrolled_200_strangers(lfw_root: Path, capsys: pyte
     unknown, right = out["fpir 0.01 (default)"]
     assert right >= 180  # >= 90 % of the enrolled named rightly (issue #40)
     # the default follows the gallery's size: stricter than FAR 1e-3 per comparison, most of the strangers that
-    # pass at 1e-3 rejected (measured: sface-400 139 -> 189, ours_sface-ft 157 -> 199, sface-real-800 159 -> 197)
+    # pass at 1e-3 rejected (measured: sface-400 139 -> 189, ours_sface-ft 157 -> 199, sface-real-800 159 -> 197,
+    # sface-real-1600 156 -> 196)
     assert unknown - out["far 1e-3"][0] >= 0.75 * (200 - out["far 1e-3"][0])
-    assert unknown >= 190  # >= 95 % of the strangers unknown (issue #40; sface-real-800: 197)
+    assert unknown >= 190  # >= 95 % of the strangers unknown (issue #40; sface-real-1600: 196)
