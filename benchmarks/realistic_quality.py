@@ -28,12 +28,12 @@ from partialface.evaluation.calibrate import read_operating_points
 from partialface.evaluation.calibrate_auto import auto_thresholds, degrade, detail_edge, face_detail, shared_visibility
 from partialface.evaluation.embed import load_embedder
 from partialface.evaluation.embedders import embed_faces
-from partialface.evaluation.realistic import PairSide, all_pairs_rates
+from partialface.evaluation.realistic import NOMINAL_FAR, PairSide, all_pairs_rates, far_multiple
 from partialface.models.catalogue import shipped_model, visibility_file
 from partialface.models.visibility import load_visibility, predict_visibility
 from partialface.training.checkpoint import load_weights
 
-FAR = 1e-3
+FAR = NOMINAL_FAR
 
 
 
@@ -114,7 +114,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (quality, kind), (full, pooled_r) in every.items():
         rates = [full["single"], pooled_r["auto"], full["auto"]]
-        far = [f"{x['far'] / FAR:.2f}x ({x['far_ci'][0] / FAR:.2f}–{x['far_ci'][1] / FAR:.2f})" for x in rates]
+        far = [far_multiple(x) for x in rates]
         print(f"| {quality} | {kind} | {full['impostors']:,} | {' | '.join(far)} | "
               + " | ".join(f"{100 * x['tar']:.2f}" for x in rates) + " |")
 

@@ -219,6 +219,12 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def far_multiple(rate: dict[str, Any]) -> str:
+    """A rate of :func:`all_pairs_rates` as a multiple of the nominal FAR, with its interval: ``0.84x (0.83–0.85)``."""
+    lo, hi = rate["far_ci"]
+    return f"{rate['far'] / NOMINAL_FAR:.2f}x ({lo / NOMINAL_FAR:.2f}–{hi / NOMINAL_FAR:.2f})"
+
+
 @dataclass
 class PairSide:
     """One side of the pairs of :func:`all_pairs_rates`: L2-normalised embeddings (N, D), found (N,), and for
@@ -523,8 +529,7 @@ def realistic_markdown(result: dict[str, Any]) -> str:
             cells = []
             for key in ("single", "by_kind", "auto"):
                 x = a.get(key)
-                cells.append("—" if x is None else f"{x['far'] / NOMINAL_FAR:.2f}x ({x['far_ci'][0] / NOMINAL_FAR:.2f}"
-                             f"–{x['far_ci'][1] / NOMINAL_FAR:.2f})")
+                cells.append("—" if x is None else far_multiple(x))
             for key in ("single", "auto", "single_same_far"):
                 x = a.get(key)
                 cells.append("—" if x is None else f"{100 * x['tar']:.2f}")
