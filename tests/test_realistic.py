@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -253,6 +254,12 @@ def test_realistic_benchmark_end_to_end(lfw_root: Path, tmp_path: Path) -> None:
     assert got["impostors"] == len(want_imp) and got["genuine"] == len(every) - len(want_imp)
     assert got["single"]["accepted"] == sum(want_imp)
     assert "Every pair of images" in (out / "realistic.md").read_text()
+    # every kind pooled: the kinds' pairs added up (sface-400 carries auto's levels)
+    pooled = res["every_kind"][0]
+    assert pooled["model"] == "sface-400" and pooled["kinds"] == ["whole", *REALISTIC_KINDS]
+    assert pooled["impostors"] == sum(r["all_pairs"]["impostors"] for r in res["rows"])
+    assert pooled["auto"]["accepted"] == sum(r["all_pairs"]["auto"]["accepted"] for r in res["rows"])
+    assert len(row["fold_accuracies"]) == 2 and np.mean(row["fold_accuracies"]) == pytest.approx(row["accuracy"])
 
 
 @pytest.mark.lfw
@@ -316,33 +323,37 @@ def test_wilson_interval_by_hand() -> None:
     assert lo == 0.0 and hi == pytest.approx(0.00383, abs=5e-5)
 
 
-@pytest.mark.parametrize("same_images", [True, False])
-def test_all_pairs_rates_against_a_loop(same_images: bool) -> None:
-    """Every pair counted once (unordered for whole-against-whole, ordered otherwise, never a photo with itself),
-    missed faces rejected (genuine) or left out (impostor), and the per-pair auto threshold of the scalar rule."""
+def _pair_sides(seed: int = 3, n: int = 40) -> tuple[Any, Any, np.ndarray, Any]:
+    """Two sides of n random faces of 8 identities (some not found; embeddings near unit length) and operating points
+    with auto levels."""
     from partialface.evaluation.calibrate import FARS, OperatingPoints, far_key
-    from partialface.evaluation.calibrate_auto import AUTO, DETAIL_BINS, LEVELS, auto_threshold, quality_kind
-    from partialface.evaluation.realistic import PairSide, all_pairs_rates
+    from partialface.evaluation.calibrate_auto import AUTO, DETAIL_BINS, LEVELS, quality_kind
+    from partialface.evaluation.realistic import PairSide
 
-    rng = np.random.default_rng(3)
-    n = 40
+    rng = np.random.default_rng(seed)
     ident = rng.integers(0, 8, n)
-    def unit(x: np.ndarray) -> np.ndarray:
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def unit(x: np.ndarray) -> np.ndarray:  # rounded to 1/16: every dot product exact in float32, loop and matrix
+        return np.round(16 * x / np.linalg.norm(x, axis=1, keepdims=True)) / 16
+
     centres = unit(rng.normal(size=(8, 16)))
-    a = PairSide(unit(centres[ident] + 0.9 * rng.normal(size=(n, 16))).astype(np.float32), rng.random(n) > 0.1,
-                 rng.random((n, 5)).astype(np.float32), rng.random(n) * 0.2)
-    b = a if same_images else PairSide(unit(centres[ident] + 0.9 * rng.normal(size=(n, 16))).astype(np.float32),
-                                       rng.random(n) > 0.1, rng.random((n, 5)).astype(np.float32), rng.random(n) * 0.2)
+    a, b = (PairSide(unit(centres[ident] + 0.9 * rng.normal(size=(n, 16))).astype(np.float32), rng.random(n) > 0.1,
+                     rng.random((n, 5)).astype(np.float32), rng.random(n) * 0.2) for _ in range(2))
     p = OperatingPoints(threshold={"holistic": {far_key(f): 0.3 for f in FARS},
                                    "partial": {far_key(f): 0.2 for f in FARS}},
                         measured_on={AUTO: {"detail_edge": 0.1}})
     for k, base in zip(DETAIL_BINS, (0.35, 0.25), strict=True):
         for i in range(len(LEVELS)):
             p.threshold[quality_kind(k, i)] = {far_key(f): base - 0.05 * i for f in FARS}
-    got = all_pairs_rates(a, b, ident, {"single": 0.3}, points=p, same_images=same_images, chunk=7)
-    imp = gen = 0
-    acc = {"single": [0, 0], "auto": [0, 0]}
+    return a, b, ident, p
+
+
+def _pairs_by_loop(a: Any, b: Any, ident: np.ndarray, p: Any, same_images: bool) -> list[tuple[float, float, bool]]:
+    """(score, auto threshold, genuine) of every pair counted (impostors with both faces found; every genuine)."""
+    from partialface.evaluation.calibrate_auto import auto_threshold
+
+    out = []
+    n = len(ident)
     for i in range(n):
         for j in range(n):
             if i == j or (same_images and j < i):
@@ -350,17 +361,73 @@ def test_all_pairs_rates_against_a_loop(same_images: bool) -> None:
             found = a.found[i] and b.found[j]
             s = float(a.emb[i] @ b.emb[j]) if found else -1.0
             share = float(np.minimum(a.vis[i], b.vis[j]).mean())
-            t_auto = auto_threshold(p, 1e-3, share, min(a.detail[i], b.detail[j]))[0]
-            same = ident[i] == ident[j]
-            if not same and not found:
-                continue
-            imp += not same
-            gen += same
-            for k, t in (("single", 0.3), ("auto", t_auto)):
-                acc[k][int(same)] += s >= t
+            same = bool(ident[i] == ident[j])
+            if same or found:
+                out.append((s, auto_threshold(p, 1e-3, share, min(a.detail[i], b.detail[j]))[0], same))
+    return out
+
+
+@pytest.mark.parametrize("same_images", [True, False])
+def test_all_pairs_rates_against_a_loop(same_images: bool) -> None:
+    """Every pair counted once (unordered for whole-against-whole, ordered otherwise, never a photo with itself),
+    missed faces rejected (genuine) or left out (impostor), and the per-pair auto threshold of the scalar rule."""
+    from partialface.evaluation.realistic import all_pairs_rates
+
+    a, b, ident, p = _pair_sides()
+    if same_images:
+        b = a
+    got = all_pairs_rates(a, b, ident, {"single": 0.3}, points=p, same_images=same_images, chunk=7)
+    pairs = _pairs_by_loop(a, b, ident, p, same_images)
+    imp, gen = sum(not g for *_, g in pairs), sum(g for *_, g in pairs)
     assert (got["impostors"], got["genuine"]) == (imp, gen) and imp > 0 and gen > 0
     for k in ("single", "auto"):
-        assert got[k]["accepted"] == acc[k][0]
-        assert got[k]["far"] == pytest.approx(acc[k][0] / imp) and got[k]["tar"] == pytest.approx(acc[k][1] / gen)
-    ref = got["single_same_far"]  # the one threshold that gives these pairs auto's FAR, its TAR by the loop
-    assert ref["far"] == pytest.approx(got["auto"]["far"])
+        fa = sum(s >= (0.3 if k == "single" else t) for s, t, g in pairs if not g)
+        ta = sum(s >= (0.3 if k == "single" else t) for s, t, g in pairs if g)
+        assert got[k]["accepted"] == fa
+        assert got[k]["far"] == pytest.approx(fa / imp) and got[k]["tar"] == pytest.approx(ta / gen)
+    # the one threshold at auto's FAR: the lowest that accepts no more impostors than auto (scores tie: at most)
+    ref, accepted = got["single_same_far"], got["auto"]["accepted"]
+    scores = sorted((s for s, _, g in pairs if not g), reverse=True)
+    assert sum(s >= ref["threshold"] for s in scores) <= accepted < sum(s >= scores[accepted] for s in scores)
+    assert ref["far"] <= got["auto"]["far"]
+    assert ref["tar"] == pytest.approx(np.mean([s >= ref["threshold"] for s, _, g in pairs if g]))
+
+
+def test_every_kind_pooled_against_a_loop() -> None:
+    """Two kinds pooled: auto's accepted impostors and TAR are the sums over every pair of both, and the one
+    threshold is the lowest that accepts no more impostors than auto does (a lower impostor score would add one)."""
+    from partialface.evaluation.realistic import all_pairs_rates, pooled_rates
+
+    a, b, ident, p = _pair_sides(seed=5, n=36)
+    parts, pairs = [], []
+    for side, same_images in ((a, True), (b, False)):
+        kept: dict[str, Any] = {}
+        parts.append((all_pairs_rates(side, a, ident, {"single": 0.3}, points=p, same_images=same_images, chunk=5,
+                                      scores=kept), kept))
+        pairs += _pairs_by_loop(side, a, ident, p, same_images)
+    got = pooled_rates(parts)
+    assert got is not None
+    imp = sorted((s for s, _, g in pairs if not g), reverse=True)
+    gen = [s for s, _, g in pairs if g]
+    accepted = sum(s >= t for s, t, g in pairs if not g)
+    assert (got["impostors"], got["genuine"], got["auto"]["accepted"]) == (len(imp), len(gen), accepted)
+    assert got["auto"]["tar"] == pytest.approx(sum(s >= t for s, t, g in pairs if g) / len(gen))
+    one = got["single_same_far"]
+    assert sum(s >= one["threshold"] for s in imp) <= accepted < sum(s >= imp[accepted] for s in imp)
+    assert one["tar"] == pytest.approx(np.mean([s >= one["threshold"] for s in gen]))
+    assert pooled_rates([]) is None
+
+
+def test_margins_as_paired_folds() -> None:
+    """The margin table: the later model's per-fold accuracies minus the first's, their mean and population std,
+    folds ahead and level, by hand."""
+    from partialface.evaluation.realistic import _margins_markdown
+
+    first = [99.0, 98.0, 97.5, 99.5, 98.0, 97.0, 98.5, 99.0, 98.0, 97.5]
+    later = [99.5, 98.0, 98.0, 99.0, 98.5, 97.5, 99.0, 99.5, 98.0, 98.5]  # diffs: .5 0 .5 -.5 .5 .5 .5 .5 0 1
+    rows = [{"model": "a", "kind": "mask", "fold_accuracies": first},
+            {"model": "b", "kind": "mask", "fold_accuracies": later}]
+    line = next(x for x in _margins_markdown(rows) if x.startswith("| b | mask"))
+    # mean 3.5 / 10 = 0.35; squared deviations sum to 1.525 -> std sqrt(0.1525) = 0.39
+    assert line == "| b | mask | +0.35 ± 0.39 | 7 / 10 | 2 |"
+    assert _margins_markdown(rows[:1]) == []

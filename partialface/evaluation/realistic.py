@@ -19,6 +19,11 @@ kind ``auto`` (:mod:`partialface.evaluation.calibrate_auto`: the threshold of th
 from their estimates, within the pair's detail bin where the model carries those) and, as a reference, the TAR
 of the one threshold that gives the same pairs auto's real FAR.
 
+Every pair of different photos is scored too (the real FAR needs millions of impostor pairs), per kind and with
+every kind pooled (auto against one threshold for all of them at the pooled real FAR). With more than one model,
+each later model's accuracy margin over the first is given per kind as paired folds (the same pairs, the same
+faces: the per-fold differences' mean and spread, the noise of the comparison itself).
+
 Detection (model-independent) is cached in ``OUT/faces``: the aligned faces of each kind as (N, 160, 160, 3) uint8
 ``.npy`` files, and ``faces.npz`` (found, landmarks, boxes, whether the face found is the photo's subject, the
 landmark shift in eye distances, the ground-truth hidden area in the clean face's aligned frame, bit-packed),
@@ -237,13 +242,16 @@ class PairSide:
 
 
 def all_pairs_rates(a: PairSide, b: PairSide, ident: np.ndarray, thresholds: dict[str, float], *,
-                    points: Any = None, same_images: bool, chunk: int = 256) -> dict[str, Any]:
+                    points: Any = None, same_images: bool, chunk: int = 256,
+                    scores: dict[str, Any] | None = None) -> dict[str, Any]:
     """Real FAR and TAR over **every** pair of images: face i of side ``a`` against face j of side ``b`` for all
     i != j (i < j when ``same_images``: both sides are the same faces, kind ``whole``); genuine when ``ident[i] ==
     ident[j]``. Impostor pairs count where both faces were found; genuine pairs always (a missed face is a
     rejection). ``thresholds``: name -> one threshold; with ``points`` (OperatingPoints with auto levels) and both
     sides' vis / detail, also ``auto`` (:func:`partialface.evaluation.calibrate_auto.auto_thresholds` per pair)
     and ``single_same_far`` (the one threshold that gives these pairs auto's FAR, chosen on them: a reference).
+    ``scores``: a dict that, with auto, receives the scores :func:`pooled_rates` needs: "impostor_top" (the
+    impostor scores >= "floor", highest first) and "genuine" (every genuine pair's score).
     -> {"impostors", "genuine", name: {"far", "far_ci" (Wilson 95 %), "accepted", "tar"}}."""
     from partialface.evaluation.calibrate_auto import auto_thresholds, shared_visibility
 
@@ -287,12 +295,47 @@ def all_pairs_rates(a: PairSide, b: PairSide, ident: np.ndarray, thresholds: dic
                   "tar": ta / max(n_gen, 1)}
     if use_auto and n_imp and n_gen:
         top = np.sort(np.concatenate(kept))[::-1]
-        allowed = int(np.floor(out["auto"]["far"] * n_imp + 1e-9))
-        if allowed < len(top):  # calibrate.threshold_at_far's rule, on the kept top of the impostor scores
-            t = float(np.nextafter(top[allowed], np.inf))
-            gen = np.concatenate(gen_scores)
-            out["single_same_far"] = {"threshold": t, "far": float((top >= t).sum() / n_imp),
-                                      "tar": float((gen >= t).mean())}
+        gen = np.concatenate(gen_scores)
+        same_far = _single_at_count(top, gen, n_imp, out["auto"]["accepted"], floor)
+        if same_far is not None:
+            out["single_same_far"] = same_far
+        if scores is not None:
+            scores.update(impostor_top=top, genuine=gen, floor=floor)
+    return out
+
+
+def _single_at_count(top: np.ndarray, gen: np.ndarray, n_imp: int, accepted: int, floor: float
+                     ) -> dict[str, float] | None:
+    """The one threshold that accepts at most ``accepted`` of ``n_imp`` impostor pairs (calibrate.threshold_at_far's
+    rule) from ``top``, their scores >= ``floor`` highest first, and its rates; None when it would fall below the
+    floor (the scores kept could not tell)."""
+    if accepted >= len(top):
+        return None
+    t = float(np.nextafter(top[accepted], np.inf))
+    if t < floor:
+        return None
+    return {"threshold": t, "far": float((top >= t).sum() / n_imp), "tar": float((gen >= t).mean())}
+
+
+def pooled_rates(parts: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any] | None:
+    """Every kind's pairs together: ``parts`` = (:func:`all_pairs_rates`'s result, its ``scores``) per kind, with
+    auto. -> {"impostors", "genuine", "auto": {"far", "far_ci", "accepted", "tar"}, "single_same_far": the one
+    threshold for every kind that gives the pooled pairs auto's pooled real FAR (chosen on them: a reference) and
+    its rates}; None without parts."""
+    parts = [(r, s) for r, s in parts if "auto" in r and s]
+    if not parts:
+        return None
+    n_imp = sum(r["impostors"] for r, _ in parts)
+    n_gen = sum(r["genuine"] for r, _ in parts)
+    accepted = sum(r["auto"]["accepted"] for r, _ in parts)
+    out: dict[str, Any] = {"impostors": n_imp, "genuine": n_gen, "auto": {
+        "far": accepted / max(n_imp, 1), "far_ci": wilson_interval(accepted, n_imp), "accepted": accepted,
+        "tar": sum(r["auto"]["tar"] * r["genuine"] for r, _ in parts) / max(n_gen, 1)}}
+    top = np.sort(np.concatenate([s["impostor_top"] for _, s in parts]))[::-1]
+    gen = np.concatenate([s["genuine"] for _, s in parts])
+    same_far = _single_at_count(top, gen, n_imp, accepted, max(s["floor"] for _, s in parts))
+    if same_far is not None:
+        out["single_same_far"] = same_far
     return out
 
 
@@ -398,7 +441,7 @@ def run_realistic_benchmark(
     from partialface.evaluation.calibrate_auto import shared_visibility
     from partialface.evaluation.embed import cache_name, load_embedder
     from partialface.geometry.realistic import load_mask_templates
-    from partialface.metrics import cosine_scores, score_benchmark
+    from partialface.metrics import cosine_scores, score_benchmark, tenfold_details
     from partialface.training.checkpoint import load_weights
 
     check_detector(detector)
@@ -432,6 +475,7 @@ def run_realistic_benchmark(
                         "shift_p90": float(np.nanpercentile(store.shift[j], 90)) if store.found[j].any() else None}
                  for j, kind in enumerate(store.kinds)}
     rows: list[dict[str, Any]] = []
+    pooled: list[dict[str, Any]] = []
     for emb in embedders:
         source = Path(getattr(emb, "source", "") or "")
         points = read_operating_points(load_weights(source)[1]) if source.suffix == ".safetensors" else None
@@ -439,6 +483,7 @@ def run_realistic_benchmark(
         e = _embed_store(emb, store, base.with_name(f"{base.name}-realistic{tag}.npz"), batch_size, progress)
         hol, hol_ok = e["whole"], store.found[0]
         whole_side = PairSide(hol, hol_ok, None if vis is None else vis[0], detail[0])
+        parts: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for j, kind in enumerate(store.kinds):
             occ, ok = e[kind], store.found[j]
             share = None
@@ -460,17 +505,23 @@ def run_realistic_benchmark(
                                             shared_visibility(vis[0][a], vis[j][b])])
             m = score_benchmark(s, y, f).as_dict()
             row: dict[str, Any] = {"model": emb.name, "kind": kind, "pairs": len(s), "compared": float(valid.mean()),
-                                   **{k: m[k] for k in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e3")}}
+                                   **{k: m[k] for k in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e3")},
+                                   "fold_accuracies": [100 * float(v) for v in tenfold_details(s, y, f).accuracies]}
             if points is not None:
                 row.update(_at_operating_points(s, y, valid, points, kind, share, pair_detail))
                 side = whole_side if kind == "whole" else PairSide(occ, ok, None if vis is None else vis[j], detail[j])
+                kept: dict[str, Any] = {}
                 row["all_pairs"] = all_pairs_rates(
                     side, whole_side, ident, {k: row[k]["threshold"] for k in ("single", "by_kind")},
-                    points=points if share is not None else None, same_images=kind == "whole")
+                    points=points if share is not None else None, same_images=kind == "whole", scores=kept)
+                parts.append((row["all_pairs"], kept))
             rows.append(row)
+        every_kind = pooled_rates(parts)
+        if every_kind is not None:
+            pooled.append({"model": emb.name, "kinds": list(store.kinds), **every_kind})
     result = {"convention": (__doc__ or "").strip(), "version": REALISTIC_VERSION, "pairs_file": str(pairs_file),
               "data": str(data), "seed": seed, "detector": detector, "detection": detection, "visibility": seen,
-              "rows": rows}
+              "rows": rows, "every_kind": pooled}
     atomic_write_bytes(out_p / f"realistic{tag}.json", json.dumps(result, indent=1).encode("utf-8"))
     atomic_write_bytes(out_p / f"realistic{tag}.md", realistic_markdown(result).encode("utf-8"))
     return result
@@ -535,4 +586,41 @@ def realistic_markdown(result: dict[str, Any]) -> str:
                 cells.append("—" if x is None else f"{100 * x['tar']:.2f}")
             lines.append(f"| {r['model']} | {r['kind']} | {a['impostors']:,} | {a['genuine']:,} | " + " | ".join(cells)
                          + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _every_kind_markdown(result.get("every_kind") or [])
+                     + _margins_markdown(result["rows"])) + "\n"
+
+
+def _every_kind_markdown(pooled: Sequence[dict[str, Any]]) -> list[str]:
+    """The table of :func:`pooled_rates` per model (none: no lines)."""
+    if not pooled:
+        return []
+    lines = ["", "**Every kind together** (the pairs of the table above pooled over the kinds: auto against one "
+             "threshold for every pair that gives the pooled pairs auto's real FAR, chosen on them as a reference)", "",
+             "| model | impostor pairs | genuine pairs | FAR auto | TAR auto | one threshold | its FAR | its TAR |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in pooled:
+        ref = p.get("single_same_far")
+        tail = "— | — | —" if ref is None else \
+            f"{ref['threshold']:.4f} | {ref['far'] / NOMINAL_FAR:.2f}x | {100 * ref['tar']:.2f}"
+        lines.append(f"| {p['model']} | {p['impostors']:,} | {p['genuine']:,} | {far_multiple(p['auto'])} | "
+                     f"{100 * p['auto']['tar']:.2f} | {tail} |")
+    return lines
+
+
+def _margins_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Each later model's accuracy margin over the first, per kind, as paired folds: the mean of the per-fold
+    differences, their standard deviation (population, as the accuracies'), and the folds it is ahead on."""
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    if len(models) < 2 or not all(r.get("fold_accuracies") for r in rows):
+        return []
+    ref = {r["kind"]: np.asarray(r["fold_accuracies"]) for r in rows if r["model"] == models[0]}
+    lines = ["", f"**Margins against {models[0]}** (10-fold accuracy, the same pairs and the same faces: mean of the "
+             "per-fold differences ± their standard deviation; folds ahead / level)", "",
+             "| model | kind | margin | folds ahead | level |", "|---|---|---:|---:|---:|"]
+    for r in rows:
+        if r["model"] == models[0] or r["kind"] not in ref:
+            continue
+        d = np.asarray(r["fold_accuracies"]) - ref[r["kind"]]
+        lines.append(f"| {r['model']} | {r['kind']} | {d.mean():+.2f} ± {d.std():.2f} | "
+                     f"{int((d > 1e-9).sum())} / {len(d)} | {int((np.abs(d) <= 1e-9).sum())} |")
+    return lines
