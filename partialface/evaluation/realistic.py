@@ -614,7 +614,7 @@ def _margins_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
     if len(models) < 2 or not all(r.get("fold_accuracies") for r in rows):
         return []
     ref = {r["kind"]: np.asarray(r["fold_accuracies"]) for r in rows if r["model"] == models[0]}
-    lines = ["", f"**Margins against {models[0]}** (10-fold accuracy, the same pairs and the same faces: mean of the "
+    lines = ["", f"**Margins against {models[0]}** (accuracy per fold, the same pairs and the same faces: mean of the "
              "per-fold differences ± their standard deviation; folds ahead / level)", "",
              "| model | kind | margin | folds ahead | level |", "|---|---|---:|---:|---:|"]
     for r in rows:
