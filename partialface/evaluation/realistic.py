@@ -422,6 +422,31 @@ def _at_operating_points(s: np.ndarray, y: np.ndarray, valid: np.ndarray, points
     return out
 
 
+def _kind_pairs(j: int, occluded: tuple[np.ndarray, np.ndarray], whole: tuple[np.ndarray, np.ndarray],
+                pairs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], vis: np.ndarray | None,
+                detail: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                             np.ndarray | None]:
+    """The scored pairs of kind j (0: whole, both faces whole; else occluded-holistic in both orders).
+    ``occluded`` / ``whole``: that kind's and the whole faces' (embeddings (N, D), found (N,)); ``pairs``: image
+    indices a, b, genuine, fold (P,); ``vis``: (K, N, R) or None; ``detail``: (K, N).
+    -> scores, genuine, folds, both found, the pair's detail, its shared visibility (None without vis)."""
+    from partialface.evaluation.calibrate_auto import shared_visibility
+    from partialface.metrics import cosine_scores
+
+    (occ, ok), (hol, hol_ok), (a, b, same, fold) = occluded, whole, pairs
+    if j == 0:
+        return (np.where(hol_ok[a] & hol_ok[b], cosine_scores(hol[a], hol[b]), -1.0), same, fold,
+                hol_ok[a] & hol_ok[b], np.minimum(detail[0][a], detail[0][b]),
+                None if vis is None else shared_visibility(vis[0][a], vis[0][b]))
+    s = np.concatenate([np.where(ok[a] & hol_ok[b], cosine_scores(occ[a], hol[b]), -1.0),
+                        np.where(hol_ok[a] & ok[b], cosine_scores(hol[a], occ[b]), -1.0)])
+    share = None if vis is None else np.concatenate([shared_visibility(vis[j][a], vis[0][b]),
+                                                     shared_visibility(vis[0][a], vis[j][b])])
+    return (s, np.concatenate([same, same]), np.concatenate([fold, fold]),
+            np.concatenate([ok[a] & hol_ok[b], hol_ok[a] & ok[b]]),
+            np.concatenate([np.minimum(detail[j][a], detail[0][b]), np.minimum(detail[0][a], detail[j][b])]), share)
+
+
 def run_realistic_benchmark(
     models: Sequence[str], data: str | os.PathLike[str], pairs_file: str | os.PathLike[str],
     out: str | os.PathLike[str], *, masks: str | os.PathLike[str], kinds: Sequence[str] = REALISTIC_KINDS,
@@ -438,10 +463,9 @@ def run_realistic_benchmark(
     from partialface.detect.policy import check_detector
     from partialface.devices import resolve_device
     from partialface.evaluation.calibrate import read_operating_points
-    from partialface.evaluation.calibrate_auto import shared_visibility
     from partialface.evaluation.embed import cache_name, load_embedder
     from partialface.geometry.realistic import load_mask_templates
-    from partialface.metrics import cosine_scores, score_benchmark, tenfold_details
+    from partialface.metrics import score_benchmark, tenfold_details
     from partialface.training.checkpoint import load_weights
 
     check_detector(detector)
@@ -486,23 +510,8 @@ def run_realistic_benchmark(
         parts: list[tuple[dict[str, Any], dict[str, Any]]] = []
         for j, kind in enumerate(store.kinds):
             occ, ok = e[kind], store.found[j]
-            share = None
-            if kind == "whole":
-                s = np.where(hol_ok[a] & hol_ok[b], cosine_scores(hol[a], hol[b]), -1.0)
-                y, f, valid = same, fold, hol_ok[a] & hol_ok[b]
-                pair_detail = np.minimum(detail[0][a], detail[0][b])
-                if vis is not None:
-                    share = shared_visibility(vis[0][a], vis[0][b])
-            else:
-                s = np.concatenate([np.where(ok[a] & hol_ok[b], cosine_scores(occ[a], hol[b]), -1.0),
-                                    np.where(hol_ok[a] & ok[b], cosine_scores(hol[a], occ[b]), -1.0)])
-                y, f = np.concatenate([same, same]), np.concatenate([fold, fold])
-                valid = np.concatenate([ok[a] & hol_ok[b], hol_ok[a] & ok[b]])
-                pair_detail = np.concatenate([np.minimum(detail[j][a], detail[0][b]),
-                                              np.minimum(detail[0][a], detail[j][b])])
-                if vis is not None:
-                    share = np.concatenate([shared_visibility(vis[j][a], vis[0][b]),
-                                            shared_visibility(vis[0][a], vis[j][b])])
+            s, y, f, valid, pair_detail, share = _kind_pairs(j, (occ, ok), (hol, hol_ok), (a, b, same, fold),
+                                                             vis, detail)
             m = score_benchmark(s, y, f).as_dict()
             row: dict[str, Any] = {"model": emb.name, "kind": kind, "pairs": len(s), "compared": float(valid.mean()),
                                    **{k: m[k] for k in ("accuracy", "accuracy_std", "auc", "eer", "tar_far_1e3")},
